@@ -1,0 +1,134 @@
+"""ObservabilityMiddleware: the one ASGI layer every HTTP service puts outermost.
+
+For each HTTP request it
+- accepts the caller's X-Request-ID (or makes one), exposes it to logs and clients
+  through the context variable, and echoes it on the response;
+- refuses bodies over the size cap with 413, whether announced or streamed;
+- turns an unhandled exception into a 500 problem (logged, never shown);
+- writes one access log line and records Prometheus metrics by route template.
+
+It is plain ASGI rather than BaseHTTPMiddleware: it sits on the hottest path.
+"""
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+from interchange_common.problems import PROBLEM_CONTENT_TYPE, problem_body
+from interchange_common.requestctx import REQUEST_ID_HEADER, accept_request_id, request_id_var
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_REQUEST_ID_HEADER_BYTES = REQUEST_ID_HEADER.encode()
+_log = logging.getLogger("interchange.access")
+
+REQUESTS = Counter("http_requests_total", "HTTP requests served", ["method", "route", "status"])
+LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "Time to serve an HTTP request",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+
+class _BodyTooLarge(Exception):
+    """A streamed request body went past the cap."""
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class ObservabilityMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self._app = app
+        self._max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        offered: str | None = None
+        announced = 0
+        for name, value in scope["headers"]:
+            if name == _REQUEST_ID_HEADER_BYTES:
+                offered = value.decode("latin-1")
+            elif name == b"content-length" and value.isdigit():
+                announced = int(value)
+        request_id = accept_request_id(offered=offered)
+        reset = request_id_var.set(request_id)
+        rid_header = (_REQUEST_ID_HEADER_BYTES, request_id.encode())
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
+        received = 0
+
+        async def receive_capped() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self._max_body:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            if announced > self._max_body:
+                await self._send_problem(send_with_id, status=413, detail="request body too large")
+            else:
+                await self._app(scope, receive_capped, send_with_id)
+        except _BodyTooLarge:
+            if not response_started:
+                await self._send_problem(send_with_id, status=413, detail="request body too large")
+        except Exception:
+            _log.exception("unhandled error", extra={"method": scope["method"], "path": scope["path"]})
+            if not response_started:
+                await self._send_problem(send_with_id, status=500, detail="internal error")
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_template(scope)
+            REQUESTS.labels(scope["method"], route, str(status)).inc()
+            LATENCY.labels(scope["method"], route).observe(elapsed)
+            _log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
+            request_id_var.reset(reset)
+
+    @staticmethod
+    async def _send_problem(send: Send, *, status: int, detail: str) -> None:
+        body = problem_body(status=status, detail=detail)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,90 @@
+"""Dependency checks run in parallel, each with its own timeout.
+
+A service lists its checks (database, Redis, an upstream service …); /health runs
+them all at once and answers 200 when every one passes, 503 otherwise, with the
+same body shape as the gateway's aggregate (see API.md).
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import APIRouter
+from starlette.responses import Response
+
+Probe = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """A named probe: healthy when it returns, unhealthy when it raises or times out."""
+
+    name: str
+    probe: Probe
+    timeout_seconds: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    service: str
+    healthy: bool
+    response_time_ms: float
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "service": self.service,
+            "status": "healthy" if self.healthy else "unhealthy",
+            "response_time_ms": self.response_time_ms,
+        }
+        if self.error is not None:
+            body["error"] = self.error
+        return body
+
+
+async def _run_one(check: HealthCheck) -> CheckResult:
+    started = time.perf_counter()
+    error: str | None = None
+    try:
+        await asyncio.wait_for(check.probe(), timeout=check.timeout_seconds)
+    except TimeoutError:
+        error = f"no answer within {check.timeout_seconds:g} s"
+    except Exception as e:  # a failing probe is a result, not a crash
+        error = type(e).__name__
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+    return CheckResult(service=check.name, healthy=error is None, response_time_ms=elapsed_ms, error=error)
+
+
+async def run_checks(*, checks: Sequence[HealthCheck]) -> list[CheckResult]:
+    return list(await asyncio.gather(*(_run_one(check) for check in checks)))
+
+
+def health_response(*, results: Sequence[CheckResult]) -> Response:
+    healthy = all(result.healthy for result in results)
+    body = {
+        "status": "healthy" if healthy else "unhealthy",
+        "services": [result.as_json() for result in results],
+    }
+    return Response(
+        content=orjson.dumps(body),
+        status_code=200 if healthy else 503,
+        media_type="application/json",
+    )
+
+
+def health_router(*, checks: Callable[[], Sequence[HealthCheck]]) -> APIRouter:
+    """GET /health (dependencies) and GET /health/live (the process answers)."""
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/health", summary="Health of this service and its dependencies")
+    async def health() -> Response:
+        return health_response(results=await run_checks(checks=checks()))
+
+    @router.get("/health/live", summary="The process is up and serving")
+    async def live() -> dict[str, str]:
+        return {"status": "healthy"}
+
+    return router

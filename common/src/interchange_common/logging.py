@@ -1,0 +1,49 @@
+"""Structured logs: one JSON object per line, with the service and the request id.
+
+Every logger (ours, uvicorn's, grpc's) goes through the root handler set up here, so
+a line from any library carries the same fields. Tokens and passwords are never
+passed to a logger; the fields we log are ids, paths, statuses and durations.
+"""
+
+import logging
+import sys
+
+from pythonjsonlogger.json import JsonFormatter
+
+from interchange_common.requestctx import current_request_id
+
+
+class _ContextFilter(logging.Filter):
+    def __init__(self, *, service: str) -> None:
+        super().__init__()
+        self._service = service
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.service = self._service
+        record.request_id = current_request_id()
+        # uvicorn adds a copy of the message with terminal colour codes: not for JSON logs.
+        record.__dict__.pop("color_message", None)
+        return True
+
+
+def configure_logging(*, service: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(_ContextFilter(service=service))
+    handler.setFormatter(
+        JsonFormatter(
+            "{levelname}{name}{message}{service}{request_id}",
+            style="{",
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp="time",
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # uvicorn installs its own handlers; route its records through ours instead.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        lib_logger = logging.getLogger(name)
+        lib_logger.handlers[:] = []
+        lib_logger.propagate = True
+    # Our middleware writes the access line with the request id; uvicorn's would repeat it.
+    logging.getLogger("uvicorn.access").disabled = True

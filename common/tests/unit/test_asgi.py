@@ -1,0 +1,112 @@
+"""ObservabilityMiddleware and the problem handlers, on a small FastAPI app (no sockets)."""
+
+import json
+import logging
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from pydantic import BaseModel
+
+from interchange_common.asgi import ObservabilityMiddleware
+from interchange_common.problems import install_problem_handlers
+from interchange_common.requestctx import current_request_id
+
+
+class Item(BaseModel):
+    name: str
+    count: int
+
+
+def make_app() -> FastAPI:
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/id")
+    async def request_id() -> dict[str, str]:
+        return {"request_id": current_request_id()}
+
+    @app.post("/items")
+    async def create(item: Item) -> Item:
+        return item
+
+    @app.post("/raw")
+    async def raw(request: Request) -> dict[str, int]:
+        return {"size": len(await request.body())}
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret detail")
+
+    app.add_middleware(ObservabilityMiddleware, max_body_bytes=1024)
+    return app
+
+
+@pytest.fixture
+async def client():
+    transport = httpx.ASGITransport(app=make_app(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
+
+
+async def test_the_callers_request_id_is_used_and_echoed(client):
+    response = await client.get("/id", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    assert response.json() == {"request_id": "abc-123"}
+
+
+async def test_a_request_id_is_made_when_none_is_sent(client):
+    response = await client.get("/id")
+    assert len(response.headers["x-request-id"]) == 32
+    assert response.json()["request_id"] == response.headers["x-request-id"]
+
+
+async def test_malformed_json_is_a_422_problem(client):
+    response = await client.post("/items", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == 422
+    assert body["request_id"] == response.headers["x-request-id"]
+
+
+async def test_wrong_types_are_a_422_problem_that_does_not_echo_the_input(client):
+    response = await client.post("/items", json={"name": "n", "count": "hunter2-not-a-number"})
+    assert response.status_code == 422
+    assert "hunter2" not in response.text
+
+
+async def test_an_announced_large_body_is_refused_with_413(client):
+    response = await client.post("/raw", content=b"x" * 2048)
+    assert response.status_code == 413
+    assert response.json()["detail"] == "request body too large"
+
+
+async def test_a_streamed_large_body_is_refused_with_413(client):
+    async def chunks():
+        for _ in range(4):
+            yield b"x" * 512
+
+    response = await client.post("/raw", content=chunks())
+    assert response.status_code == 413
+
+
+async def test_a_small_body_passes(client):
+    response = await client.post("/raw", content=b"x" * 100)
+    assert response.json() == {"size": 100}
+
+
+async def test_an_unhandled_error_is_a_500_problem_without_details(client, caplog):
+    with caplog.at_level(logging.ERROR):
+        response = await client.get("/boom")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "secret detail" not in response.text
+    assert response.headers["x-request-id"]
+    assert any(record.message == "unhandled error" for record in caplog.records)
+
+
+async def test_unknown_paths_are_404_problems(client):
+    response = await client.get("/nope")
+    assert response.status_code == 404
+    assert json.loads(response.text)["title"] == "Not Found"

@@ -1,0 +1,1 @@
+"""The gateway's adapters: JWKS token verification, Redis rate limiting, upstream HTTP."""

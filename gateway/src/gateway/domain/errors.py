@@ -1,0 +1,38 @@
+"""Why the gateway refuses or fails a request.
+
+GatewayError
+ ├── AuthenticationFailed   no access token, or one that does not verify (401)
+ ├── Forbidden              a valid caller without the role the route needs (403)
+ ├── RateLimited            over the caller's limit (429)
+ └── UpstreamFailed         the service behind the route did not answer
+      ├── UpstreamUnavailable   connection refused or reset (503)
+      └── UpstreamTimeout       no answer within the route's timeout (504)
+"""
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises."""
+
+
+class AuthenticationFailed(GatewayError):
+    """No access token, or one that does not verify."""
+
+
+class Forbidden(GatewayError):
+    """The caller lacks the role the route needs."""
+
+
+class RateLimited(GatewayError):
+    """The caller is over its rate limit."""
+
+
+class UpstreamFailed(GatewayError):
+    """The service behind the route did not answer."""
+
+
+class UpstreamUnavailable(UpstreamFailed):
+    """The upstream refused or dropped the connection."""
+
+
+class UpstreamTimeout(UpstreamFailed):
+    """The upstream did not answer within the route's timeout."""

@@ -1,0 +1,113 @@
+"""The gateway's small world.
+
+Upstream          a service behind the gateway: base URL, health path, timeout
+                  (the seed's registerService)
+Route             a public method and path, the upstream path it maps to, who may call
+Access            public, any signed-in user, or admins only
+Principal         the signed-in caller, from a verified access token
+RateLimitPolicy   how many requests per window, and the key it counts by
+RateDecision      the answer of the limiter for one request
+"""
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+
+from gateway.domain.errors import AuthenticationFailed, Forbidden
+
+ADMIN_ROLE = "admin"
+
+
+class Access(Enum):
+    PUBLIC = "public"
+    USER = "user"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """``audience`` is the service's name, the ``aud`` of the service tokens it accepts."""
+
+    name: str
+    url: str
+    audience: str
+    health_path: str = "/health"
+    timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitPolicy:
+    name: str
+    limit: int
+    window_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: int
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_seconds),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(self.reset_seconds)
+        return headers
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: uuid.UUID
+    roles: frozenset[str]
+    expires_at: float
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_ROLE in self.roles
+
+
+# Path parameters are copied into upstream paths: only plain segments may pass.
+_SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_.~-]{1,128}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A public ``method path`` served by ``upstream`` at ``target``.
+
+    ``target`` may name the route's path parameters and ``{actor_id}``, the caller's id.
+    """
+
+    method: str
+    path: str
+    upstream: str
+    target: str
+    access: Access
+    rate_limit: str = "default"
+    summary: str = ""
+    forward_headers: tuple[str, ...] = field(default=("content-type", "accept", "if-match", "if-none-match"))
+
+    def authorize(self, *, principal: Principal | None) -> None:
+        """Raise when the caller may not use this route at all (object checks are upstream)."""
+        if self.access is Access.PUBLIC:
+            return
+        if principal is None:
+            raise AuthenticationFailed("authentication required")
+        if self.access is Access.ADMIN and not principal.is_admin:
+            raise Forbidden("admin role required")
+
+    def upstream_path(self, *, path_params: dict[str, str], principal: Principal | None) -> str | None:
+        """The upstream path, or None when a path parameter is not a plain segment."""
+        values: dict[str, str] = {}
+        for name, value in path_params.items():
+            if not _SAFE_SEGMENT.match(value) or value in (".", ".."):
+                return None
+            values[name] = value
+        if principal is not None:
+            values["actor_id"] = str(principal.user_id)
+        return self.target.format(**values)

@@ -1,0 +1,20 @@
+"""The route table: every public endpoint the gateway forwards, and where to.
+
+One row per endpoint of API.md served by an upstream HTTP API. Order matters where
+paths overlap: ``/api/users/me`` stands before ``/api/users/{user_id}``.
+"""
+
+from gateway.domain.model import Access, Route
+
+USERS = "users"
+
+ROUTES: tuple[Route, ...] = (
+    Route("POST", "/api/auth/register", USERS, "/internal/users", Access.PUBLIC, "auth", "Register a user"),
+    Route("POST", "/api/auth/token", USERS, "/internal/auth/token", Access.PUBLIC, "auth", "Log in: get a token"),
+    Route("GET", "/.well-known/jwks.json", USERS, "/.well-known/jwks.json", Access.PUBLIC, summary="Token keys"),
+    Route("GET", "/api/users/me", USERS, "/internal/users/{actor_id}", Access.USER, summary="The caller"),
+    Route("GET", "/api/users", USERS, "/internal/users", Access.ADMIN, summary="List users (admin)"),
+    Route("GET", "/api/users/{user_id}", USERS, "/internal/users/{user_id}", Access.USER, summary="A user"),
+    Route("PATCH", "/api/users/{user_id}", USERS, "/internal/users/{user_id}", Access.USER, summary="Change a user"),
+    Route("DELETE", "/api/users/{user_id}", USERS, "/internal/users/{user_id}", Access.USER, summary="Delete a user"),
+)

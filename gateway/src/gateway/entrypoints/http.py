@@ -1,0 +1,158 @@
+"""The gateway's HTTP app.
+
+Every row of the route table becomes one plain Starlette route whose endpoint
+checks the caller, counts it against its rate limit, and forwards the request with
+a service token, the request id and the caller's identity. It is a plain route, not
+a FastAPI operation: this is the hottest path in the deployment, and dependency
+injection and body validation belong to the upstream that owns the data.
+"""
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as StarletteRoute
+
+from gateway.adapters.upstream import UpstreamClient
+from gateway.domain.errors import AuthenticationFailed, Forbidden, UpstreamTimeout, UpstreamUnavailable
+from gateway.domain.model import Access, Principal, RateDecision, RateLimitPolicy, Route
+from interchange_common.asgi import ObservabilityMiddleware
+from interchange_common.health import HealthCheck, health_response, run_checks
+from interchange_common.metrics import metrics_router
+from interchange_common.problems import install_problem_handlers, problem_response
+from interchange_common.requestctx import REQUEST_ID_HEADER, current_request_id
+from interchange_common.servicejwt import ServiceTokenIssuer
+
+ACTOR_ID_HEADER = "x-actor-id"
+ACTOR_ROLES_HEADER = "x-actor-roles"
+
+Verify = Callable[..., Awaitable[Principal]]
+Hit = Callable[..., Awaitable[RateDecision]]
+
+
+def _client_key(request: Request) -> str:
+    return f"ip:{request.client.host if request.client else 'unknown'}"
+
+
+def proxy_endpoint(
+    *,
+    route: Route,
+    policy: RateLimitPolicy,
+    ip_policy: RateLimitPolicy,
+    upstream: UpstreamClient,
+    verify: Verify,
+    hit: Hit,
+    issuer: ServiceTokenIssuer,
+) -> Callable[[Request], Awaitable[Response]]:
+    audience = upstream.upstreams[route.upstream].audience
+    forward_headers = route.forward_headers
+    protected = route.access is not Access.PUBLIC
+
+    async def endpoint(request: Request) -> Response:
+        principal: Principal | None = None
+        if protected:
+            try:
+                principal = await verify(header=request.headers.get("authorization"))
+            except AuthenticationFailed as e:
+                # Failed attempts count against the client address: guessing tokens costs.
+                decision = await hit(policy=ip_policy, key=_client_key(request))
+                if not decision.allowed:
+                    return problem_response(status=429, detail="rate limit exceeded", headers=decision.headers())
+                return problem_response(status=401, detail=str(e), headers={"WWW-Authenticate": "Bearer"})
+        try:
+            route.authorize(principal=principal)
+        except Forbidden as e:
+            return problem_response(status=403, detail=str(e))
+        key = f"user:{principal.user_id}" if principal is not None else _client_key(request)
+        decision = await hit(policy=policy, key=key)
+        limit_headers = decision.headers()
+        if not decision.allowed:
+            return problem_response(status=429, detail="rate limit exceeded", headers=limit_headers)
+        path = route.upstream_path(path_params=request.path_params, principal=principal)
+        if path is None:
+            return problem_response(status=404, detail="not found", headers=limit_headers)
+        headers = {name: value for name in forward_headers if (value := request.headers.get(name)) is not None}
+        headers["authorization"] = issuer.authorization_for(audience=audience)
+        headers[REQUEST_ID_HEADER] = current_request_id()
+        if principal is not None:
+            headers[ACTOR_ID_HEADER] = str(principal.user_id)
+            headers[ACTOR_ROLES_HEADER] = ",".join(sorted(principal.roles))
+        try:
+            answer = await upstream.forward(
+                upstream=route.upstream,
+                method=route.method,
+                path=path,
+                query=request.url.query,
+                headers=headers,
+                body=await request.body(),
+            )
+        except UpstreamTimeout:
+            return problem_response(status=504, detail=f"{audience} did not answer in time", headers=limit_headers)
+        except UpstreamUnavailable:
+            limit_headers["Retry-After"] = "1"
+            return problem_response(status=503, detail=f"{audience} is unavailable", headers=limit_headers)
+        return Response(content=answer.body, status_code=answer.status, headers={**answer.headers, **limit_headers})
+
+    return endpoint
+
+
+def create_app(
+    *,
+    routes: Sequence[Route],
+    policies: Mapping[str, RateLimitPolicy],
+    upstream: UpstreamClient,
+    verify: Verify,
+    hit: Hit,
+    issuer: ServiceTokenIssuer,
+    health_checks: Callable[[], Sequence[HealthCheck]],
+    cors_origins: Sequence[str],
+    max_body_bytes: int,
+) -> FastAPI:
+    app = FastAPI(
+        title="Interchange gateway",
+        version="1.0.0",
+        description="The public API of Interchange. See API.md for the full contract.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_problem_handlers(app)
+
+    @app.get("/health", tags=["operations"], summary="Health of every dependency, checked in parallel")
+    async def health() -> Response:
+        return health_response(results=await run_checks(checks=health_checks()))
+
+    @app.get("/health/live", tags=["operations"], summary="The gateway process is serving")
+    async def live() -> dict[str, str]:
+        return {"status": "healthy"}
+
+    app.include_router(metrics_router())
+    for route in routes:
+        endpoint = proxy_endpoint(
+            route=route,
+            policy=policies[route.rate_limit],
+            ip_policy=policies["default"],
+            upstream=upstream,
+            verify=verify,
+            hit=hit,
+            issuer=issuer,
+        )
+        app.router.routes.append(StarletteRoute(route.path, endpoint, methods=[route.method], name=route.summary))
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["authorization", "content-type", "if-match", "idempotency-key", "x-request-id"],
+            expose_headers=[
+                "x-request-id",
+                "etag",
+                "retry-after",
+                "ratelimit-limit",
+                "ratelimit-remaining",
+                "ratelimit-reset",
+            ],
+        )
+    app.add_middleware(ObservabilityMiddleware, max_body_bytes=max_body_bytes)
+    return app

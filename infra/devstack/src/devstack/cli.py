@@ -1,0 +1,105 @@
+"""``python -m devstack COMMAND`` (the Makefile's targets call these).
+
+infra     find (or install) PostgreSQL, Redis and RabbitMQ; print where they are
+secrets   make .env and the development signing key when missing
+up        docker compose up --build when a Docker engine answers, else every
+          service as a local process in the foreground; Ctrl-C stops them
+down      stop what ``up`` started
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from devstack.errors import DevstackError
+from devstack.infra import ensure_infra
+from devstack.runner import stop_from_state
+from devstack.secrets import ensure_dev_secrets
+from devstack.stack import Stack, StackOptions
+
+STATE_FILE = Path(".run/native-stack.json")
+
+
+def _say(message: str) -> None:
+    print(f"devstack: {message}", flush=True)  # noqa: T201  # the command's own output
+
+
+def docker_engine_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    result = subprocess.run(["docker", "info"], capture_output=True, check=False, timeout=20)
+    return result.returncode == 0
+
+
+def _up(root: Path) -> int:
+    ensure_dev_secrets(root=root)
+    if docker_engine_answers():
+        _say("a Docker engine answers: docker compose up --build")
+        return subprocess.call(["docker", "compose", "up", "--build"], cwd=root)
+    _say("no Docker engine: running every service as a local process")
+    infra = ensure_infra()
+    stack = Stack.prepare(options=StackOptions(root=root, env_file=root / ".env"), infra=infra)
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        stack.start()
+        stack.native.write_state(root / STATE_FILE)
+        _say(f"ready: gateway on {stack.url('gateway', 8080)} (Ctrl-C stops everything)")
+        while not stopping:
+            ended = stack.native.exited()
+            if ended:
+                _say(f"{', '.join(ended)} exited; stopping the stack")
+                return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        _say("stopping")
+        stack.stop()
+        (root / STATE_FILE).unlink(missing_ok=True)
+
+
+def _down(root: Path) -> int:
+    if docker_engine_answers():
+        return subprocess.call(["docker", "compose", "down"], cwd=root)
+    stopped = stop_from_state(root / STATE_FILE)
+    _say(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="devstack")
+    parser.add_argument("command", choices=["infra", "secrets", "up", "down"])
+    parser.add_argument("--root", type=Path, default=Path.cwd())
+    args = parser.parse_args(argv)
+    root: Path = args.root.resolve()
+    os.chdir(root)
+    try:
+        if args.command == "infra":
+            infra = ensure_infra()
+            _say(
+                f"PostgreSQL {infra.postgres_url.split('@')[-1]}, Redis {infra.redis_url.split('@')[-1]}, "
+                f"RabbitMQ {infra.rabbitmq_url.split('@')[-1]}"
+            )
+            code = 0
+        elif args.command == "secrets":
+            ensure_dev_secrets(root=root)
+            code = 0
+        elif args.command == "up":
+            code = _up(root)
+        else:
+            code = _down(root)
+    except DevstackError as e:
+        _say(str(e))
+        code = 2
+    sys.exit(code)

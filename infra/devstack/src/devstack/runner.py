@@ -1,0 +1,181 @@
+"""Starts the native services, in dependency order, and stops them all.
+
+Each service runs in its own process group, so stopping it also stops anything it
+started. ``start`` waits for each service's health URL (the compose healthcheck)
+before starting the services that depend on it, and fails fast when a process
+exits. ``stop`` sends SIGTERM to everything, newest first, then SIGKILL to what
+has not exited after the grace period.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from devstack.compose import NativeService
+from devstack.errors import StackFailed
+
+_HEALTH_POLL_SECONDS = 0.2
+
+
+def start_order(services: Iterable[NativeService]) -> list[NativeService]:
+    """Dependencies first (a topological order of depends_on)."""
+    by_name = {service.name: service for service in services}
+    ordered: list[NativeService] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if any(service.name == name for service in ordered):
+            return
+        if name in visiting:
+            raise StackFailed(f"depends_on has a cycle through {name}")
+        visiting.add(name)
+        for dependency in by_name[name].depends_on:
+            visit(dependency)
+        visiting.discard(name)
+        ordered.append(by_name[name])
+
+    for name in by_name:
+        visit(name)
+    return ordered
+
+
+def healthy(url: str, *, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310  # our own loopback URL
+            return 200 <= int(response.status) < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class RunningService:
+    service: NativeService
+    process: subprocess.Popen[bytes]
+    log: IO[bytes] | None = None
+
+
+@dataclass
+class NativeStack:
+    services: list[NativeService]
+    bin_dir: Path
+    log_dir: Path | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    running: list[RunningService] = field(default_factory=list)
+
+    def start(self, *, health_timeout: float = 60.0) -> None:
+        try:
+            for service in start_order(self.services):
+                self._spawn(service)
+                self._wait_healthy(self.running[-1], deadline=time.monotonic() + health_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, service: NativeService) -> None:
+        env = {
+            **os.environ,
+            **self.extra_env,
+            **service.environment,
+            "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONUNBUFFERED": "1",
+        }
+        log = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log = (self.log_dir / f"{service.name}.log").open("ab")
+        process = subprocess.Popen(
+            service.command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT if log is not None else None,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.running.append(RunningService(service=service, process=process, log=log))
+
+    def _wait_healthy(self, running: RunningService, *, deadline: float) -> None:
+        url = running.service.health_url
+        if url is None:
+            return
+        while time.monotonic() < deadline:
+            code = running.process.poll()
+            if code is not None:
+                raise StackFailed(
+                    f"{running.service.name} exited with code {code} while starting{self._log_hint(running)}"
+                )
+            if healthy(url):
+                return
+            time.sleep(_HEALTH_POLL_SECONDS)
+        raise StackFailed(f"{running.service.name} was not healthy at {url} in time{self._log_hint(running)}")
+
+    def _log_hint(self, running: RunningService) -> str:
+        if self.log_dir is None:
+            return ""
+        return f" (log: {self.log_dir / (running.service.name + '.log')})"
+
+    def exited(self) -> list[str]:
+        """Names of services whose process has ended."""
+        return [running.service.name for running in self.running if running.process.poll() is not None]
+
+    def stop(self, *, grace_seconds: float = 10.0) -> None:
+        for running in reversed(self.running):
+            _signal_group(running.process, signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
+        for running in reversed(self.running):
+            try:
+                running.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(running.process, signal.SIGKILL)
+                running.process.wait()
+            if running.log is not None:
+                running.log.close()
+        self.running.clear()
+
+    def write_state(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({r.service.name: r.process.pid for r in self.running}))
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        return
+
+
+def stop_from_state(path: Path, *, grace_seconds: float = 10.0) -> list[str]:
+    """Stop a stack that another ``devstack up`` started (``make down``)."""
+    if not path.exists():
+        return []
+    pids: dict[str, int] = json.loads(path.read_text())
+    for pid in pids.values():
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + grace_seconds
+    for pid in pids.values():
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    path.unlink(missing_ok=True)
+    return list(pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

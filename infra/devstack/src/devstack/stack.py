@@ -1,0 +1,88 @@
+"""The native stack as one object: compose file + infrastructure + overrides → processes.
+
+``make up`` uses the compose ports; the end-to-end suite and the benchmark pass
+free ports, their own database names and their own Redis key prefix, so they
+never collide with a running ``make up`` or with each other.
+"""
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from devstack.compose import AddressMap, NativeService, default_ports, load_compose, native_services, secret_files
+from devstack.infra import Infra, create_databases, drop_databases
+from devstack.runner import NativeStack
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    root: Path
+    env_file: Path
+    ports: Mapping[tuple[str, int], int] | None = None
+    database_name: Callable[[str], str] = lambda name: name
+    env_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    log_dir: Path | None = None
+
+
+def plan(*, options: StackOptions, infra: Infra) -> list[NativeService]:
+    document = load_compose(compose_file=options.root / "docker-compose.yml", env_file=options.env_file)
+    addresses = AddressMap(
+        infra_urls={name: infra.url_of(name) for name in ("postgres", "redis", "rabbitmq")},
+        ports=dict(options.ports) if options.ports is not None else default_ports(document),
+        secret_files=secret_files(document=document, root=options.root),
+        database_name=options.database_name,
+    )
+    services = native_services(document=document, addresses=addresses)
+    for service in services:
+        service.environment.update(options.env_overrides.get(service.name, {}))
+    return services
+
+
+def database_names(services: list[NativeService]) -> set[str]:
+    """Every PostgreSQL database a service's environment names."""
+    names = set()
+    for service in services:
+        for value in service.environment.values():
+            if value.startswith("postgresql"):
+                name = urlsplit(value).path.strip("/")
+                if name:
+                    names.add(name)
+    return names
+
+
+@dataclass
+class Stack:
+    """A native stack with its databases: ``start`` creates them, ``stop(drop=True)`` drops them."""
+
+    options: StackOptions
+    infra: Infra
+    services: list[NativeService]
+    native: NativeStack
+
+    @classmethod
+    def prepare(cls, *, options: StackOptions, infra: Infra) -> "Stack":
+        services = plan(options=options, infra=infra)
+        native = NativeStack(services=services, bin_dir=options.root / ".venv" / "bin", log_dir=options.log_dir)
+        return cls(options=options, infra=infra, services=services, native=native)
+
+    def start(self, *, health_timeout: float = 60.0) -> None:
+        asyncio.run(create_databases(server_url=self.infra.postgres_url, names=database_names(self.services)))
+        self.native.start(health_timeout=health_timeout)
+
+    def stop(self, *, drop_databases_too: bool = False) -> None:
+        self.native.stop()
+        if drop_databases_too:
+            asyncio.run(drop_databases(server_url=self.infra.postgres_url, names=database_names(self.services)))
+
+    def port(self, service: str, container_port: int) -> int:
+        for candidate in self.services:
+            if candidate.name == service:
+                for mapping in candidate.ports:
+                    if mapping.target == container_port:
+                        return mapping.published
+        raise KeyError(f"{service} publishes no port {container_port}")
+
+    def url(self, service: str, container_port: int) -> str:
+        return f"http://127.0.0.1:{self.port(service, container_port)}"

@@ -1,0 +1,3 @@
+-- One database per service (each service owns its data). Runs once, when the
+-- compose postgres volume is created; the native runner creates the same names.
+CREATE DATABASE interchange_users;

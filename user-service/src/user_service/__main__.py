@@ -1,0 +1,3 @@
+from user_service.entrypoints.cli import main
+
+main()

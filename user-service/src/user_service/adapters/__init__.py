@@ -1,0 +1,1 @@
+"""user-service's adapters: PostgreSQL, argon2, RS256 tokens."""

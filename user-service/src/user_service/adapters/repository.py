@@ -1,0 +1,142 @@
+"""UserRepository on PostgreSQL, through SQLAlchemy Core with asyncpg."""
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, func, insert, or_, select, true, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from user_service.adapters.errors import UserStoreError
+from user_service.adapters.orm import users
+from user_service.domain.errors import EmailTaken, UserNotFound
+from user_service.domain.model import Page, User, UserStatus
+
+_STREAM_BATCH = 200
+
+
+def _row_to_user(row: Any) -> User:
+    return User(
+        id=row.id,
+        name=row.name,
+        email=row.email,
+        password_hash=row.password_hash,
+        roles=tuple(row.roles),
+        status=UserStatus(row.status),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _user_to_row(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "name": user.name,
+        "email": user.email,
+        "password_hash": user.password_hash,
+        "roles": list(user.roles),
+        "status": user.status.value,
+        "created_at": user.created_at,
+        "updated_at": user.updated_at,
+    }
+
+
+def _contains(text: str) -> ColumnElement[bool]:
+    if not text:
+        return true()
+    # autoescape: % and _ in the text match themselves, not any characters.
+    return or_(users.c.name.icontains(text, autoescape=True), users.c.email.icontains(text, autoescape=True))
+
+
+def _is_email_conflict(error: IntegrityError) -> bool:
+    return "users_email_key" in str(error.orig)
+
+
+class SqlUserRepository:
+    def __init__(self, *, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def add(self, *, user: User) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(insert(users).values(**_user_to_row(user)))
+        except IntegrityError as e:
+            if _is_email_conflict(e):
+                raise EmailTaken(user.email) from e
+            raise UserStoreError("could not store the user") from e
+        except SQLAlchemyError as e:
+            raise UserStoreError("could not store the user") from e
+
+    async def get(self, *, user_id: uuid.UUID) -> User:
+        try:
+            async with self._engine.connect() as conn:
+                row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
+        except SQLAlchemyError as e:
+            raise UserStoreError("could not read the user") from e
+        if row is None:
+            raise UserNotFound(str(user_id))
+        return _row_to_user(row)
+
+    async def get_by_email(self, *, email: str) -> User | None:
+        try:
+            async with self._engine.connect() as conn:
+                row = (await conn.execute(select(users).where(users.c.email == email))).first()
+        except SQLAlchemyError as e:
+            raise UserStoreError("could not read the user") from e
+        return None if row is None else _row_to_user(row)
+
+    async def update(self, *, user_id: uuid.UUID, change: Callable[[User], User]) -> User:
+        try:
+            async with self._engine.begin() as conn:
+                row = (await conn.execute(select(users).where(users.c.id == user_id).with_for_update())).first()
+                if row is None:
+                    raise UserNotFound(str(user_id))
+                current = _row_to_user(row)
+                changed = change(current)
+                if changed != current:
+                    await conn.execute(update(users).where(users.c.id == user_id).values(**_user_to_row(changed)))
+                return changed
+        except IntegrityError as e:
+            if _is_email_conflict(e):
+                raise EmailTaken("email already in use") from e
+            raise UserStoreError("could not update the user") from e
+        except SQLAlchemyError as e:
+            raise UserStoreError("could not update the user") from e
+
+    async def delete(self, *, user_id: uuid.UUID) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                result = await conn.execute(delete(users).where(users.c.id == user_id))
+        except SQLAlchemyError as e:
+            raise UserStoreError("could not delete the user") from e
+        if result.rowcount == 0:
+            raise UserNotFound(str(user_id))
+
+    async def list(self, *, page: Page, contains: str) -> tuple[list[User], int]:
+        condition = _contains(contains)
+        query = (
+            select(users)
+            .where(condition)
+            .order_by(users.c.created_at, users.c.id)
+            .limit(page.limit)
+            .offset(page.offset)
+        )
+        try:
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+                total = (await conn.execute(select(func.count()).select_from(users).where(condition))).scalar_one()
+        except SQLAlchemyError as e:
+            raise UserStoreError("could not list users") from e
+        return [_row_to_user(row) for row in rows], int(total)
+
+    async def stream(self, *, contains: str) -> AsyncIterator[User]:
+        query = select(users).where(_contains(contains)).order_by(users.c.created_at, users.c.id)
+        try:
+            async with self._engine.connect() as conn:
+                # A server-side cursor: rows arrive in batches, never all at once.
+                result = await conn.stream(query.execution_options(yield_per=_STREAM_BATCH))
+                async for row in result:
+                    yield _row_to_user(row)
+        except SQLAlchemyError as e:
+            raise UserStoreError("could not stream users") from e

@@ -1,0 +1,111 @@
+"""The one place that builds user-service: adapters created, wired to the domain, served.
+
+Nothing is created at import time; ``serve`` owns every resource it opens and
+closes them when the servers stop (SIGTERM or SIGINT).
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from interchange_common.contracts import user_pb2_grpc
+from interchange_common.health import HealthCheck
+from interchange_common.httpserver import serve_http
+from interchange_common.rpc import create_server, mark_serving
+from interchange_common.servicejwt import ServiceTokenVerifier
+from user_service.adapters.passwords import Argon2PasswordHasher
+from user_service.adapters.repository import SqlUserRepository
+from user_service.adapters.tokens import RsaAccessTokenIssuer, load_private_key
+from user_service.config import SERVICE_NAME, Settings
+from user_service.domain.usecases import Users
+from user_service.entrypoints.grpc_server import SERVICE_NAME as GRPC_SERVICE_NAME
+from user_service.entrypoints.grpc_server import UserServicer
+from user_service.entrypoints.http import create_http_app
+
+_log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+_GRPC_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    settings: Settings
+    engine: AsyncEngine
+    users: Users
+    tokens: RsaAccessTokenIssuer
+    verifier: ServiceTokenVerifier
+
+    def health_checks(self) -> list[HealthCheck]:
+        async def database() -> None:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+
+        return [HealthCheck(name="postgres", probe=database)]
+
+
+def build(*, settings: Settings) -> Container:
+    engine = create_async_engine(
+        settings.database_url.get_secret_value(),
+        pool_size=settings.database_pool_size,
+        pool_pre_ping=True,
+    )
+    tokens = RsaAccessTokenIssuer(
+        key=load_private_key(path=settings.jwt_private_key_file),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl_seconds=settings.access_token_ttl_seconds,
+    )
+    users = Users(repository=SqlUserRepository(engine=engine), hasher=Argon2PasswordHasher(), tokens=tokens)
+    verifier = ServiceTokenVerifier(service=SERVICE_NAME, secret=settings.service_jwt_secret.get_secret_value())
+    return Container(settings=settings, engine=engine, users=users, tokens=tokens, verifier=verifier)
+
+
+def alembic_config(*, database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["database_url"] = database_url
+    return config
+
+
+def migrate(*, settings: Settings) -> None:
+    """Bring the schema to the newest migration (several instances may race: env.py locks)."""
+    command.upgrade(alembic_config(database_url=settings.database_url.get_secret_value()), "head")
+
+
+async def serve(*, settings: Settings) -> None:
+    container = build(settings=settings)
+    try:
+        await container.users.ensure_admin_account(
+            email=settings.admin_email, password=settings.admin_password.get_secret_value()
+        )
+        http_app = create_http_app(
+            users=container.users,
+            verifier=container.verifier,
+            jwks=container.tokens.jwks,
+            health_checks=container.health_checks,
+            max_body_bytes=settings.max_body_bytes,
+        )
+        grpc_server, health_servicer = create_server(
+            verifier=container.verifier,
+            service_names=[GRPC_SERVICE_NAME],
+            register=lambda server: user_pb2_grpc.add_UserServiceServicer_to_server(
+                UserServicer(users=container.users), server
+            ),
+        )
+        grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        await grpc_server.start()
+        await mark_serving(health_servicer=health_servicer, service_names=[GRPC_SERVICE_NAME])
+        _log.info("serving", extra={"http_port": settings.http_port, "grpc_port": settings.grpc_port})
+        try:
+            # SIGTERM or SIGINT: HTTP drains first, then gRPC gets its grace period.
+            await serve_http(app=http_app, host=settings.host, port=settings.http_port)
+        finally:
+            await grpc_server.stop(grace=_GRPC_GRACE_SECONDS)
+    finally:
+        await container.engine.dispose()
+        _log.info("stopped")

@@ -1,0 +1,31 @@
+"""user-service's settings, from the environment (see docker-compose.yml)."""
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from interchange_common.settings import ServiceSettings
+
+SERVICE_NAME = "user-service"
+
+
+class Settings(ServiceSettings):
+    http_port: int = 8001
+    grpc_port: int = 50051
+    # postgresql+asyncpg://user:password@host:port/database
+    database_url: SecretStr
+    database_pool_size: int = Field(default=10, ge=1, le=100)
+    migrate_on_start: bool = True
+
+    jwt_private_key_file: Path
+    jwt_issuer: str = "interchange"
+    jwt_audience: str = "interchange-api"
+    access_token_ttl_seconds: int = Field(default=900, ge=60, le=86_400)
+
+    admin_email: str
+    admin_password: SecretStr
+
+    max_body_bytes: int = 64 * 1024
+
+    def _secrets(self) -> dict[str, str]:
+        return {**super()._secrets(), "ADMIN_PASSWORD": self.admin_password.get_secret_value()}

@@ -1,0 +1,1 @@
+"""Users and the rules about them. Pure: nothing here performs I/O."""

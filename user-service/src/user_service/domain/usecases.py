@@ -1,0 +1,137 @@
+"""What user-service does, written against the ports: each entry point calls these."""
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from user_service.domain.errors import EmailTaken, InvalidCredentials, UserNotFound
+from user_service.domain.model import (
+    ADMIN_ROLE,
+    USER_ROLE,
+    Actor,
+    NewUser,
+    Page,
+    User,
+    UserChanges,
+    UserStatus,
+    apply_changes,
+    check_password,
+    ensure_admin,
+    ensure_can_view,
+    make_page,
+    normalize_email,
+    normalize_name,
+    normalize_roles,
+)
+from user_service.domain.ports import AccessTokenIssuer, PasswordHasher, UserRepository
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    access_token: str
+    expires_in: int
+
+
+class Users:
+    """The use cases of user-service."""
+
+    def __init__(
+        self,
+        *,
+        repository: UserRepository,
+        hasher: PasswordHasher,
+        tokens: AccessTokenIssuer,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._repository = repository
+        self._hasher = hasher
+        self._tokens = tokens
+        self._clock = clock
+
+    async def register(self, *, new_user: NewUser) -> User:
+        email = normalize_email(new_user.email)
+        name = normalize_name(new_user.name)
+        roles = normalize_roles(new_user.roles)
+        password_hash = None
+        if new_user.password is not None:
+            check_password(new_user.password)
+            password_hash = await self._hasher.hash(password=new_user.password)
+        now = self._clock()
+        user = User(
+            id=uuid.uuid4(),
+            name=name,
+            email=email,
+            password_hash=password_hash,
+            roles=roles,
+            status=UserStatus.ACTIVE,
+            created_at=now,
+            updated_at=now,
+        )
+        await self._repository.add(user=user)
+        return user
+
+    async def issue_token(self, *, email: str, password: str) -> IssuedToken:
+        """A token for an active user whose password matches; InvalidCredentials otherwise."""
+        user = await self._repository.get_by_email(email=email.strip().lower())
+        if user is None or user.password_hash is None:
+            # Spend the same time as a real check, so timing does not reveal which emails exist.
+            await self._hasher.verify(password_hash=_DECOY_HASH, password=password)
+            raise InvalidCredentials("email or password is wrong")
+        if not await self._hasher.verify(password_hash=user.password_hash, password=password):
+            raise InvalidCredentials("email or password is wrong")
+        if user.status is not UserStatus.ACTIVE:
+            raise InvalidCredentials("the account is not active")
+        token, expires_in = self._tokens.issue(user=user)
+        return IssuedToken(access_token=token, expires_in=expires_in)
+
+    async def get(self, *, actor: Actor, user_id: uuid.UUID) -> User:
+        ensure_can_view(actor=actor, user_id=user_id)
+        return await self._repository.get(user_id=user_id)
+
+    async def list(self, *, actor: Actor, page: int, limit: int, contains: str) -> tuple[list[User], int, Page]:
+        """One page of users (admins and services only), the total, and the page served."""
+        ensure_admin(actor=actor)
+        served = make_page(page=page, limit=limit)
+        found, total = await self._repository.list(page=served, contains=contains)
+        return found, total, served
+
+    def stream(self, *, actor: Actor, contains: str) -> AsyncIterator[User]:
+        ensure_admin(actor=actor)
+        return self._repository.stream(contains=contains)
+
+    async def update(self, *, actor: Actor, user_id: uuid.UUID, changes: UserChanges) -> User:
+        ensure_can_view(actor=actor, user_id=user_id)
+        now = self._clock()
+        return await self._repository.update(
+            user_id=user_id,
+            change=lambda user: apply_changes(user=user, changes=changes, actor=actor, now=now),
+        )
+
+    async def delete(self, *, actor: Actor, user_id: uuid.UUID) -> None:
+        ensure_can_view(actor=actor, user_id=user_id)
+        await self._repository.delete(user_id=user_id)
+
+    async def ensure_admin_account(self, *, email: str, password: str) -> User:
+        """The admin account from the settings: created when missing, left alone when present."""
+        existing = await self._repository.get_by_email(email=normalize_email(email))
+        if existing is not None:
+            return existing
+        try:
+            return await self.register(
+                new_user=NewUser(name="Administrator", email=email, password=password, roles=(ADMIN_ROLE, USER_ROLE))
+            )
+        except EmailTaken:
+            # Another instance created it at the same moment.
+            existing = await self._repository.get_by_email(email=normalize_email(email))
+            if existing is None:
+                raise UserNotFound(email) from None
+            return existing
+
+
+# An argon2id hash of a random string nobody knows; verified against when the email is unknown.
+_DECOY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$Q+HBT0V8ePB6sYCa1g1UqA$4Q/nbP6VjKj5IJ0l70LiuOu8WQPE/SkZheh9OYDqm5c"

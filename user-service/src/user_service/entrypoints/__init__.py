@@ -1,0 +1,1 @@
+"""How the world reaches user-service: internal HTTP, gRPC, the command line."""

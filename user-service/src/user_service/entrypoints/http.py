@@ -1,0 +1,139 @@
+"""user-service's HTTP API on port 8001.
+
+Public: /health, /health/live, /metrics, /.well-known/jwks.json.
+Internal (/internal/…): a service token is required. The gateway also says on whose
+behalf it calls (X-Actor-Id, X-Actor-Roles); without those headers the calling
+service acts for itself and may read every user.
+"""
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from starlette.responses import Response
+
+from interchange_common.asgi import ObservabilityMiddleware
+from interchange_common.health import HealthCheck, health_router
+from interchange_common.httpauth import service_caller_dependency
+from interchange_common.metrics import metrics_router
+from interchange_common.problems import install_problem_handlers, problem_response
+from interchange_common.servicejwt import ServiceTokenVerifier
+from user_service.adapters.errors import UserStoreError
+from user_service.domain.errors import (
+    EmailTaken,
+    InvalidCredentials,
+    InvalidUserData,
+    PermissionDenied,
+    UserNotFound,
+    UserServiceError,
+)
+from user_service.domain.model import MAX_PAGE_SIZE, Actor, NewUser, UserChanges, UserStatus, parse_user_id
+from user_service.domain.usecases import Users
+from user_service.entrypoints.schemas import TokenRequest, TokenResponse, UserCreate, UserList, UserPublic, UserUpdate
+
+ACTOR_ID_HEADER = "x-actor-id"
+ACTOR_ROLES_HEADER = "x-actor-roles"
+
+_STATUS_OF: dict[type[Exception], int] = {
+    UserNotFound: 404,
+    EmailTaken: 409,
+    InvalidUserData: 422,
+    PermissionDenied: 403,
+    InvalidCredentials: 401,
+}
+_DETAIL_OF: dict[type[Exception], str] = {
+    UserNotFound: "user not found",
+    EmailTaken: "a user with this email already exists",
+}
+
+
+async def _on_domain_error(_: Request, exc: Exception) -> Response:
+    status = _STATUS_OF.get(type(exc), 400)
+    detail = _DETAIL_OF.get(type(exc), str(exc))
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return problem_response(status=status, detail=detail, headers=headers)
+
+
+async def _on_store_error(_: Request, exc: Exception) -> Response:
+    return problem_response(status=503, detail="the user store is unavailable", headers={"Retry-After": "1"})
+
+
+def actor_of(request: Request) -> Actor:
+    raw_id = request.headers.get(ACTOR_ID_HEADER)
+    if raw_id is None:
+        return Actor.service()
+    try:
+        user_id = uuid.UUID(raw_id)
+    except ValueError as e:
+        raise InvalidUserData("X-Actor-Id is not a user id") from e
+    roles = frozenset(role for role in request.headers.get(ACTOR_ROLES_HEADER, "").split(",") if role)
+    return Actor(user_id=user_id, roles=roles)
+
+
+def create_http_app(
+    *,
+    users: Users,
+    verifier: ServiceTokenVerifier,
+    jwks: Callable[[], dict[str, Any]],
+    health_checks: Callable[[], Sequence[HealthCheck]],
+    max_body_bytes: int,
+) -> FastAPI:
+    app = FastAPI(title="user-service", version="1.0.0", docs_url=None, redoc_url=None)
+    install_problem_handlers(app)
+    app.add_exception_handler(UserServiceError, _on_domain_error)
+    app.add_exception_handler(UserStoreError, _on_store_error)
+    app.add_middleware(ObservabilityMiddleware, max_body_bytes=max_body_bytes)
+    app.include_router(health_router(checks=health_checks))
+    app.include_router(metrics_router())
+
+    @app.get("/.well-known/jwks.json", tags=["auth"], summary="Public keys that verify access tokens")
+    async def get_jwks() -> dict[str, Any]:
+        return jwks()
+
+    internal = APIRouter(prefix="/internal", dependencies=[Depends(service_caller_dependency(verifier=verifier))])
+    ActorDep = Annotated[Actor, Depends(actor_of)]
+
+    @internal.post("/users", status_code=201, response_model=UserPublic, tags=["users"])
+    async def create_user(body: UserCreate) -> UserPublic:
+        user = await users.register(new_user=NewUser(name=body.name, email=body.email, password=body.password))
+        return UserPublic.of(user)
+
+    @internal.post("/auth/token", response_model=TokenResponse, tags=["auth"])
+    async def issue_token(body: TokenRequest) -> TokenResponse:
+        issued = await users.issue_token(email=body.email, password=body.password)
+        return TokenResponse(access_token=issued.access_token, expires_in=issued.expires_in)
+
+    @internal.get("/users", response_model=UserList, tags=["users"])
+    async def list_users(
+        actor: ActorDep,
+        page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+        limit: Annotated[int, Query(ge=1, le=1_000_000, description=f"capped at {MAX_PAGE_SIZE}")] = 10,
+        filter: Annotated[str, Query(max_length=100)] = "",  # noqa: A002  # the public query name
+    ) -> UserList:
+        found, total, served = await users.list(actor=actor, page=page, limit=limit, contains=filter)
+        return UserList(
+            items=[UserPublic.of(user) for user in found], total=total, page=served.page, limit=served.limit
+        )
+
+    @internal.get("/users/{user_id}", response_model=UserPublic, tags=["users"])
+    async def get_user(user_id: str, actor: ActorDep) -> UserPublic:
+        return UserPublic.of(await users.get(actor=actor, user_id=parse_user_id(user_id)))
+
+    @internal.patch("/users/{user_id}", response_model=UserPublic, tags=["users"])
+    async def update_user(user_id: str, body: UserUpdate, actor: ActorDep) -> UserPublic:
+        changes = UserChanges(
+            name=body.name,
+            email=body.email,
+            roles=None if body.roles is None else tuple(body.roles),
+            status=None if body.status is None else UserStatus(body.status),
+        )
+        return UserPublic.of(await users.update(actor=actor, user_id=parse_user_id(user_id), changes=changes))
+
+    @internal.delete("/users/{user_id}", status_code=204, tags=["users"])
+    async def delete_user(user_id: str, actor: ActorDep) -> Response:
+        await users.delete(actor=actor, user_id=parse_user_id(user_id))
+        return Response(status_code=204)
+
+    app.include_router(internal)
+    return app

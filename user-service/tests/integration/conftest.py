@@ -1,0 +1,47 @@
+"""A throwaway PostgreSQL database with the newest schema, for this test session."""
+
+import asyncio
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from devstack.testing import throwaway_database
+from user_service.adapters.passwords import Argon2PasswordHasher
+from user_service.adapters.repository import SqlUserRepository
+from user_service.adapters.tokens import RsaAccessTokenIssuer
+from user_service.bootstrap import alembic_config
+from user_service.domain.usecases import Users
+
+
+@pytest.fixture(scope="session")
+async def database_url(infra):
+    async with throwaway_database(server_url=infra.postgres_url, prefix="ic_it_users") as url:
+        from alembic import command
+
+        # Alembic's env.py runs its own event loop: give it a thread of its own.
+        await asyncio.to_thread(command.upgrade, alembic_config(database_url=url), "head")
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url):
+    engine = create_async_engine(database_url, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def repository(engine):
+    return SqlUserRepository(engine=engine)
+
+
+@pytest.fixture(scope="session")
+def tokens():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return RsaAccessTokenIssuer(key=key, issuer="interchange", audience="interchange-api", ttl_seconds=900)
+
+
+@pytest.fixture(scope="session")
+def users(repository, tokens):
+    return Users(repository=repository, hasher=Argon2PasswordHasher(), tokens=tokens)

@@ -1,0 +1,80 @@
+"""The internal HTTP API against a real PostgreSQL: service auth, actors, problems."""
+
+import uuid
+
+import httpx
+import pytest
+
+from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
+from user_service.entrypoints.http import create_http_app
+
+pytestmark = pytest.mark.integration
+SECRET = "integration-secret-" + "y" * 32
+
+
+@pytest.fixture(scope="module")
+async def client(users, tokens):
+    app = create_http_app(
+        users=users,
+        verifier=ServiceTokenVerifier(service="user-service", secret=SECRET),
+        jwks=tokens.jwks,
+        health_checks=lambda: [],
+        max_body_bytes=4096,
+    )
+    token = ServiceTokenIssuer(service="gateway", secret=SECRET, ttl_seconds=300).token_for(audience="user-service")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://user-service",
+        headers={"authorization": f"Bearer {token}"},
+    ) as client:
+        yield client
+
+
+def as_actor(user_id, roles="user"):
+    return {"x-actor-id": str(user_id), "x-actor-roles": roles}
+
+
+async def register(client):
+    response = await client.post(
+        "/internal/users", json={"name": "Ada", "email": f"h-{uuid.uuid4().hex[:8]}@example.com", "password": "p" * 10}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer nope", "Basic x"])
+async def test_internal_endpoints_refuse_calls_without_a_service_token(client, authorization):
+    headers = {"authorization": authorization} if authorization else {}
+    async with httpx.AsyncClient(transport=client._transport, base_url="http://user-service", headers=headers) as bare:
+        response = await bare.get(f"/internal/users/{uuid.uuid4()}")
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_user_reads_themselves_and_not_others(client):
+    me, other = await register(client), await register(client)
+    assert (await client.get(f"/internal/users/{me['id']}", headers=as_actor(me["id"]))).json() == me
+    response = await client.get(f"/internal/users/{other['id']}", headers=as_actor(me["id"]))
+    assert response.status_code == 404
+
+
+async def test_a_user_may_not_raise_their_own_role(client):
+    me = await register(client)
+    response = await client.patch(f"/internal/users/{me['id']}", json={"roles": ["admin"]}, headers=as_actor(me["id"]))
+    assert response.status_code == 403
+    assert (await client.get(f"/internal/users/{me['id']}")).json()["roles"] == ["user"]
+
+
+async def test_unknown_fields_and_bad_values_are_422_and_change_nothing(client):
+    me = await register(client)
+    for body in ({"nickname": "x"}, {"status": "BANNED"}, {"email": "not-an-email"}, {"name": ""}):
+        response = await client.patch(f"/internal/users/{me['id']}", json=body, headers=as_actor(me["id"]))
+        assert response.status_code == 422, body
+    assert (await client.get(f"/internal/users/{me['id']}")).json() == me
+
+
+async def test_jwks_is_public(client):
+    async with httpx.AsyncClient(transport=client._transport, base_url="http://user-service") as bare:
+        response = await bare.get("/.well-known/jwks.json")
+    assert response.status_code == 200
+    assert response.json()["keys"][0]["kty"] == "RSA"

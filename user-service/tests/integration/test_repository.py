@@ -1,0 +1,101 @@
+"""SqlUserRepository against a real PostgreSQL."""
+
+import asyncio
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from user_service.domain.errors import EmailTaken, UserNotFound
+from user_service.domain.model import Page, User, UserStatus
+
+pytestmark = pytest.mark.integration
+
+
+def a_user(*, name="Ada", tag=None):
+    tag = tag or uuid.uuid4().hex[:8]
+    now = datetime.now(UTC)
+    return User(uuid.uuid4(), name, f"{name.lower()}-{tag}@example.com", None, ("user",), UserStatus.ACTIVE, now, now)
+
+
+async def test_a_stored_user_reads_back_the_same(repository):
+    user = a_user()
+    await repository.add(user=user)
+    assert await repository.get(user_id=user.id) == user
+    assert await repository.get_by_email(email=user.email) == user
+
+
+async def test_duplicate_emails_are_refused(repository):
+    user = a_user()
+    await repository.add(user=user)
+    with pytest.raises(EmailTaken):
+        await repository.add(user=replace(user, id=uuid.uuid4()))
+
+
+async def test_unknown_ids_are_not_found(repository):
+    with pytest.raises(UserNotFound):
+        await repository.get(user_id=uuid.uuid4())
+    with pytest.raises(UserNotFound):
+        await repository.delete(user_id=uuid.uuid4())
+    with pytest.raises(UserNotFound):
+        await repository.update(user_id=uuid.uuid4(), change=lambda user: user)
+
+
+async def test_concurrent_updates_do_not_lose_changes(repository):
+    user = a_user()
+    await repository.add(user=user)
+
+    def add_role_marker(marker):
+        return lambda current: replace(current, name=current.name + marker)
+
+    await asyncio.gather(*(repository.update(user_id=user.id, change=add_role_marker(str(i))) for i in range(10)))
+    final = await repository.get(user_id=user.id)
+    assert sorted(final.name.removeprefix("Ada")) == sorted("0123456789")
+
+
+async def test_a_failed_change_leaves_the_user_as_it_was(repository):
+    user = a_user()
+    await repository.add(user=user)
+
+    def broken(current):
+        raise ValueError("rule broken")
+
+    with pytest.raises(ValueError, match="rule broken"):
+        await repository.update(user_id=user.id, change=broken)
+    assert await repository.get(user_id=user.id) == user
+
+
+async def test_the_filter_matches_name_or_email_case_insensitively_and_literally(repository):
+    tag = uuid.uuid4().hex[:8]
+    literal = a_user(name=f"Percent%{tag}_x", tag=tag)
+    lookalike = a_user(name=f"PercentAB{tag}Zx", tag=tag + "z")
+    by_email = a_user(name="Someone", tag=f"{tag}mail")
+    for user in (literal, lookalike, by_email):
+        await repository.add(user=user)
+    found, total = await repository.list(page=Page(page=1, limit=10), contains=f"percent%{tag}_".upper())
+    assert [user.id for user in found] == [literal.id]
+    assert total == 1
+    found, _ = await repository.list(page=Page(page=1, limit=10), contains=f"{tag}MAIL")
+    assert [user.id for user in found] == [by_email.id]
+
+
+async def test_pages_split_a_list_and_report_the_total(repository):
+    tag = uuid.uuid4().hex[:8]
+    created = [a_user(name=f"Pager{tag}", tag=f"{tag}{i}") for i in range(5)]
+    for user in created:
+        await repository.add(user=user)
+    first, total = await repository.list(page=Page(page=1, limit=2), contains=f"pager{tag}")
+    third, _ = await repository.list(page=Page(page=3, limit=2), contains=f"pager{tag}")
+    assert total == 5
+    assert len(first) == 2
+    assert len(third) == 1
+
+
+async def test_stream_yields_every_match_in_order_past_one_batch(repository):
+    tag = uuid.uuid4().hex[:8]
+    for i in range(450):
+        await repository.add(user=a_user(name=f"Streamer{tag}", tag=f"{tag}{i:03}"))
+    seen = [user async for user in repository.stream(contains=f"streamer{tag}")]
+    assert len(seen) == 450
+    assert seen == sorted(seen, key=lambda user: (user.created_at, user.id))
