@@ -14,7 +14,7 @@ PROTOS := $(wildcard protos/*.proto)
 CONTRACTS := common/src/interchange_common/contracts
 PACKAGES := common user-service gateway infra/devstack
 PYPROJECTS := $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
-SOURCES := common/src user-service/src gateway/src infra/devstack/src
+MYPY_PACKAGES := -p interchange_common -p user_service -p gateway -p devstack
 PYTEST := $(BIN)/pytest
 
 .PHONY: help up down test lint typecheck protos check-protos setup infra secrets unit integration e2e deploy-check bench clean
@@ -75,16 +75,26 @@ down: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy $(SOURCES)
-	$(BIN)/mypy --config-file pyproject.toml --disallow-untyped-defs=False tests */tests infra/devstack/tests
+	$(BIN)/mypy $(MYPY_PACKAGES)
+	@# Tests are typed more loosely (see pyproject.toml), one package at a time so
+	@# that the many tests/ folders do not collide as module names.
+	for d in . common user-service gateway infra/devstack; do (cd $$d && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml tests); done
 
 typecheck: lint
 
+# Each package's suite runs with the package as rootdir: pytest's importlib mode
+# would otherwise import the gateway/ folder in place of the gateway package.
+pytest_in = $(PYTEST) -q -c pyproject.toml --rootdir=$(1) $(2)
+
 unit: setup
-	$(PYTEST) -q common/tests user-service/tests/unit gateway/tests/unit infra/devstack/tests
+	$(call pytest_in,common,common/tests/unit)
+	$(call pytest_in,user-service,user-service/tests/unit)
+	$(call pytest_in,gateway,gateway/tests/unit)
+	$(call pytest_in,infra/devstack,infra/devstack/tests/unit)
 
 integration: setup infra
-	$(PYTEST) -q -m integration user-service/tests/integration gateway/tests/integration
+	$(call pytest_in,user-service,-m integration user-service/tests/integration)
+	$(call pytest_in,gateway,-m integration gateway/tests/integration)
 
 deploy-check: setup
 	$(PYTEST) -q tests/deploy

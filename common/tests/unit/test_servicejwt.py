@@ -46,7 +46,7 @@ def test_a_token_for_another_service_is_refused():
         ),
         jwt.encode(
             {"iss": "gateway", "sub": "gateway", "aud": "user-service", "iat": int(time.time()), "exp": 2**40},
-            None,
+            "",
             algorithm="none",
         ),
         jwt.encode(

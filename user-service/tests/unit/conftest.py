@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from user_service.domain.errors import EmailTaken, UserNotFound
-from user_service.domain.model import Page, User
+from user_service.domain.model import Page, User, UserStatus
 from user_service.domain.usecases import Users
 
 
@@ -95,7 +95,7 @@ def make_user():
             email=f"ada-{uuid.uuid4().hex[:6]}@example.com",
             password_hash=None,
             roles=("user",),
-            status="ACTIVE",
+            status=UserStatus.ACTIVE,
             created_at=now,
             updated_at=now,
         )

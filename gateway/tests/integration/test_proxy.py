@@ -1,0 +1,157 @@
+"""The gateway app forwarding to a real upstream server, with the real Redis limiter."""
+
+import uuid
+
+import httpx
+import pytest
+
+from devstack.testing import free_port
+from gateway.adapters.upstream import UpstreamClient
+from gateway.domain.errors import AuthenticationFailed
+from gateway.domain.model import Access, Principal, RateLimitPolicy, Route, Upstream
+from gateway.entrypoints.http import create_app
+from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
+
+pytestmark = pytest.mark.integration
+SECRET = "proxy-test-secret-" + "z" * 32
+ROUTES = (
+    Route("GET", "/api/things/{thing_id}", "things", "/internal/things/{thing_id}", Access.USER),
+    Route("GET", "/api/me", "things", "/internal/owners/{actor_id}", Access.USER),
+    Route("GET", "/api/admin/things", "things", "/internal/things", Access.ADMIN),
+    Route("POST", "/api/things", "things", "/internal/things", Access.PUBLIC, rate_limit="strict"),
+    Route("GET", "/api/down", "down", "/anything", Access.PUBLIC),
+    Route("GET", "/api/slow", "slow", "/slow", Access.PUBLIC),
+)
+USERS = {
+    "user-token": Principal(uuid.uuid4(), frozenset({"user"}), expires_at=2**40),
+    "admin-token": Principal(uuid.uuid4(), frozenset({"admin", "user"}), expires_at=2**40),
+}
+
+
+async def verify(*, header):
+    token = (header or "").removeprefix("Bearer ")
+    if token not in USERS:
+        raise AuthenticationFailed("invalid token")
+    return USERS[token]
+
+
+@pytest.fixture(scope="module")
+async def client(upstream, limiter, key_prefix):
+    upstreams = {
+        "things": Upstream("things", upstream.url, audience="thing-service"),
+        "down": Upstream("down", f"http://127.0.0.1:{free_port()}", audience="down-service"),
+        "slow": Upstream("slow", upstream.url, audience="thing-service", timeout_seconds=0.2),
+    }
+    forwarder = UpstreamClient(upstreams=upstreams)
+    await forwarder.start()
+    app = create_app(
+        routes=ROUTES,
+        policies={
+            "default": RateLimitPolicy(f"default-{key_prefix}", 1000, 60),
+            "strict": RateLimitPolicy(f"strict-{key_prefix}", 3, 60),
+        },
+        upstream=forwarder,
+        verify=verify,
+        hit=limiter.hit,
+        issuer=ServiceTokenIssuer(service="gateway", secret=SECRET, ttl_seconds=300),
+        health_checks=lambda: [],
+        cors_origins=["https://app.example.com"],
+        max_body_bytes=1024,
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+        yield client
+    await forwarder.close()
+
+
+async def test_a_request_is_forwarded_with_a_service_token_the_actor_and_the_request_id(client, upstream):
+    response = await client.get(
+        "/api/things/abc?x=1&y=2", headers={"Authorization": "Bearer user-token", "X-Request-ID": "rid-42"}
+    )
+    assert response.status_code == 200
+    assert response.json() == {"path": "/internal/things/abc", "query": "x=1&y=2"}
+    assert response.headers["etag"] == '"7"'
+    assert "x-internal" not in response.headers
+    assert response.headers["x-request-id"] == "rid-42"
+    assert response.headers["ratelimit-limit"] == "1000"
+    seen = upstream.seen[-1]
+    assert seen.headers["X-Request-ID"] == "rid-42"
+    assert seen.headers["X-Actor-Id"] == str(USERS["user-token"].user_id)
+    assert seen.headers["X-Actor-Roles"] == "user"
+    service_token = seen.headers["Authorization"].removeprefix("Bearer ")
+    assert service_token != "user-token"
+    caller = ServiceTokenVerifier(service="thing-service", secret=SECRET).verify(token=service_token)
+    assert caller.service == "gateway"
+
+
+async def test_the_actor_id_fills_the_upstream_path(client, upstream):
+    response = await client.get("/api/me", headers={"Authorization": "Bearer admin-token"})
+    assert response.json()["path"] == f"/internal/owners/{USERS['admin-token'].user_id}"
+
+
+async def test_no_or_bad_token_is_401_and_nothing_is_forwarded(client, upstream):
+    before = len(upstream.seen)
+    for headers in ({}, {"Authorization": "Bearer forged"}):
+        response = await client.get("/api/things/abc", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert len(upstream.seen) == before
+
+
+async def test_admin_routes_are_403_for_users(client, upstream):
+    before = len(upstream.seen)
+    assert (await client.get("/api/admin/things", headers={"Authorization": "Bearer user-token"})).status_code == 403
+    assert (await client.get("/api/admin/things", headers={"Authorization": "Bearer admin-token"})).status_code == 200
+    assert len(upstream.seen) == before + 1
+
+
+async def test_bodies_pass_through_and_the_limit_applies(client, upstream):
+    statuses = []
+    for i in range(5):
+        response = await client.post(
+            "/api/things", content=f'{{"n": {i}}}', headers={"content-type": "application/json"}
+        )
+        statuses.append(response.status_code)
+    assert statuses == [201, 201, 201, 429, 429]
+    assert upstream.bodies[-1] == b'{"n": 2}'
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.headers["ratelimit-remaining"] == "0"
+
+
+async def test_a_dead_upstream_is_a_fast_503(client):
+    response = await client.get("/api/down")
+    assert response.status_code == 503
+    assert response.json()["detail"] == "down-service is unavailable"
+
+
+async def test_a_slow_upstream_is_a_504(client, upstream):
+    upstream.delay = 1.0
+    try:
+        response = await client.get("/api/slow")
+    finally:
+        upstream.delay = 0.0
+    assert response.status_code == 504
+
+
+async def test_path_traversal_never_reaches_the_upstream(client, upstream):
+    before = len(upstream.seen)
+    response = await client.get("/api/things/..", headers={"Authorization": "Bearer user-token"})
+    assert response.status_code == 404
+    assert len(upstream.seen) == before
+
+
+async def test_large_bodies_are_413(client):
+    response = await client.post("/api/things", content=b"x" * 4096)
+    assert response.status_code == 413
+
+
+async def test_cors_preflight_for_an_allowed_origin(client):
+    response = await client.options(
+        "/api/things",
+        headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"},
+    )
+    assert response.headers["access-control-allow-origin"] == "https://app.example.com"
+    refused = await client.options(
+        "/api/things", headers={"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"}
+    )
+    assert "access-control-allow-origin" not in refused.headers

@@ -1,0 +1,161 @@
+"""docker-compose.yml, the Dockerfiles and the native runner agree, checked offline."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from devstack.compose import (
+    AddressMap,
+    application_services,
+    default_ports,
+    load_compose,
+    native_services,
+    read_env_file,
+    secret_files,
+)
+from devstack.infra import Infra
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+INFRA = Infra(
+    postgres_url="postgresql://pg-user@10.1.2.3:6543/postgres",
+    redis_url="redis://10.1.2.4:7379/0",
+    rabbitmq_url="amqp://mq:mq@10.1.2.5:6672/",
+)
+
+
+@pytest.fixture(scope="module")
+def document():
+    return load_compose(compose_file=COMPOSE, env_file=ENV_EXAMPLE, environ={})
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_the_compose_file_matches_the_compose_spec_schema():
+    checker = Path(sys.executable).parent / "check-jsonschema"
+    result = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_docker_compose_config_accepts_the_file():
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose (Debian's docker-compose package) is not installed")
+    result = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_service_has_a_healthcheck(raw):
+    missing = [name for name, spec in raw["services"].items() if "test" not in spec.get("healthcheck", {})]
+    assert missing == []
+
+
+def test_every_dependency_waits_for_health(raw):
+    for name, spec in raw["services"].items():
+        for dependency, condition in spec.get("depends_on", {}).items():
+            assert condition == {"condition": "service_healthy"}, (name, dependency)
+            assert dependency in raw["services"]
+
+
+def test_every_build_context_and_dockerfile_exists(raw):
+    builds = {name: spec["build"] for name, spec in raw["services"].items() if "build" in spec}
+    assert set(builds) >= {"gateway", "user-service"}
+    for name, build in builds.items():
+        context = ROOT / build["context"]
+        assert context.is_dir(), name
+        assert (context / build["dockerfile"]).is_file(), name
+
+
+def test_the_built_services_are_the_service_folders(raw):
+    built = {name for name, spec in raw["services"].items() if "build" in spec}
+    folders = {path.parent.name for path in ROOT.glob("*/Dockerfile")}
+    assert built == folders
+
+
+@pytest.mark.parametrize("dockerfile", sorted(ROOT.glob("*/Dockerfile")), ids=lambda p: p.parent.name)
+def test_images_are_multi_stage_non_root_and_hold_no_secret(dockerfile):
+    text = dockerfile.read_text()
+    assert len(re.findall(r"^FROM ", text, flags=re.M)) >= 2
+    users = re.findall(r"^USER (\S+)", text, flags=re.M)
+    assert users
+    assert users[-1] not in ("root", "0")
+    assert not re.search(r"(SECRET|PASSWORD|PRIVATE_KEY)\s*=", text)
+    assert ".env" not in re.findall(r"^COPY (\S+)", text, flags=re.M)
+
+
+def test_secrets_come_from_env_or_secret_files(raw):
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", COMPOSE.read_text()))
+    example = read_env_file(ENV_EXAMPLE)
+    assert required <= set(example), required - set(example)
+    for name, value in example.items():
+        if any(word in name for word in ("SECRET", "PASSWORD")):
+            assert value.startswith("dev-only-"), name
+    for name in raw.get("secrets", {}):
+        assert raw["secrets"][name]["file"].startswith("./.secrets/")
+    assert ".secrets/" in (ROOT / ".gitignore").read_text()
+    assert ".env\n" in (ROOT / ".gitignore").read_text()
+
+
+def test_the_native_runner_runs_what_compose_runs(document):
+    addresses = AddressMap(
+        infra_urls={"postgres": INFRA.postgres_url, "redis": INFRA.redis_url, "rabbitmq": INFRA.rabbitmq_url},
+        ports=default_ports(document),
+        secret_files=secret_files(document=document, root=ROOT),
+    )
+    native = {service.name: service for service in native_services(document=document, addresses=addresses)}
+    composed = application_services(document)
+    assert set(native) == set(composed)
+    for name, spec in composed.items():
+        service = native[name]
+        assert service.command == spec["command"]
+        assert set(service.environment) == set(spec["environment"]) | {"HOST"}
+        assert [f"{p.published}:{p.target}" for p in service.ports] == spec["ports"]
+    # The same values, with container addresses replaced by this machine's.
+    users, gateway = native["user-service"].environment, native["gateway"].environment
+    assert users["DATABASE_URL"] == "postgresql+asyncpg://pg-user@10.1.2.3:6543/interchange_users"
+    assert users["JWT_PRIVATE_KEY_FILE"] == str(ROOT / ".secrets/jwt-private.pem")
+    assert users["HTTP_PORT"] == "8001"
+    assert gateway["REDIS_URL"] == "redis://10.1.2.4:7379/0"
+    assert gateway["USER_SERVICE_URL"] == "http://127.0.0.1:8001"
+    assert gateway["SERVICE_JWT_SECRET"] == composed["gateway"]["environment"]["SERVICE_JWT_SECRET"]
+    assert native["gateway"].health_url == "http://127.0.0.1:8080/health/live"
+    assert native["gateway"].depends_on == ["user-service"]
+
+
+def test_the_native_runner_follows_a_port_map(document):
+    ports = {key: 40000 + index for index, key in enumerate(sorted(default_ports(document)))}
+    addresses = AddressMap(
+        infra_urls={"postgres": INFRA.postgres_url, "redis": INFRA.redis_url, "rabbitmq": INFRA.rabbitmq_url},
+        ports=ports,
+        secret_files=secret_files(document=document, root=ROOT),
+        database_name=lambda name: f"run1_{name}",
+    )
+    native = {service.name: service for service in native_services(document=document, addresses=addresses)}
+    users = native["user-service"].environment
+    assert users["HTTP_PORT"] == str(ports[("user-service", 8001)])
+    assert users["GRPC_PORT"] == str(ports[("user-service", 50051)])
+    assert users["DATABASE_URL"].endswith("/run1_interchange_users")
+    assert native["gateway"].environment["USER_SERVICE_URL"] == f"http://127.0.0.1:{ports[('user-service', 8001)]}"
+
+
+def test_the_postgres_init_script_creates_every_database_the_services_use(document):
+    init = (ROOT / "infra/postgres/init/01-databases.sql").read_text()
+    used = set(re.findall(r"postgres:5432/(\w+)", COMPOSE.read_text()))
+    assert used
+    for name in used:
+        assert f"CREATE DATABASE {name};" in init

@@ -1,0 +1,72 @@
+"""Users through the gateway: who may see and change whom."""
+
+import uuid
+
+
+def test_a_user_sees_themselves_but_another_user_is_not_found(gateway, new_account, admin):
+    ada, grace = new_account(), new_account()
+    assert gateway.get(f"/api/users/{ada.id}", headers=ada.headers).status_code == 200
+    hidden = gateway.get(f"/api/users/{grace.id}", headers=ada.headers)
+    assert hidden.status_code == 404
+    assert hidden.json() == gateway.get(f"/api/users/{uuid.uuid4()}", headers=ada.headers).json() | {
+        "request_id": hidden.json()["request_id"]
+    }
+    assert gateway.get(f"/api/users/{grace.id}", headers=admin.headers).status_code == 200
+
+
+def test_listing_users_is_for_admins(gateway, new_account):
+    response = gateway.get("/api/users", headers=new_account().headers)
+    assert response.status_code == 403
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_a_user_renames_themselves_but_cannot_promote_themselves(gateway, new_account):
+    ada = new_account()
+    renamed = gateway.patch(f"/api/users/{ada.id}", json={"name": "Ada King"}, headers=ada.headers)
+    assert renamed.status_code == 200
+    assert renamed.json()["name"] == "Ada King"
+    assert renamed.json()["updated_at"] > renamed.json()["created_at"]
+    promoted = gateway.patch(f"/api/users/{ada.id}", json={"roles": ["admin", "user"]}, headers=ada.headers)
+    assert promoted.status_code == 403
+    assert gateway.get("/api/users/me", headers=ada.headers).json()["roles"] == ["user"]
+
+
+def test_a_user_cannot_change_or_delete_another(gateway, new_account):
+    ada, grace = new_account(), new_account()
+    assert gateway.patch(f"/api/users/{grace.id}", json={"name": "x"}, headers=ada.headers).status_code == 404
+    assert gateway.delete(f"/api/users/{grace.id}", headers=ada.headers).status_code == 404
+    assert gateway.get("/api/users/me", headers=grace.headers).json()["name"] == "E2E User"
+
+
+def test_an_admin_suspends_a_user_who_then_cannot_log_in(gateway, new_account, admin):
+    ada = new_account()
+    suspended = gateway.patch(f"/api/users/{ada.id}", json={"status": "SUSPENDED"}, headers=admin.headers)
+    assert suspended.json()["status"] == "SUSPENDED"
+    refused = gateway.post("/api/auth/token", json={"email": ada.email, "password": ada.password})
+    assert refused.status_code == 401
+
+
+def test_a_user_deletes_themselves(gateway, new_account):
+    ada = new_account()
+    assert gateway.delete(f"/api/users/{ada.id}", headers=ada.headers).status_code == 204
+    assert gateway.get("/api/users/me", headers=ada.headers).status_code == 404
+    assert gateway.post("/api/auth/token", json={"email": ada.email, "password": ada.password}).status_code == 401
+
+
+def test_the_filter_is_literal_and_case_insensitive(gateway, admin, new_account):
+    tag = uuid.uuid4().hex[:8]
+    exact = new_account(name=f"50%_off {tag}")
+    new_account(name=f"50XYoff {tag}")
+    found = gateway.get("/api/users", params={"filter": f"50%_OFF {tag}"}, headers=admin.headers).json()
+    assert [item["id"] for item in found["items"]] == [exact.id]
+
+
+def test_pages_and_the_limit_cap(gateway, admin, new_account):
+    tag = uuid.uuid4().hex[:8]
+    for _ in range(3):
+        new_account(name=f"Pager {tag}")
+    page = gateway.get("/api/users", params={"filter": f"pager {tag}", "page": 2, "limit": 2}, headers=admin.headers)
+    assert page.json()["total"] == 3
+    assert len(page.json()["items"]) == 1
+    capped = gateway.get("/api/users", params={"limit": 1000}, headers=admin.headers).json()
+    assert capped["limit"] == 100
