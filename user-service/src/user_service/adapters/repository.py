@@ -56,6 +56,9 @@ def _is_email_conflict(error: IntegrityError) -> bool:
 class SqlUserRepository:
     def __init__(self, *, engine: AsyncEngine) -> None:
         self._engine = engine
+        # Single-statement reads need no transaction: autocommit saves the BEGIN and
+        # ROLLBACK round trips around each of them. Same pool, other execution options.
+        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def add(self, *, user: User) -> None:
         try:
@@ -70,7 +73,7 @@ class SqlUserRepository:
 
     async def get(self, *, user_id: uuid.UUID) -> User:
         try:
-            async with self._engine.connect() as conn:
+            async with self._reads.connect() as conn:
                 row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
         except SQLAlchemyError as e:
             raise UserStoreError("could not read the user") from e
@@ -80,7 +83,7 @@ class SqlUserRepository:
 
     async def get_by_email(self, *, email: str) -> User | None:
         try:
-            async with self._engine.connect() as conn:
+            async with self._reads.connect() as conn:
                 row = (await conn.execute(select(users).where(users.c.email == email))).first()
         except SQLAlchemyError as e:
             raise UserStoreError("could not read the user") from e

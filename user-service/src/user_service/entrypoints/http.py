@@ -59,7 +59,8 @@ async def _on_store_error(_: Request, exc: Exception) -> Response:
     return problem_response(status=503, detail="the user store is unavailable", headers={"Retry-After": "1"})
 
 
-def actor_of(request: Request) -> Actor:
+async def actor_of(request: Request) -> Actor:
+    """Who the calling service acts for (async: FastAPI runs plain def dependencies in threads)."""
     raw_id = request.headers.get(ACTOR_ID_HEADER)
     if raw_id is None:
         return Actor.service()
