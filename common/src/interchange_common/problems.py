@@ -19,10 +19,10 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 
 def problem_body(*, status: int, detail: str, title: str | None = None, **extra: Any) -> bytes:
-    phrase = HTTPStatus(status).phrase
     body: dict[str, Any] = {
-        "type": f"about:blank#{phrase.lower().replace(' ', '-')}",
-        "title": title or phrase,
+        # RFC 9457: "about:blank" says the status code is all there is to know.
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
         "request_id": current_request_id(),

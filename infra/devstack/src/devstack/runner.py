@@ -140,8 +140,10 @@ class NativeStack:
         self.running.clear()
 
     def write_state(self, path: Path) -> None:
+        """Record this runner and its services, for ``stop_from_state`` in another process."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({r.service.name: r.process.pid for r in self.running}))
+        services = {r.service.name: r.process.pid for r in self.running}
+        path.write_text(json.dumps({"runner": os.getpid(), "services": services}))
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -154,26 +156,40 @@ def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
 
 
 def stop_from_state(path: Path, *, grace_seconds: float = 10.0) -> list[str]:
-    """Stop a stack that another ``devstack up`` started (``make down``)."""
+    """Stop a stack that ``devstack up`` started in another terminal (``make down``).
+
+    The runner is asked to stop (it stops its services in order and exits); its
+    services are signalled directly only when the runner is gone.
+    """
     if not path.exists():
         return []
-    pids: dict[str, int] = json.loads(path.read_text())
-    for pid in pids.values():
-        try:
+    state = json.loads(path.read_text())
+    services: dict[str, int] = state["services"]
+    runner: int = state["runner"]
+    deadline = time.monotonic() + grace_seconds + 5
+    if _alive(runner):
+        os.kill(runner, signal.SIGTERM)
+        while time.monotonic() < deadline and _alive(runner):
+            time.sleep(0.1)
+    for pid in services.values():
+        if _alive(pid):
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-    deadline = time.monotonic() + grace_seconds
-    for pid in pids.values():
+    for pid in services.values():
         while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.1)
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
     path.unlink(missing_ok=True)
-    return list(pids)
+    return list(services)
 
 
 def _alive(pid: int) -> bool:
+    try:
+        # A child of ours that has exited stays a zombie (and "alive" to kill 0) until reaped.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: its own parent reaps it
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
