@@ -146,31 +146,14 @@ def main() -> None:
         httpx.get(f"{nginx_url}/health/live", timeout=5).raise_for_status()
 
         say(f"GET one user, {args.connections} connections, {args.seconds} s each after {args.warmup} s of warm-up")
+        paths = [
+            ("direct", f"{users_url}/internal/users/{user_id}", service_token),
+            ("nginx", f"{nginx_url}/internal/users/{user_id}", service_token),
+            ("gateway", f"{gateway_url}/api/users/{user_id}", user_token),
+        ]
         results = [
-            wrk(
-                name="direct",
-                url=f"{users_url}/internal/users/{user_id}",
-                token=service_token,
-                connections=args.connections,
-                seconds=args.seconds,
-                warmup=args.warmup,
-            ),
-            wrk(
-                name="nginx",
-                url=f"{nginx_url}/internal/users/{user_id}",
-                token=service_token,
-                connections=args.connections,
-                seconds=args.seconds,
-                warmup=args.warmup,
-            ),
-            wrk(
-                name="gateway",
-                url=f"{gateway_url}/api/users/{user_id}",
-                token=user_token,
-                connections=args.connections,
-                seconds=args.seconds,
-                warmup=args.warmup,
-            ),
+            wrk(name=name, url=url, token=token, connections=args.connections, seconds=args.seconds, warmup=args.warmup)
+            for name, url, token in paths
         ]
     finally:
         if nginx is not None:

@@ -79,7 +79,7 @@ def health_router(*, checks: Callable[[], Sequence[HealthCheck]]) -> APIRouter:
     """GET /health (dependencies) and GET /health/live (the process answers)."""
     router = APIRouter(tags=["operations"])
 
-    @router.get("/health", summary="Health of this service and its dependencies")
+    @router.get("/health", summary="Health of every dependency, checked in parallel")
     async def health() -> Response:
         return health_response(results=await run_checks(checks=checks()))
 

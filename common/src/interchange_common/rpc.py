@@ -67,15 +67,19 @@ def _wrap(
 ) -> grpc.RpcMethodHandler[Any, Any]:
     # Each call runs in its own task, with its own copy of the context: setting the
     # request id here cannot leak into another call, so there is nothing to reset.
+    async def begin(context: grpc.aio.ServicerContext[Any, Any]) -> float:
+        request_id_var.set(request_id)
+        started = time.perf_counter()
+        if auth_error is not None:
+            _log_call(method=method, started=started, outcome="UNAUTHENTICATED")
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, auth_error)
+        return started
+
     if handler.unary_unary is not None:
         inner_unary: Any = handler.unary_unary
 
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            request_id_var.set(request_id)
-            started = time.perf_counter()
-            if auth_error is not None:
-                _log_call(method=method, started=started, outcome="UNAUTHENTICATED")
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, auth_error)
+            started = await begin(context)
             try:
                 response = await inner_unary(request, context)
             except BaseException as e:
@@ -93,11 +97,7 @@ def _wrap(
         inner_stream: Any = handler.unary_stream
 
         async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            request_id_var.set(request_id)
-            started = time.perf_counter()
-            if auth_error is not None:
-                _log_call(method=method, started=started, outcome="UNAUTHENTICATED")
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, auth_error)
+            started = await begin(context)
             try:
                 async for item in inner_stream(request, context):
                     yield item

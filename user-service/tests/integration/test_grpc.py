@@ -86,6 +86,7 @@ async def test_roles_are_replaced_only_when_asked(stub):
         ),
         ("ListUsers", user_pb2.ListUsersRequest(page=-1), grpc.StatusCode.INVALID_ARGUMENT),
         ("ListUsers", user_pb2.ListUsersRequest(limit=-5), grpc.StatusCode.INVALID_ARGUMENT),
+        ("ListUsers", user_pb2.ListUsersRequest(filter="x" * 101), grpc.StatusCode.INVALID_ARGUMENT),
         ("DeleteUser", user_pb2.DeleteUserRequest(id=str(uuid.uuid4())), grpc.StatusCode.NOT_FOUND),
     ],
 )

@@ -78,3 +78,31 @@ async def test_jwks_is_public(client):
         response = await bare.get("/.well-known/jwks.json")
     assert response.status_code == 200
     assert response.json()["keys"][0]["kty"] == "RSA"
+
+
+async def test_a_database_outage_is_a_503_problem(tokens):
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from devstack.testing import free_port
+    from user_service.adapters.passwords import Argon2PasswordHasher
+    from user_service.adapters.repository import SqlUserRepository
+    from user_service.domain.usecases import Users
+
+    engine = create_async_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
+    users = Users(repository=SqlUserRepository(engine=engine), hasher=Argon2PasswordHasher(), tokens=tokens)
+    app = create_http_app(
+        users=users,
+        verifier=ServiceTokenVerifier(service="user-service", secret=SECRET),
+        jwks=tokens.jwks,
+        health_checks=lambda: [],
+        max_body_bytes=4096,
+    )
+    token = ServiceTokenIssuer(service="gateway", secret=SECRET, ttl_seconds=300).token_for(audience="user-service")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://u", headers={"authorization": f"Bearer {token}"}
+    ) as client:
+        response = await client.get(f"/internal/users/{uuid.uuid4()}")
+    await engine.dispose()
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["detail"] == "the user store is unavailable"

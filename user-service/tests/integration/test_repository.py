@@ -99,3 +99,22 @@ async def test_stream_yields_every_match_in_order_past_one_batch(repository):
     seen = [user async for user in repository.stream(contains=f"streamer{tag}")]
     assert len(seen) == 450
     assert seen == sorted(seen, key=lambda user: (user.created_at, user.id))
+
+
+async def test_a_database_that_does_not_answer_is_a_store_error_not_a_crash():
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from devstack.testing import free_port
+    from user_service.adapters.errors import UserStoreError
+    from user_service.adapters.repository import SqlUserRepository
+
+    engine = create_async_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
+    repository = SqlUserRepository(engine=engine)
+    try:
+        with pytest.raises(UserStoreError) as error:
+            await repository.get(user_id=uuid.uuid4())
+        assert error.value.__cause__ is not None
+        with pytest.raises(UserStoreError):
+            await repository.add(user=a_user())
+    finally:
+        await engine.dispose()

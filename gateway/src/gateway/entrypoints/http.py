@@ -19,7 +19,7 @@ from gateway.adapters.upstream import UpstreamClient
 from gateway.domain.errors import AuthenticationFailed, Forbidden, UpstreamTimeout, UpstreamUnavailable
 from gateway.domain.model import Access, Principal, RateDecision, RateLimitPolicy, Route
 from interchange_common.asgi import ObservabilityMiddleware
-from interchange_common.health import HealthCheck, health_response, run_checks
+from interchange_common.health import HealthCheck, health_router
 from interchange_common.metrics import metrics_router
 from interchange_common.problems import install_problem_handlers, problem_response
 from interchange_common.requestctx import REQUEST_ID_HEADER, current_request_id
@@ -118,15 +118,7 @@ def create_app(
         redoc_url=None,
     )
     install_problem_handlers(app)
-
-    @app.get("/health", tags=["operations"], summary="Health of every dependency, checked in parallel")
-    async def health() -> Response:
-        return health_response(results=await run_checks(checks=health_checks()))
-
-    @app.get("/health/live", tags=["operations"], summary="The gateway process is serving")
-    async def live() -> dict[str, str]:
-        return {"status": "healthy"}
-
+    app.include_router(health_router(checks=health_checks))
     app.include_router(metrics_router())
     for route in routes:
         endpoint = proxy_endpoint(

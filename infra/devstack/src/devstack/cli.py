@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from devstack.errors import DevstackError
 from devstack.infra import ensure_infra
@@ -87,10 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "infra":
             infra = ensure_infra()
-            _say(
-                f"PostgreSQL {infra.postgres_url.split('@')[-1]}, Redis {infra.redis_url.split('@')[-1]}, "
-                f"RabbitMQ {infra.rabbitmq_url.split('@')[-1]}"
-            )
+            where = {name: urlsplit(infra.url_of(name)) for name in ("postgres", "redis", "rabbitmq")}
+            _say(", ".join(f"{name} on {parts.hostname}:{parts.port}" for name, parts in where.items()))
             code = 0
         elif args.command == "secrets":
             ensure_dev_secrets(root=root)

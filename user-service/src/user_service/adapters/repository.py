@@ -2,6 +2,7 @@
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from types import TracebackType
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, insert, or_, select, true, update
@@ -49,8 +50,23 @@ def _contains(text: str) -> ColumnElement[bool]:
     return or_(users.c.name.icontains(text, autoescape=True), users.c.email.icontains(text, autoescape=True))
 
 
-def _is_email_conflict(error: IntegrityError) -> bool:
-    return "users_email_key" in str(error.orig)
+class _StoreErrors:
+    """Translate driver errors at the adapter boundary: a taken email becomes
+    EmailTaken, any other database failure UserStoreError (the cause kept), which
+    the entry points answer with 503 / UNAVAILABLE."""
+
+    def __init__(self, action: str) -> None:
+        self._action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        if isinstance(error, IntegrityError) and "users_email_key" in str(error.orig):
+            raise EmailTaken("email already in use") from error
+        # A refused or timed-out connection reaches us as OSError/TimeoutError, not wrapped.
+        if isinstance(error, SQLAlchemyError | OSError | TimeoutError):
+            raise UserStoreError(f"could not {self._action}") from error
 
 
 class SqlUserRepository:
@@ -61,36 +77,26 @@ class SqlUserRepository:
         self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def add(self, *, user: User) -> None:
-        try:
+        with _StoreErrors("store the user"):
             async with self._engine.begin() as conn:
                 await conn.execute(insert(users).values(**_user_to_row(user)))
-        except IntegrityError as e:
-            if _is_email_conflict(e):
-                raise EmailTaken(user.email) from e
-            raise UserStoreError("could not store the user") from e
-        except SQLAlchemyError as e:
-            raise UserStoreError("could not store the user") from e
 
     async def get(self, *, user_id: uuid.UUID) -> User:
-        try:
+        with _StoreErrors("read the user"):
             async with self._reads.connect() as conn:
                 row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
-        except SQLAlchemyError as e:
-            raise UserStoreError("could not read the user") from e
         if row is None:
             raise UserNotFound(str(user_id))
         return _row_to_user(row)
 
     async def get_by_email(self, *, email: str) -> User | None:
-        try:
+        with _StoreErrors("read the user"):
             async with self._reads.connect() as conn:
                 row = (await conn.execute(select(users).where(users.c.email == email))).first()
-        except SQLAlchemyError as e:
-            raise UserStoreError("could not read the user") from e
         return None if row is None else _row_to_user(row)
 
     async def update(self, *, user_id: uuid.UUID, change: Callable[[User], User]) -> User:
-        try:
+        with _StoreErrors("update the user"):
             async with self._engine.begin() as conn:
                 row = (await conn.execute(select(users).where(users.c.id == user_id).with_for_update())).first()
                 if row is None:
@@ -99,20 +105,12 @@ class SqlUserRepository:
                 changed = change(current)
                 if changed != current:
                     await conn.execute(update(users).where(users.c.id == user_id).values(**_user_to_row(changed)))
-                return changed
-        except IntegrityError as e:
-            if _is_email_conflict(e):
-                raise EmailTaken("email already in use") from e
-            raise UserStoreError("could not update the user") from e
-        except SQLAlchemyError as e:
-            raise UserStoreError("could not update the user") from e
+        return changed
 
     async def delete(self, *, user_id: uuid.UUID) -> None:
-        try:
+        with _StoreErrors("delete the user"):
             async with self._engine.begin() as conn:
                 result = await conn.execute(delete(users).where(users.c.id == user_id))
-        except SQLAlchemyError as e:
-            raise UserStoreError("could not delete the user") from e
         if result.rowcount == 0:
             raise UserNotFound(str(user_id))
 
@@ -135,11 +133,9 @@ class SqlUserRepository:
 
     async def stream(self, *, contains: str) -> AsyncIterator[User]:
         query = select(users).where(_contains(contains)).order_by(users.c.created_at, users.c.id)
-        try:
+        with _StoreErrors("stream users"):
+            # A server-side cursor (it needs a transaction): rows arrive in batches.
             async with self._engine.connect() as conn:
-                # A server-side cursor: rows arrive in batches, never all at once.
                 result = await conn.stream(query.execution_options(yield_per=_STREAM_BATCH))
                 async for row in result:
                     yield _row_to_user(row)
-        except SQLAlchemyError as e:
-            raise UserStoreError("could not stream users") from e

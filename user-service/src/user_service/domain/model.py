@@ -22,6 +22,7 @@ MAX_EMAIL_LENGTH = 254
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 128
 MAX_PAGE_SIZE = 100
+MAX_FILTER_LENGTH = 100
 
 # A deliberately small check: the HTTP edge validates emails fully; gRPC callers
 # and start-up code pass through here too.
@@ -137,6 +138,12 @@ def make_page(*, page: int, limit: int) -> Page:
     if limit < 1:
         raise InvalidUserData("limit must be at least 1")
     return Page(page=page, limit=min(limit, MAX_PAGE_SIZE))
+
+
+def check_filter(contains: str) -> str:
+    if len(contains) > MAX_FILTER_LENGTH:
+        raise InvalidUserData(f"filter must be at most {MAX_FILTER_LENGTH} characters")
+    return contains
 
 
 def ensure_can_view(*, actor: Actor, user_id: uuid.UUID) -> None:

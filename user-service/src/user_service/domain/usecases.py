@@ -16,6 +16,7 @@ from user_service.domain.model import (
     UserChanges,
     UserStatus,
     apply_changes,
+    check_filter,
     check_password,
     ensure_admin,
     ensure_can_view,
@@ -97,12 +98,12 @@ class Users:
         """One page of users (admins and services only), the total, and the page served."""
         ensure_admin(actor=actor)
         served = make_page(page=page, limit=limit)
-        found, total = await self._repository.list(page=served, contains=contains)
+        found, total = await self._repository.list(page=served, contains=check_filter(contains))
         return found, total, served
 
     def stream(self, *, actor: Actor, contains: str) -> AsyncIterator[User]:
         ensure_admin(actor=actor)
-        return self._repository.stream(contains=contains)
+        return self._repository.stream(contains=check_filter(contains))
 
     async def update(self, *, actor: Actor, user_id: uuid.UUID, changes: UserChanges) -> User:
         ensure_can_view(actor=actor, user_id=user_id)

@@ -5,8 +5,9 @@ services: they may read and change every user. Domain errors map to status codes
 here and nowhere else.
 """
 
-from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -69,83 +70,79 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception) 
     raise AssertionError("abort returned")  # abort always raises; this satisfies NoReturn
 
 
+Servicer = TypeVar("Servicer")
+Request = TypeVar("Request")
+Reply = TypeVar("Reply")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _status_codes(
+    method: Callable[[Servicer, Request, Context], Awaitable[Reply]],
+) -> Callable[[Servicer, Request, Context], Awaitable[Reply]]:
+    """Turn domain and store errors of a unary method into gRPC status codes."""
+
+    @functools.wraps(method)
+    async def handle(self: Servicer, request: Request, context: Context) -> Reply:
+        try:
+            return await method(self, request, context)
+        except (UserServiceError, UserStoreError) as e:
+            await _abort(context, e)
+
+    return handle
+
+
 class UserServicer(user_pb2_grpc.UserServiceServicer):
     def __init__(self, *, users: Users) -> None:
         self._users = users
         self._actor = Actor.service()
 
-    async def GetUser(
-        self, request: user_pb2.GetUserRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> user_pb2.User:
-        try:
-            user = await self._users.get(actor=self._actor, user_id=parse_user_id(request.id))
-        except (UserServiceError, UserStoreError) as e:
-            await _abort(context, e)
-        return to_proto(user)
+    @_status_codes
+    async def GetUser(self, request: user_pb2.GetUserRequest, context: Context) -> user_pb2.User:
+        return to_proto(await self._users.get(actor=self._actor, user_id=parse_user_id(request.id)))
 
-    async def CreateUser(
-        self, request: user_pb2.CreateUserRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> user_pb2.User:
+    @_status_codes
+    async def CreateUser(self, request: user_pb2.CreateUserRequest, context: Context) -> user_pb2.User:
         new_user = NewUser(
             name=request.name,
             email=request.email,
             password=request.password if request.HasField("password") else None,
             roles=tuple(request.roles) or ("user",),
         )
-        try:
-            user = await self._users.register(new_user=new_user)
-        except (UserServiceError, UserStoreError) as e:
-            await _abort(context, e)
-        return to_proto(user)
+        return to_proto(await self._users.register(new_user=new_user))
 
-    async def UpdateUser(
-        self, request: user_pb2.UpdateUserRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> user_pb2.User:
-        try:
-            status: UserStatus | None = None
-            if request.HasField("status"):
-                if request.status not in _STATUS_FROM_PROTO:
-                    raise InvalidUserData("status must be ACTIVE, INACTIVE or SUSPENDED")
-                status = _STATUS_FROM_PROTO[request.status]
-            changes = UserChanges(
-                name=request.name if request.HasField("name") else None,
-                email=request.email if request.HasField("email") else None,
-                roles=tuple(request.roles) if request.replace_roles or request.roles else None,
-                status=status,
-            )
-            user = await self._users.update(actor=self._actor, user_id=parse_user_id(request.id), changes=changes)
-        except (UserServiceError, UserStoreError) as e:
-            await _abort(context, e)
-        return to_proto(user)
+    @_status_codes
+    async def UpdateUser(self, request: user_pb2.UpdateUserRequest, context: Context) -> user_pb2.User:
+        status: UserStatus | None = None
+        if request.HasField("status"):
+            if request.status not in _STATUS_FROM_PROTO:
+                raise InvalidUserData("status must be ACTIVE, INACTIVE or SUSPENDED")
+            status = _STATUS_FROM_PROTO[request.status]
+        changes = UserChanges(
+            name=request.name if request.HasField("name") else None,
+            email=request.email if request.HasField("email") else None,
+            roles=tuple(request.roles) if request.replace_roles or request.roles else None,
+            status=status,
+        )
+        return to_proto(await self._users.update(actor=self._actor, user_id=parse_user_id(request.id), changes=changes))
 
-    async def DeleteUser(
-        self, request: user_pb2.DeleteUserRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> user_pb2.DeleteUserResponse:
-        try:
-            await self._users.delete(actor=self._actor, user_id=parse_user_id(request.id))
-        except (UserServiceError, UserStoreError) as e:
-            await _abort(context, e)
+    @_status_codes
+    async def DeleteUser(self, request: user_pb2.DeleteUserRequest, context: Context) -> user_pb2.DeleteUserResponse:
+        await self._users.delete(actor=self._actor, user_id=parse_user_id(request.id))
         return user_pb2.DeleteUserResponse(success=True, message="user deleted")
 
-    async def ListUsers(
-        self, request: user_pb2.ListUsersRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> user_pb2.ListUsersResponse:
-        try:
-            found, total, served = await self._users.list(
-                actor=self._actor,
-                page=request.page or 1,
-                limit=request.limit or DEFAULT_PAGE_SIZE,
-                contains=request.filter,
-            )
-        except (UserServiceError, UserStoreError) as e:
-            await _abort(context, e)
+    @_status_codes
+    async def ListUsers(self, request: user_pb2.ListUsersRequest, context: Context) -> user_pb2.ListUsersResponse:
+        found, total, served = await self._users.list(
+            actor=self._actor,
+            page=request.page or 1,
+            limit=request.limit or DEFAULT_PAGE_SIZE,
+            contains=request.filter,
+        )
         return user_pb2.ListUsersResponse(
             users=[to_proto(user) for user in found], total=total, page=served.page, limit=served.limit
         )
 
-    async def StreamUsers(
-        self, request: user_pb2.StreamUsersRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[user_pb2.User]:
+    async def StreamUsers(self, request: user_pb2.StreamUsersRequest, context: Context) -> AsyncIterator[user_pb2.User]:
         try:
             async for user in self._users.stream(actor=self._actor, contains=request.filter):
                 yield to_proto(user)

@@ -28,7 +28,15 @@ from user_service.domain.errors import (
     UserNotFound,
     UserServiceError,
 )
-from user_service.domain.model import MAX_PAGE_SIZE, Actor, NewUser, UserChanges, UserStatus, parse_user_id
+from user_service.domain.model import (
+    MAX_FILTER_LENGTH,
+    MAX_PAGE_SIZE,
+    Actor,
+    NewUser,
+    UserChanges,
+    UserStatus,
+    parse_user_id,
+)
 from user_service.domain.usecases import Users
 from user_service.entrypoints.schemas import TokenRequest, TokenResponse, UserCreate, UserList, UserPublic, UserUpdate
 
@@ -110,7 +118,7 @@ def create_http_app(
         actor: ActorDep,
         page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
         limit: Annotated[int, Query(ge=1, le=1_000_000, description=f"capped at {MAX_PAGE_SIZE}")] = 10,
-        filter: Annotated[str, Query(max_length=100)] = "",  # noqa: A002  # the public query name
+        filter: Annotated[str, Query(max_length=MAX_FILTER_LENGTH)] = "",  # noqa: A002  # the public query name
     ) -> UserList:
         found, total, served = await users.list(actor=actor, page=page, limit=limit, contains=filter)
         return UserList(
