@@ -30,8 +30,13 @@ def test_found_servers_are_used_as_they_are(monkeypatch):
 
 def test_an_environment_url_is_the_only_candidate(monkeypatch):
     tried = []
+
+    def redis_ok(url):
+        tried.append(url)
+        return False
+
     monkeypatch.setenv("REDIS_URL", "redis://10.0.0.1:1/0")
-    monkeypatch.setattr(infra, "_redis_ok", lambda url: tried.append(url) or False)
+    monkeypatch.setattr(infra, "_redis_ok", redis_ok)
     assert infra._first_working("redis") is None
     assert tried == ["redis://10.0.0.1:1/0"]
 
