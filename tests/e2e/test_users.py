@@ -70,3 +70,16 @@ def test_pages_and_the_limit_cap(gateway, admin, new_account):
     assert len(page.json()["items"]) == 1
     capped = gateway.get("/api/users", params={"limit": 1000}, headers=admin.headers).json()
     assert capped["limit"] == 100
+
+
+def test_identity_headers_from_a_client_are_not_trusted(gateway, new_account, admin):
+    ada, grace = new_account(), new_account()
+    smuggled = {**ada.headers, "X-Actor-Id": admin.id, "X-Actor-Roles": "admin,user"}
+    assert gateway.get(f"/api/users/{grace.id}", headers=smuggled).status_code == 404
+    assert gateway.patch(f"/api/users/{ada.id}", json={"roles": ["admin"]}, headers=smuggled).status_code == 403
+
+
+def test_a_wrong_method_is_a_405_problem(gateway, new_account):
+    response = gateway.put("/api/users/me", json={}, headers=new_account().headers)
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/problem+json"
