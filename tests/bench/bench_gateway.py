@@ -26,9 +26,10 @@ import httpx
 
 from devstack.compose import default_ports, load_compose, read_env_file
 from devstack.infra import ensure_infra
+from devstack.runner import healthy
 from devstack.secrets import ensure_dev_secrets
 from devstack.stack import Stack, StackOptions
-from devstack.testing import free_port, run_id
+from devstack.testing import free_port, run_id, wait_for
 from interchange_common.servicejwt import ServiceTokenIssuer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,13 +72,21 @@ def say(message: str) -> None:
     print(message, flush=True)  # noqa: T201  # a benchmark reports on stdout
 
 
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
 def ensure_tools() -> None:
-    missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None and not Path("/usr/sbin/nginx").exists()]
-    if not missing:
+    packages = [
+        package
+        for tool, package in (("wrk", "wrk"), ("nginx", "nginx-light"))
+        if (shutil.which(tool) if tool == "wrk" else nginx_binary()) is None
+    ]
+    if not packages:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        sys.exit(f"install {' and '.join(missing)} (Debian: apt-get install wrk nginx-light)")
-    packages = ["wrk" if tool == "wrk" else "nginx-light" for tool in missing]
+        sys.exit(f"install {' and '.join(packages)} (Debian: apt-get install {' '.join(packages)})")
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
     subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True)
 
 
@@ -120,6 +129,7 @@ def main() -> None:
             database_name=lambda name: f"ic_bench_{run}_{name}",
             env_overrides={"gateway": {"REDIS_KEY_PREFIX": f"ic-bench-{run}", "RATE_LIMIT_REQUESTS": "100000000"}},
             log_dir=workdir / "logs",
+            environ={},
         ),
         infra=ensure_infra(),
     )
@@ -141,9 +151,9 @@ def main() -> None:
         nginx_port = free_port()
         conf = workdir / "nginx.conf"
         conf.write_text(NGINX_CONF.format(tmp=workdir, upstream=stack.port("user-service", 8001), port=nginx_port))
-        nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf), "-p", str(workdir)])
+        nginx = subprocess.Popen([nginx_binary() or "nginx", "-c", str(conf), "-p", str(workdir)])
         nginx_url = f"http://127.0.0.1:{nginx_port}"
-        httpx.get(f"{nginx_url}/health/live", timeout=5).raise_for_status()
+        wait_for(lambda: healthy(f"{nginx_url}/health/live"), timeout=10, what="nginx")
 
         say(f"GET one user, {args.connections} connections, {args.seconds} s each after {args.warmup} s of warm-up")
         paths = [

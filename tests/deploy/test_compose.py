@@ -15,6 +15,7 @@ from devstack.compose import (
     default_ports,
     load_compose,
     native_services,
+    parse_ports,
     read_env_file,
     secret_files,
 )
@@ -63,6 +64,12 @@ def test_docker_compose_config_accepts_the_file():
 def test_every_service_has_a_healthcheck(raw):
     missing = [name for name, spec in raw["services"].items() if "test" not in spec.get("healthcheck", {})]
     assert missing == []
+
+
+def test_only_the_gateway_listens_beyond_loopback(raw):
+    for name, spec in raw["services"].items():
+        for port in spec.get("ports", []):
+            assert name == "gateway" or str(port).startswith("127.0.0.1:"), (name, port)
 
 
 def test_every_dependency_waits_for_health(raw):
@@ -124,7 +131,7 @@ def test_the_native_runner_runs_what_compose_runs(document):
         service = native[name]
         assert service.command == spec["command"]
         assert set(service.environment) == set(spec["environment"]) | {"HOST"}
-        assert [f"{p.published}:{p.target}" for p in service.ports] == spec["ports"]
+        assert service.ports == parse_ports(spec["ports"])
     # The same values, with container addresses replaced by this machine's.
     users, gateway = native["user-service"].environment, native["gateway"].environment
     assert users["DATABASE_URL"] == "postgresql+asyncpg://pg-user@10.1.2.3:6543/interchange_users"

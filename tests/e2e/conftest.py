@@ -64,6 +64,7 @@ def _native(infra, tmp_path_factory) -> Iterator[Target]:
             }
         },
         log_dir=tmp_path_factory.mktemp("stack-logs"),
+        environ={},
     )
     stack = Stack.prepare(options=options, infra=infra)
     example = read_env_file(ENV_EXAMPLE)

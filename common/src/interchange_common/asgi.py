@@ -38,6 +38,10 @@ LATENCY = Histogram(
 )
 
 
+# Any other method string becomes OTHER: label values must not be the caller's to invent.
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class _BodyTooLarge(Exception):
     """A streamed request body went past the cap."""
 
@@ -80,21 +84,32 @@ class ObservabilityMiddleware:
             await send(message)
 
         received = 0
+        too_large = False
 
         async def receive_capped() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self._max_body:
+                    too_large = True
                     raise _BodyTooLarge
             return message
+
+        async def send_checked(message: Message) -> None:
+            # FastAPI turns an error while reading the body into its own 400: when the
+            # reason was our cap, the client gets the 413 that says so instead.
+            if too_large:
+                if message["type"] == "http.response.start":
+                    await self._send_problem(send_with_id, status=413, detail="request body too large")
+                return
+            await send_with_id(message)
 
         try:
             if announced > self._max_body:
                 await self._send_problem(send_with_id, status=413, detail="request body too large")
             else:
-                await self._app(scope, receive_capped, send_with_id)
+                await self._app(scope, receive_capped, send_checked)
         except _BodyTooLarge:
             if not response_started:
                 await self._send_problem(send_with_id, status=413, detail="request body too large")
@@ -105,8 +120,9 @@ class ObservabilityMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
-            REQUESTS.labels(scope["method"], route, str(status)).inc()
-            LATENCY.labels(scope["method"], route).observe(elapsed)
+            method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
+            REQUESTS.labels(method, route, str(status)).inc()
+            LATENCY.labels(method, route).observe(elapsed)
             _log.info(
                 "request",
                 extra={

@@ -32,5 +32,8 @@ async def serve_http(*, app: Any, host: str, port: int) -> None:
         server_header=False,
         lifespan="off",
         timeout_graceful_shutdown=10,
+        # Never take the client address from X-Forwarded-For: uvicorn would trust it from
+        # loopback by default, and per-address rate limits would be the caller's choice.
+        proxy_headers=False,
     )
     await _Server(config).serve()

@@ -31,7 +31,8 @@ def check_secret(*, name: str, value: str, environment: str) -> None:
 class ServiceSettings(BaseSettings):
     """Settings every service has. Subclasses add their own and keep these names."""
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    # hide_input_in_errors: a validation error must not print the values (secrets) it saw.
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
 
     environment: Literal["development", "test", "production"] = "production"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

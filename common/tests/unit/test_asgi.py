@@ -91,6 +91,26 @@ async def test_a_streamed_large_body_is_refused_with_413(client):
     assert response.status_code == 413
 
 
+async def test_a_streamed_large_body_to_a_model_route_is_413_not_400(client):
+    async def chunks():
+        for _ in range(4):
+            yield b'{"name": "' + b"x" * 500
+
+    response = await client.post("/items", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["detail"] == "request body too large"
+
+
+async def test_invented_methods_share_one_metrics_label(client):
+    from prometheus_client import REGISTRY
+
+    for method in ("FOO1", "FOO2"):
+        await client.request(method, "/id")
+    labels = {"route": "/id", "status": "405"}
+    assert (REGISTRY.get_sample_value("http_requests_total", {**labels, "method": "OTHER"}) or 0) >= 2
+    assert REGISTRY.get_sample_value("http_requests_total", {**labels, "method": "FOO1"}) is None
+
+
 async def test_a_small_body_passes(client):
     response = await client.post("/raw", content=b"x" * 100)
     assert response.json() == {"size": 100}

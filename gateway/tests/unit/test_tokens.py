@@ -153,16 +153,34 @@ async def test_unknown_kids_do_not_trigger_a_fetch_each(ring):
     assert ring.fetches == 1
 
 
-async def test_a_remembered_token_is_refused_after_it_expires(ring, verifier):
-    token = ring.sign(exp=int(time.time()) + 2)
-    await verifier.verify(token=token)
-    principal = verifier._cache[token]
-    verifier._cache[token] = type(principal)(principal.user_id, principal.roles, expires_at=time.time() - 60)
+async def test_a_remembered_token_is_refused_once_it_expires(ring, verifier, monkeypatch):
+    issued = int(time.time())
+    token = ring.sign(iat=issued, exp=issued + 60)
+    assert (await verifier.verify(token=token)).user_id
+    assert token in verifier._cache
+    # An hour later the cached answer must not be reused: the token has expired.
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    monkeypatch.setattr(jwt.api_jwt, "datetime", _FrozenDatetime(later), raising=False)
     with pytest.raises(AuthenticationFailed):
-        await verifier.verify(token=token.replace(token[-4:], "AAAA"))
-    verifier._cache.clear()
-    # Re-verified from scratch: still inside its lifetime, so accepted again.
-    assert (await verifier.verify(token=token)).user_id == principal.user_id
+        await verifier.verify(token=token)
+    assert token not in verifier._cache
+
+
+class _FrozenDatetime:
+    """PyJWT reads the clock through datetime.now(tz=...): a stand-in that says ``at``."""
+
+    def __init__(self, at):
+        from datetime import datetime
+
+        self._real = datetime
+        self._at = at
+
+    def now(self, tz=None):
+        return self._real.fromtimestamp(self._at, tz)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
 
 
 async def test_a_failing_jwks_fetch_keeps_the_known_keys(ring, verifier):

@@ -8,14 +8,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from interchange_common.contracts import user_pb2_grpc
 from interchange_common.health import HealthCheck
 from interchange_common.httpserver import serve_http
+from interchange_common.migrations import upgrade
 from interchange_common.rpc import create_server, mark_serving
 from interchange_common.servicejwt import ServiceTokenVerifier
 from user_service.adapters.passwords import Argon2PasswordHasher
@@ -65,16 +64,9 @@ def build(*, settings: Settings) -> Container:
     return Container(settings=settings, engine=engine, users=users, tokens=tokens, verifier=verifier)
 
 
-def alembic_config(*, database_url: str) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.attributes["database_url"] = database_url
-    return config
-
-
 def migrate(*, settings: Settings) -> None:
     """Bring the schema to the newest migration (several instances may race: env.py locks)."""
-    command.upgrade(alembic_config(database_url=settings.database_url.get_secret_value()), "head")
+    upgrade(script_location=MIGRATIONS, database_url=settings.database_url.get_secret_value())
 
 
 async def serve(*, settings: Settings) -> None:

@@ -7,20 +7,19 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from devstack.testing import throwaway_database
+from interchange_common.migrations import upgrade
 from user_service.adapters.passwords import Argon2PasswordHasher
 from user_service.adapters.repository import SqlUserRepository
 from user_service.adapters.tokens import RsaAccessTokenIssuer
-from user_service.bootstrap import alembic_config
+from user_service.bootstrap import MIGRATIONS
 from user_service.domain.usecases import Users
 
 
 @pytest.fixture(scope="session")
 async def database_url(infra):
     async with throwaway_database(server_url=infra.postgres_url, prefix="ic_it_users") as url:
-        from alembic import command
-
         # Alembic's env.py runs its own event loop: give it a thread of its own.
-        await asyncio.to_thread(command.upgrade, alembic_config(database_url=url), "head")
+        await asyncio.to_thread(upgrade, script_location=MIGRATIONS, database_url=url)
         yield url
 
 

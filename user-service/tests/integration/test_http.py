@@ -1,5 +1,6 @@
 """The internal HTTP API against a real PostgreSQL: service auth, actors, problems."""
 
+import json
 import uuid
 
 import httpx
@@ -21,7 +22,9 @@ async def client(users, tokens):
         health_checks=lambda: [],
         max_body_bytes=4096,
     )
-    token = ServiceTokenIssuer(service="gateway", secret=SECRET, ttl_seconds=300).token_for(audience="user-service")
+    token = ServiceTokenIssuer(service="order-service", secret=SECRET, ttl_seconds=300).token_for(
+        audience="user-service"
+    )
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://user-service",
@@ -97,7 +100,9 @@ async def test_a_database_outage_is_a_503_problem(tokens):
         health_checks=lambda: [],
         max_body_bytes=4096,
     )
-    token = ServiceTokenIssuer(service="gateway", secret=SECRET, ttl_seconds=300).token_for(audience="user-service")
+    token = ServiceTokenIssuer(service="order-service", secret=SECRET, ttl_seconds=300).token_for(
+        audience="user-service"
+    )
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://u", headers={"authorization": f"Bearer {token}"}
     ) as client:
@@ -106,3 +111,41 @@ async def test_a_database_outage_is_a_503_problem(tokens):
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert response.json()["detail"] == "the user store is unavailable"
+
+
+async def test_the_gateway_without_an_actor_acts_for_nobody(client):
+    me = await register(client)
+    token = ServiceTokenIssuer(service="gateway", secret=SECRET, ttl_seconds=300).token_for(audience="user-service")
+    headers = {"authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(transport=client._transport, base_url="http://user-service", headers=headers) as gw:
+        assert (await gw.get(f"/internal/users/{me['id']}")).status_code == 404
+        assert (await gw.get("/internal/users")).status_code == 403
+        assert (await gw.patch(f"/internal/users/{me['id']}", json={"name": "x"})).status_code == 404
+        assert (await gw.get(f"/internal/users/{me['id']}", headers=as_actor(me["id"]))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "Nul\u0000", "email": "nul@example.com", "password": "long enough"},
+        {"name": "Lone \ud800", "email": "lone@example.com", "password": "long enough"},
+        {"name": "Ada", "email": "pw@example.com", "password": "long \ud800 enough"},
+    ],
+    ids=["nul-in-name", "surrogate-in-name", "surrogate-in-password"],
+)
+async def test_text_postgres_or_argon2_cannot_take_is_a_422(client, body):
+    response = await client.post(
+        "/internal/users", content=json.dumps(body), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+
+
+@pytest.mark.parametrize("password", ["x\u0000y", "\ud800\udc00\ud800"])
+async def test_logging_in_with_unusable_text_is_a_422(client, password):
+    body = json.dumps({"email": "a@example.com", "password": password})  # escapes the surrogates as JSON does
+    response = await client.post("/internal/auth/token", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+
+
+async def test_a_nul_in_the_filter_is_a_422(client):
+    assert (await client.get("/internal/users", params={"filter": "a\x00b"})).status_code == 422

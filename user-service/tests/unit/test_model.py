@@ -54,7 +54,7 @@ def test_users_see_themselves_admins_and_services_see_everyone():
     other = uuid.uuid4()
     ensure_can_view(actor=Actor(user_id=me, roles=frozenset({"user"})), user_id=me)
     ensure_can_view(actor=Actor(user_id=me, roles=frozenset({"admin"})), user_id=other)
-    ensure_can_view(actor=Actor.service(), user_id=other)
+    ensure_can_view(actor=Actor.trusted_service(), user_id=other)
     with pytest.raises(UserNotFound):
         ensure_can_view(actor=Actor(user_id=me, roles=frozenset({"user"})), user_id=other)
 

@@ -45,7 +45,7 @@ async def test_a_token_is_issued_for_the_right_password_only(users):
 
 async def test_suspended_users_get_no_token(users):
     user = await users.register(new_user=new_user())
-    await users.update(actor=Actor.service(), user_id=user.id, changes=UserChanges(status=UserStatus.SUSPENDED))
+    await users.update(actor=Actor.trusted_service(), user_id=user.id, changes=UserChanges(status=UserStatus.SUSPENDED))
     with pytest.raises(InvalidCredentials, match="not active"):
         await users.issue_token(email="ada@example.com", password="correct horse")
 
@@ -74,7 +74,7 @@ async def test_changing_to_a_taken_email_is_refused(users, repository):
     me = await users.register(new_user=new_user())
     await users.register(new_user=new_user(email="grace@example.com"))
     with pytest.raises(EmailTaken):
-        await users.update(actor=Actor.service(), user_id=me.id, changes=UserChanges(email="grace@example.com"))
+        await users.update(actor=Actor.trusted_service(), user_id=me.id, changes=UserChanges(email="grace@example.com"))
     assert repository.users[me.id].email == "ada@example.com"
 
 

@@ -8,7 +8,7 @@ Differences from the seed's sketch, on purpose:
 - UpdateUserRequest marks its fields `optional`, so "not sent" differs from
   "set to empty" and a partial update cannot wipe a field by accident;
 - CreateUserRequest carries an optional password, hashed by the service;
-- ListUsersResponse.total is int64, StreamUsers takes a page size hint.
+- ListUsersResponse.total is int64.
 """
 
 from collections import abc as _abc

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from devstack.compose import read_env_file
 from devstack.errors import DevstackError
 from devstack.infra import ensure_infra
 from devstack.runner import stop_from_state
@@ -33,15 +34,27 @@ def _say(message: str) -> None:
 def docker_engine_answers() -> bool:
     if shutil.which("docker") is None:
         return False
-    result = subprocess.run(["docker", "info"], capture_output=True, check=False, timeout=20)
+    try:
+        result = subprocess.run(["docker", "info"], capture_output=True, check=False, timeout=20)
+    except (subprocess.TimeoutExpired, OSError):
+        return False
     return result.returncode == 0
+
+
+def _warn_about_stale_env(root: Path) -> None:
+    missing = sorted(set(read_env_file(root / ".env.example")) - set(read_env_file(root / ".env")))
+    if missing:
+        _say(f".env lacks {', '.join(missing)} (see .env.example); defaults apply where there are any")
 
 
 def _up(root: Path) -> int:
     ensure_dev_secrets(root=root)
+    _warn_about_stale_env(root)
     if docker_engine_answers():
         _say("a Docker engine answers: docker compose up --build")
-        return subprocess.call(["docker", "compose", "up", "--build"], cwd=root)
+        # Become docker compose: Ctrl-C reaches it directly and it stops the containers itself.
+        os.chdir(root)
+        os.execvp("docker", ["docker", "compose", "up", "--build"])
     _say("no Docker engine: running every service as a local process")
     infra = ensure_infra()
     stack = Stack.prepare(options=StackOptions(root=root, env_file=root / ".env"), infra=infra)

@@ -7,6 +7,8 @@ exits. ``stop`` sends SIGTERM to everything, newest first, then SIGKILL to what
 has not exited after the grace period.
 """
 
+import ctypes
+import ctypes.util
 import json
 import os
 import signal
@@ -23,6 +25,17 @@ from devstack.compose import NativeService
 from devstack.errors import StackFailed
 
 _HEALTH_POLL_SECONDS = 0.2
+# Like a container, a service sees only what compose gives it, plus what a process needs
+# to run at all: a developer's exported ADMIN_PASSWORD must not reach a test stack.
+_INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "SSL_CERT_FILE")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the runner dies, even by SIGKILL,
+    so that a killed test run or `make up` leaves no service behind."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def start_order(services: Iterable[NativeService]) -> list[NativeService]:
@@ -81,7 +94,7 @@ class NativeStack:
 
     def _spawn(self, service: NativeService) -> None:
         env = {
-            **os.environ,
+            **{name: os.environ[name] for name in _INHERITED if name in os.environ},
             **self.extra_env,
             **service.environment,
             "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -98,6 +111,7 @@ class NativeStack:
             stderr=subprocess.STDOUT if log is not None else None,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # only prctl, before exec
         )
         self.running.append(RunningService(service=service, process=process, log=log))
 

@@ -24,10 +24,15 @@ class StackOptions:
     database_name: Callable[[str], str] = lambda name: name
     env_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     log_dir: Path | None = None
+    # Variables that fill ${...} in the compose file before env_file does: None means
+    # this process's environment (compose's rule); tests pass {} to depend on nothing.
+    environ: Mapping[str, str] | None = None
 
 
 def plan(*, options: StackOptions, infra: Infra) -> list[NativeService]:
-    document = load_compose(compose_file=options.root / "docker-compose.yml", env_file=options.env_file)
+    document = load_compose(
+        compose_file=options.root / "docker-compose.yml", env_file=options.env_file, environ=options.environ
+    )
     addresses = AddressMap(
         infra_urls={name: infra.url_of(name) for name in ("postgres", "redis", "rabbitmq")},
         ports=dict(options.ports) if options.ports is not None else default_ports(document),

@@ -1,12 +1,15 @@
 import json
+import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
 from devstack.compose import NativeService
 from devstack.errors import StackFailed
 from devstack.runner import NativeStack, start_order, stop_from_state
+from devstack.testing import wait_for
 
 
 def service(name, *depends_on):
@@ -72,3 +75,49 @@ def test_a_service_that_never_gets_healthy_fails_the_start_and_is_stopped(tmp_pa
     with pytest.raises(StackFailed, match="not healthy"):
         stack.start(health_timeout=0.5)
     assert stack.running == []
+
+
+def test_services_see_only_their_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEVELOPER_SECRET", "from-the-shell")
+    out = tmp_path / "env.json"
+    code = f"import json, os; open({str(out)!r}, 'w').write(json.dumps(dict(os.environ)))"
+    service = NativeService("env", [sys.executable, "-c", code], {"GIVEN": "yes"}, [], [], None, {})
+    stack = NativeStack(services=[service], bin_dir=tmp_path)
+    stack.start(health_timeout=5)
+    stack.running[0].process.wait(timeout=10)
+    stack.stop()
+    seen = json.loads(out.read_text())
+    assert seen["GIVEN"] == "yes"
+    assert "DEVELOPER_SECRET" not in seen
+    assert str(tmp_path) in seen["PATH"]
+
+
+def test_services_die_with_a_runner_that_is_killed(tmp_path):
+    pid_file = tmp_path / "service.pid"
+    runner = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from devstack.compose import NativeService
+        from devstack.runner import NativeStack
+        code = "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+        stack = NativeStack(services=[NativeService("s", [sys.executable, "-c", code], {{}}, [], [], None, {{}})],
+                            bin_dir=Path({str(tmp_path)!r}))
+        stack.start(health_timeout=5)
+        time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", runner])
+    wait_for(lambda: pid_file.exists() and pid_file.read_text(), timeout=10, what="the service to start")
+    service_pid = int(pid_file.read_text())
+    parent.kill()
+    parent.wait()
+
+    def gone():
+        try:
+            os.kill(service_pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    assert wait_for(gone, timeout=10, what="the orphaned service to end")

@@ -2,16 +2,17 @@
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, or_, select, true, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import ColumnElement, delete, func, insert, or_, select, true, tuple_, update
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from user_service.adapters.errors import UserStoreError
 from user_service.adapters.orm import users
-from user_service.domain.errors import EmailTaken, UserNotFound
+from user_service.domain.errors import EmailTaken, InvalidUserData, UserNotFound
 from user_service.domain.model import Page, User, UserStatus
 
 _STREAM_BATCH = 200
@@ -64,6 +65,8 @@ class _StoreErrors:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         if isinstance(error, IntegrityError) and "users_email_key" in str(error.orig):
             raise EmailTaken("email already in use") from error
+        if isinstance(error, DataError):  # SQLSTATE class 22: the value itself is unusable
+            raise InvalidUserData("a value cannot be stored") from error
         # A refused or timed-out connection reaches us as OSError/TimeoutError, not wrapped.
         if isinstance(error, SQLAlchemyError | OSError | TimeoutError):
             raise UserStoreError(f"could not {self._action}") from error
@@ -132,10 +135,20 @@ class SqlUserRepository:
         return [_row_to_user(row) for row in rows], int(total)
 
     async def stream(self, *, contains: str) -> AsyncIterator[User]:
-        query = select(users).where(_contains(contains)).order_by(users.c.created_at, users.c.id)
-        with _StoreErrors("stream users"):
-            # A server-side cursor (it needs a transaction): rows arrive in batches.
-            async with self._engine.connect() as conn:
-                result = await conn.stream(query.execution_options(yield_per=_STREAM_BATCH))
-                async for row in result:
-                    yield _row_to_user(row)
+        """Keyset pages, each its own short read: a slow consumer holds no connection
+        and no transaction between pages, and memory stays at one page."""
+        condition = _contains(contains)
+        after: tuple[datetime, uuid.UUID] | None = None
+        while True:
+            query = select(users).where(condition)
+            if after is not None:
+                query = query.where(tuple_(users.c.created_at, users.c.id) > tuple_(*after))
+            query = query.order_by(users.c.created_at, users.c.id).limit(_STREAM_BATCH)
+            with _StoreErrors("stream users"):
+                async with self._reads.connect() as conn:
+                    rows = (await conn.execute(query)).all()
+            for row in rows:
+                yield _row_to_user(row)
+            if len(rows) < _STREAM_BATCH:
+                return
+            after = (rows[-1].created_at, rows[-1].id)

@@ -53,21 +53,23 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who asks. ``user_id`` is None for a service acting on its own behalf."""
+    """Who asks: a signed-in user, a service acting for itself (``service``), or
+    nobody in particular (an anonymous caller of a public route)."""
 
     user_id: uuid.UUID | None
     roles: frozenset[str] = frozenset()
-
-    @property
-    def is_service(self) -> bool:
-        return self.user_id is None
+    service: bool = False
 
     @property
     def is_admin(self) -> bool:
-        return self.is_service or ADMIN_ROLE in self.roles
+        return self.service or ADMIN_ROLE in self.roles
 
     @classmethod
-    def service(cls) -> "Actor":
+    def trusted_service(cls) -> "Actor":
+        return cls(user_id=None, service=True)
+
+    @classmethod
+    def anonymous(cls) -> "Actor":
         return cls(user_id=None)
 
 
@@ -97,21 +99,33 @@ class Page:
         return (self.page - 1) * self.limit
 
 
+def check_text(value: str, *, what: str) -> str:
+    """Text PostgreSQL and argon2 can take: no NUL character, valid Unicode (no lone surrogates)."""
+    if "\x00" in value:
+        raise InvalidUserData(f"{what} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidUserData(f"{what} is not valid Unicode text") from e
+    return value
+
+
 def normalize_email(email: str) -> str:
-    email = email.strip().lower()
+    email = check_text(email, what="email").strip().lower()
     if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
         raise InvalidUserData("email is not a valid address")
     return email
 
 
 def normalize_name(name: str) -> str:
-    name = name.strip()
+    name = check_text(name, what="name").strip()
     if not name or len(name) > MAX_NAME_LENGTH:
         raise InvalidUserData(f"name must be 1 to {MAX_NAME_LENGTH} characters")
     return name
 
 
 def check_password(password: str) -> None:
+    check_text(password, what="password")
     if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
         raise InvalidUserData(f"password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters")
 
@@ -141,6 +155,7 @@ def make_page(*, page: int, limit: int) -> Page:
 
 
 def check_filter(contains: str) -> str:
+    check_text(contains, what="filter")
     if len(contains) > MAX_FILTER_LENGTH:
         raise InvalidUserData(f"filter must be at most {MAX_FILTER_LENGTH} characters")
     return contains
@@ -148,7 +163,7 @@ def check_filter(contains: str) -> str:
 
 def ensure_can_view(*, actor: Actor, user_id: uuid.UUID) -> None:
     """Users see themselves; admins and services see everyone. Others: not found."""
-    if not actor.is_admin and actor.user_id != user_id:
+    if not actor.is_admin and (actor.user_id is None or actor.user_id != user_id):
         raise UserNotFound(str(user_id))
 
 

@@ -26,7 +26,7 @@ class UserRepository(Protocol):
         """One page of users whose name or email contains the text, and the total."""
 
     def stream(self, *, contains: str) -> AsyncIterator[User]:
-        """Every matching user, oldest first, without loading them all at once."""
+        """Every matching user, oldest first, a page at a time (never all in memory)."""
 
 
 class PasswordHasher(Protocol):

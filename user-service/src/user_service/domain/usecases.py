@@ -18,6 +18,7 @@ from user_service.domain.model import (
     apply_changes,
     check_filter,
     check_password,
+    check_text,
     ensure_admin,
     ensure_can_view,
     make_page,
@@ -78,7 +79,8 @@ class Users:
 
     async def issue_token(self, *, email: str, password: str) -> IssuedToken:
         """A token for an active user whose password matches; InvalidCredentials otherwise."""
-        user = await self._repository.get_by_email(email=email.strip().lower())
+        check_text(password, what="password")
+        user = await self._repository.get_by_email(email=check_text(email, what="email").strip().lower())
         if user is None or user.password_hash is None:
             # Spend the same time as a real check, so timing does not reveal which emails exist.
             await self._hasher.verify(password_hash=_DECOY_HASH, password=password)

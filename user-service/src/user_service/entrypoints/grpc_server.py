@@ -94,7 +94,7 @@ def _status_codes(
 class UserServicer(user_pb2_grpc.UserServiceServicer):
     def __init__(self, *, users: Users) -> None:
         self._users = users
-        self._actor = Actor.service()
+        self._actor = Actor.trusted_service()
 
     @_status_codes
     async def GetUser(self, request: user_pb2.GetUserRequest, context: Context) -> user_pb2.User:

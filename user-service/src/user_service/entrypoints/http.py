@@ -7,7 +7,7 @@ service acts for itself and may read every user.
 """
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -18,7 +18,7 @@ from interchange_common.health import HealthCheck, health_router
 from interchange_common.httpauth import service_caller_dependency
 from interchange_common.metrics import metrics_router
 from interchange_common.problems import install_problem_handlers, problem_response
-from interchange_common.servicejwt import ServiceTokenVerifier
+from interchange_common.servicejwt import ServiceCaller, ServiceTokenVerifier
 from user_service.adapters.errors import UserStoreError
 from user_service.domain.errors import (
     EmailTaken,
@@ -67,17 +67,30 @@ async def _on_store_error(_: Request, exc: Exception) -> Response:
     return problem_response(status=503, detail="the user store is unavailable", headers={"Retry-After": "1"})
 
 
-async def actor_of(request: Request) -> Actor:
-    """Who the calling service acts for (async: FastAPI runs plain def dependencies in threads)."""
-    raw_id = request.headers.get(ACTOR_ID_HEADER)
-    if raw_id is None:
-        return Actor.service()
+# Callers that forward end users: without actor headers they act for nobody, never
+# as a trusted service (a public route must not run with a service's rights).
+USER_FACING_CALLERS = frozenset({"gateway"})
+
+
+def actor_dependency(
+    *, require_service: Callable[[Request], Awaitable[ServiceCaller]]
+) -> Callable[[Request], Awaitable[Actor]]:
+    async def actor_of(request: Request) -> Actor:
+        caller = await require_service(request)
+        raw_id = request.headers.get(ACTOR_ID_HEADER)
+        if raw_id is None:
+            return Actor.anonymous() if caller.service in USER_FACING_CALLERS else Actor.trusted_service()
+        return _user_actor(raw_id=raw_id, roles=request.headers.get(ACTOR_ROLES_HEADER, ""))
+
+    return actor_of
+
+
+def _user_actor(*, raw_id: str, roles: str) -> Actor:
     try:
         user_id = uuid.UUID(raw_id)
     except ValueError as e:
         raise InvalidUserData("X-Actor-Id is not a user id") from e
-    roles = frozenset(role for role in request.headers.get(ACTOR_ROLES_HEADER, "").split(",") if role)
-    return Actor(user_id=user_id, roles=roles)
+    return Actor(user_id=user_id, roles=frozenset(role for role in roles.split(",") if role))
 
 
 def create_http_app(
@@ -100,8 +113,9 @@ def create_http_app(
     async def get_jwks() -> dict[str, Any]:
         return jwks()
 
-    internal = APIRouter(prefix="/internal", dependencies=[Depends(service_caller_dependency(verifier=verifier))])
-    ActorDep = Annotated[Actor, Depends(actor_of)]
+    require_service = service_caller_dependency(verifier=verifier)
+    internal = APIRouter(prefix="/internal", dependencies=[Depends(require_service)])
+    ActorDep = Annotated[Actor, Depends(actor_dependency(require_service=require_service))]
 
     @internal.post("/users", status_code=201, response_model=UserPublic, tags=["users"])
     async def create_user(body: UserCreate) -> UserPublic:
