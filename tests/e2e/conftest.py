@@ -8,6 +8,7 @@ that need to reach behind the gateway then also need E2E_USER_SERVICE_URL,
 E2E_USER_SERVICE_GRPC and E2E_SERVICE_JWT_SECRET, and skip (saying so) without them.
 """
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from redis import Redis
 from devstack.compose import default_ports, load_compose, read_env_file
 from devstack.secrets import JWT_KEY_FILE, ensure_dev_secrets
 from devstack.stack import Stack, StackOptions
-from devstack.testing import free_port, run_id
+from devstack.testing import delete_exchange, free_port, run_id
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -61,7 +62,8 @@ def _native(infra, tmp_path_factory) -> Iterator[Target]:
                 "REDIS_KEY_PREFIX": prefix,
                 "RATE_LIMIT_REQUESTS": "100000",
                 "AUTH_RATE_LIMIT_REQUESTS": "10000",
-            }
+            },
+            "event-store": {"EVENTS_EXCHANGE": f"{prefix}.events"},
         },
         log_dir=tmp_path_factory.mktemp("stack-logs"),
         environ={},
@@ -83,6 +85,7 @@ def _native(infra, tmp_path_factory) -> Iterator[Target]:
         )
     finally:
         stack.stop(drop_databases_too=True)
+        asyncio.run(delete_exchange(amqp_url=infra.rabbitmq_url, exchange=f"{prefix}.events"))
         redis = Redis.from_url(infra.redis_url)
         keys = list(redis.scan_iter(match=f"*{prefix}*"))
         if keys:

@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import aio_pika
+
 from devstack.infra import create_databases, drop_databases
 
 T = TypeVar("T")
@@ -34,6 +36,18 @@ def wait_for(condition: Callable[[], T | None], *, timeout: float, interval: flo
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout} s waiting for {what or condition}")
         time.sleep(interval)
+
+
+async def delete_exchange(*, amqp_url: str, exchange: str) -> None:
+    """Remove a test run's events exchange, with its alternate exchange and queue."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        await channel.queue_delete(f"{exchange}.unrouted")
+        await channel.exchange_delete(exchange)
+        await channel.exchange_delete(f"{exchange}.unrouted")
+    finally:
+        await connection.close()
 
 
 @asynccontextmanager

@@ -1,0 +1,3 @@
+from event_store.entrypoints.cli import main
+
+main()

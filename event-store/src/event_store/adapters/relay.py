@@ -1,0 +1,120 @@
+"""Publishes every recorded event to RabbitMQ. The events table is the outbox.
+
+The relay reads events in global order from its checkpoint, publishes each to the
+topic exchange (routing key = event type, persistent, publisher confirms,
+mandatory: an unroutable message raises), and moves the checkpoint only past
+events the broker has confirmed. One relay runs at a time across instances (a
+session advisory lock), so order is kept; whatever dies (relay, broker, service),
+the next relay starts again from the checkpoint. Delivery is at least once:
+consumers deduplicate by message id, which is the event id.
+
+Events no queue is bound for go to the exchange's alternate exchange
+(``<exchange>.unrouted``) instead of coming back: nothing recorded is dropped
+because nobody listens yet.
+"""
+
+import asyncio
+import logging
+import random
+
+import aio_pika
+import aiormq
+import asyncpg
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractExchange
+
+from event_store.adapters.errors import PublishFailed
+from event_store.domain.ports import EventStorage
+from interchange_common.events import RecordedEvent
+
+_log = logging.getLogger(__name__)
+
+RELAY_LOCK = 0x65766E74_72656C00  # "evnt" "rel": one relay per database
+CHECKPOINT = "rabbitmq"
+_UNROUTED_MAX = 100_000
+
+
+async def declare_topology(*, channel: AbstractChannel, exchange: str) -> AbstractExchange:
+    """The events exchange and its alternate exchange; the same on every start."""
+    unrouted = await channel.declare_exchange(f"{exchange}.unrouted", aio_pika.ExchangeType.FANOUT, durable=True)
+    queue = await channel.declare_queue(
+        f"{exchange}.unrouted", durable=True, arguments={"x-max-length": _UNROUTED_MAX, "x-queue-type": "classic"}
+    )
+    await queue.bind(unrouted)
+    return await channel.declare_exchange(
+        exchange,
+        aio_pika.ExchangeType.TOPIC,
+        durable=True,
+        arguments={"alternate-exchange": f"{exchange}.unrouted"},
+    )
+
+
+def to_message(event: RecordedEvent) -> aio_pika.Message:
+    metadata = event.metadata
+    return aio_pika.Message(
+        body=orjson.dumps(event.as_json()),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=str(event.id),
+        type=event.type,
+        timestamp=event.recorded_at,
+        app_id="event-store",
+        correlation_id=str(metadata.get("correlation_id", "")) or None,
+        headers={"stream_id": event.stream_id, "version": event.version, "position": event.position or 0},
+    )
+
+
+class RabbitMQRelay:
+    def __init__(self, *, dsn: str, amqp_url: str, exchange: str, storage: EventStorage, batch: int) -> None:
+        self._dsn = dsn
+        self._amqp_url = amqp_url
+        self._exchange = exchange
+        self._storage = storage
+        self._batch = batch
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            lock: asyncpg.Connection | None = None
+            connection: aio_pika.abc.AbstractConnection | None = None
+            try:
+                lock = await asyncpg.connect(self._dsn)
+                await lock.execute("SELECT pg_advisory_lock($1)", RELAY_LOCK)  # waits while another relay runs
+                connection = await aio_pika.connect(self._amqp_url)
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                exchange = await declare_topology(channel=channel, exchange=self._exchange)
+                _log.info("relay publishing", extra={"exchange": self._exchange})
+                attempt = 0
+                await self._publish_forever(lock=lock, exchange=exchange)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, aiormq.AMQPError, PublishFailed) as e:
+                attempt += 1
+                _log.warning("relay interrupted", extra={"error": type(e).__name__, "attempt": attempt})
+                await asyncio.sleep(random.uniform(0, min(10.0, 0.2 * 2**attempt)))  # noqa: S311  # jitter
+            finally:
+                if connection is not None:
+                    await connection.close()
+                if lock is not None and not lock.is_closed():
+                    await lock.close()
+
+    async def _publish_forever(self, *, lock: asyncpg.Connection, exchange: AbstractExchange) -> None:
+        position = await lock.fetchval("SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT) or 0
+        signal = self._storage.sequenced
+        while True:
+            seen = signal.generation
+            page = await self._storage.read_all(start=position + 1, limit=self._batch)
+            for event in page.events:
+                try:
+                    # Waits for the broker's confirm; a nack or a return raises.
+                    await exchange.publish(to_message(event), routing_key=event.type, mandatory=True)
+                except (aio_pika.exceptions.DeliveryError, aio_pika.exceptions.PublishError) as e:
+                    raise PublishFailed(f"event {event.id} was not confirmed") from e
+            if page.events:
+                position = page.events[-1].position or position
+                await lock.execute(
+                    "INSERT INTO checkpoints (name, position) VALUES ($1, $2)"
+                    " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                    CHECKPOINT,
+                    position,
+                )
+            if page.end:
+                await signal.wait(after=seen)

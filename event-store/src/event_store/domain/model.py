@@ -1,0 +1,200 @@
+"""Streams, expected versions and the decision to append.
+
+NewEvent          what a writer sends: its own id, a type, JSON data and metadata
+ExpectedVersion   any | no_stream | stream_exists | an exact last version
+Existing          an event already stored under one of the ids being appended
+decide_append     the rules, as one pure function both storage backends call
+"""
+
+import re
+import uuid
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from event_store.domain.errors import InvalidAppend, InvalidRead, WrongExpectedVersion
+
+MAX_STREAM_ID_LENGTH = 200
+MAX_TYPE_LENGTH = 200
+MAX_EVENT_BYTES = 64 * 1024  # data and metadata of one event, as JSON
+MAX_BATCH = 1000
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+_STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")
+# Types are RabbitMQ routing keys too: dot-separated words (order.created).
+_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*$")
+
+
+class Expect(Enum):
+    ANY = "any"
+    NO_STREAM = "no_stream"
+    STREAM_EXISTS = "stream_exists"
+    EXACT = "exact"
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedVersion:
+    kind: Expect
+    version: int = 0  # only for EXACT
+
+    def __str__(self) -> str:
+        return str(self.version) if self.kind is Expect.EXACT else self.kind.value
+
+    def allows(self, *, current: int) -> bool:
+        match self.kind:
+            case Expect.ANY:
+                return True
+            case Expect.NO_STREAM:
+                return current == 0
+            case Expect.STREAM_EXISTS:
+                return current > 0
+            case Expect.EXACT:
+                return current == self.version
+
+    @classmethod
+    def parse(cls, value: str | int) -> "ExpectedVersion":
+        """From the API: one of the words, or a version number (an int or its digits)."""
+        if isinstance(value, bool):
+            raise InvalidAppend("expected_version must be any, no_stream, stream_exists or a version")
+        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+            return cls.exact(int(value))
+        try:
+            kind = Expect(value)
+        except ValueError as e:
+            raise InvalidAppend("expected_version must be any, no_stream, stream_exists or a version") from e
+        if kind is Expect.EXACT:
+            raise InvalidAppend("give the exact version as a number")
+        return cls(kind)
+
+    @classmethod
+    def exact(cls, version: int) -> "ExpectedVersion":
+        if version < 0:
+            raise InvalidAppend("expected_version cannot be negative")
+        # Version 0 is "the stream has no events": the same as no_stream.
+        return cls(Expect.NO_STREAM) if version == 0 else cls(Expect.EXACT, version)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    id: uuid.UUID
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Existing:
+    """An event already recorded under an id the writer sent."""
+
+    id: uuid.UUID
+    stream_id: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Write ``events`` at ``first_version`` onwards, or nothing when ``already_recorded``."""
+
+    first_version: int
+    last_version: int
+    already_recorded: bool
+
+
+def check_stream_id(stream_id: str) -> str:
+    if not 0 < len(stream_id) <= MAX_STREAM_ID_LENGTH or not _STREAM_ID.match(stream_id):
+        raise InvalidAppend(
+            f"stream id must be 1 to {MAX_STREAM_ID_LENGTH} characters: letters, digits and _.:@- "
+            "(starting with a letter or digit)"
+        )
+    return stream_id
+
+
+def check_events(events: list[NewEvent]) -> list[NewEvent]:
+    if not events:
+        raise InvalidAppend("an append needs at least one event")
+    if len(events) > MAX_BATCH:
+        raise InvalidAppend(f"at most {MAX_BATCH} events per append")
+    if len({event.id for event in events}) != len(events):
+        raise InvalidAppend("event ids must be unique within an append")
+    for event in events:
+        if not 0 < len(event.type) <= MAX_TYPE_LENGTH or not _TYPE.match(event.type):
+            raise InvalidAppend(f"event type {event.type[:50]!r} must be dot-separated words, like order.created")
+        if not isinstance(event.data, dict) or not isinstance(event.metadata, dict):
+            raise InvalidAppend("event data and metadata must be JSON objects")
+        if len(orjson.dumps(event.data)) + len(orjson.dumps(event.metadata)) > MAX_EVENT_BYTES:
+            raise InvalidAppend(f"event {event.id} is larger than {MAX_EVENT_BYTES} bytes")
+    return events
+
+
+def decide_append(
+    *, stream_id: str, expected: ExpectedVersion, current: int, events: list[NewEvent], existing: list[Existing]
+) -> Decision:
+    """Whether and where to write ``events`` on a stream now at version ``current``.
+
+    Sending the same ids again, in the same order, at the same place, is a replay:
+    it succeeds and writes nothing. Any other overlap with recorded ids is a conflict.
+    """
+    if existing:
+        by_id = {row.id: row for row in existing}
+        rows = [by_id.get(event.id) for event in events]
+        first = rows[0]
+        replay = (
+            first is not None
+            and all(
+                row is not None and row.stream_id == stream_id and row.version == first.version + offset
+                for offset, row in enumerate(rows)
+            )
+            and expected.allows(current=first.version - 1)
+        )
+        if replay and first is not None:
+            return Decision(first.version, first.version + len(events) - 1, already_recorded=True)
+        raise WrongExpectedVersion(stream_id=stream_id, expected=str(expected), actual=current)
+    if not expected.allows(current=current):
+        raise WrongExpectedVersion(stream_id=stream_id, expected=str(expected), actual=current)
+    return Decision(current + 1, current + len(events), already_recorded=False)
+
+
+class Direction(Enum):
+    FORWARD = "forward"
+    BACKWARD = "backward"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of events and where the next page starts (a version or a position)."""
+
+    events: list[Any]
+    next: int
+    end: bool
+
+
+def check_limit(limit: int) -> int:
+    if limit < 0:
+        raise InvalidRead("limit cannot be negative")
+    return min(limit or DEFAULT_PAGE, MAX_PAGE)
+
+
+def check_start(value: int, *, what: str) -> int:
+    if value < 0:
+        raise InvalidRead(f"{what} cannot be negative")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    stream_id: str
+    version: int
+    data: dict[str, Any]
+    saved_at: Any  # datetime; Any keeps this module free of clock types
+
+
+def check_snapshot(*, version: int, current: int, data: Any) -> None:
+    if not isinstance(data, dict):
+        raise InvalidAppend("snapshot data must be a JSON object")
+    if len(orjson.dumps(data)) > MAX_EVENT_BYTES * 16:
+        raise InvalidAppend(f"a snapshot may hold at most {MAX_EVENT_BYTES * 16} bytes")
+    if not 1 <= version <= current:
+        raise InvalidAppend(f"a snapshot version must be between 1 and the stream's version ({current})")

@@ -1,0 +1,1 @@
+"""How the world reaches event-store: internal HTTP (with SSE), gRPC, the command line."""
