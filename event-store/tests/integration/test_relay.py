@@ -1,0 +1,154 @@
+"""The relay publishes every recorded event to RabbitMQ, and survives being killed."""
+
+import asyncio
+import contextlib
+import uuid
+
+import aio_pika
+import httpx
+import orjson
+import pytest
+
+from devstack.testing import delete_exchange, run_id, throwaway_database
+from event_store.adapters.relay import declare_topology
+from event_store.bootstrap import MIGRATIONS, build_storage
+from event_store.domain.model import ExpectedVersion, NewEvent
+from interchange_common.migrations import upgrade
+
+pytestmark = pytest.mark.integration
+
+
+class Collector:
+    """Consumes everything published to an exchange, in arrival order."""
+
+    def __init__(self) -> None:
+        self.messages: list[aio_pika.abc.AbstractIncomingMessage] = []
+        self.ready = asyncio.Event()
+        self._arrived = asyncio.Event()
+
+    async def run(self, *, amqp_url: str, exchange: str) -> None:
+        connection = await aio_pika.connect(amqp_url)
+        try:
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=500)
+            events = await declare_topology(channel=channel, exchange=exchange)
+            queue = await channel.declare_queue(exclusive=True)
+            await queue.bind(events, routing_key="#")
+            self.ready.set()
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    await message.ack()
+                    self.messages.append(message)
+                    self._arrived.set()
+        finally:
+            await connection.close()
+
+    async def until(self, condition, *, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    def unique_ids(self) -> set[str]:
+        return {str(message.message_id) for message in self.messages}
+
+
+@contextlib.asynccontextmanager
+async def collecting(*, amqp_url: str, exchange: str):
+    collector = Collector()
+    task = asyncio.create_task(collector.run(amqp_url=amqp_url, exchange=exchange))
+    await asyncio.wait_for(collector.ready.wait(), timeout=10)
+    try:
+        yield collector
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_each_event_is_published_persistently_with_its_id_and_type(service, service_token, infra, exchange):
+    s = f"order-{uuid.uuid4()}"
+    events = [
+        {"id": str(uuid.uuid4()), "type": "order.created", "data": {"n": 1}, "metadata": {"correlation_id": "c-9"}},
+        {"id": str(uuid.uuid4()), "type": "order.cancelled", "data": {"n": 2}, "metadata": {}},
+    ]
+    async with collecting(amqp_url=infra.rabbitmq_url, exchange=exchange) as collector:
+        async with httpx.AsyncClient(
+            base_url=service.url, headers={"authorization": f"Bearer {service_token}"}
+        ) as http:
+            response = await http.post(f"/streams/{s}/events", json={"expected_version": "any", "events": events})
+            assert response.status_code == 201
+        await collector.until(lambda: {e["id"] for e in events} <= collector.unique_ids(), timeout=15)
+    by_id = {str(message.message_id): message for message in collector.messages}
+    created = by_id[str(events[0]["id"])]
+    assert created.routing_key == "order.created"
+    assert created.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert created.content_type == "application/json"
+    assert created.correlation_id == "c-9"
+    assert created.headers["stream_id"] == s
+    body = orjson.loads(created.body)
+    assert (body["version"], body["data"]) == (1, {"n": 1})
+    assert body["position"] >= 1
+    assert by_id[str(events[1]["id"])].routing_key == "order.cancelled"
+
+
+async def test_events_nobody_listens_for_are_kept_not_returned(service, service_token, infra, exchange):
+    """No queue is bound for this type: the alternate exchange keeps it, the relay goes on."""
+    connection = await aio_pika.connect(infra.rabbitmq_url)
+    channel = await connection.channel()
+    unrouted = await channel.declare_queue(f"{exchange}.unrouted", passive=True)
+    before = unrouted.declaration_result.message_count or 0
+    type_ = f"nobody.listens{uuid.uuid4().hex[:6]}"
+    async with httpx.AsyncClient(base_url=service.url, headers={"authorization": f"Bearer {service_token}"}) as http:
+        event = {"id": str(uuid.uuid4()), "type": type_, "data": {}}
+        await http.post(f"/streams/s-{uuid.uuid4()}/events", json={"expected_version": "any", "events": [event]})
+
+    async def kept() -> bool:
+        declared = await channel.declare_queue(f"{exchange}.unrouted", passive=True)
+        return (declared.declaration_result.message_count or 0) > before
+
+    async with asyncio.timeout(15):
+        while not await kept():
+            await asyncio.sleep(0.05)
+    await connection.close()
+
+
+async def test_killing_the_service_mid_publish_loses_nothing_and_keeps_stream_order(infra, start_service):
+    streams, per_stream, batch = 30, 100, 10
+    total = streams * per_stream
+    exchange = f"ic-it-crash-{run_id()}.events"
+    async with throwaway_database(server_url=infra.postgres_url, prefix="ic_it_crash") as database_url:
+        await asyncio.to_thread(upgrade, script_location=MIGRATIONS, database_url=database_url)
+        async with collecting(amqp_url=infra.rabbitmq_url, exchange=exchange) as collector:
+            first = start_service(on_database=database_url, on_exchange=exchange)
+            # Record everything up front, from a second writer (as another instance would).
+            writer = await build_storage(dsn=database_url.replace("+asyncpg", ""), pool_size=5)
+            names = [f"crash-{i}-{uuid.uuid4().hex[:6]}" for i in range(streams)]
+            for offset in range(0, per_stream, batch):
+                for name in names:
+                    await writer.storage.append(
+                        stream_id=name,
+                        expected=ExpectedVersion.parse(offset),
+                        events=[NewEvent(uuid.uuid4(), "crash.test", {"i": offset + i}, {}) for i in range(batch)],
+                    )
+            await writer.pool.close()
+
+            await collector.until(lambda: len(collector.messages) >= total // 10, timeout=60)
+            first.kill()
+            delivered_before_the_kill = len(collector.unique_ids())
+            assert delivered_before_the_kill < total, "the relay finished before the kill: nothing was tested"
+
+            start_service(on_database=database_url, on_exchange=exchange)
+            await collector.until(lambda: len(collector.unique_ids()) == total, timeout=90)
+
+        arrivals: dict[str, list[int]] = {}
+        seen: set[str] = set()
+        for message in collector.messages:
+            if message.message_id in seen:
+                continue  # a duplicate after the restart: allowed, and recognisable by its id
+            seen.add(str(message.message_id))
+            arrivals.setdefault(str(message.headers["stream_id"]), []).append(int(message.headers["version"]))
+        assert set(arrivals) == set(names)
+        for versions in arrivals.values():
+            assert versions == list(range(1, per_stream + 1))
+    await delete_exchange(amqp_url=infra.rabbitmq_url, exchange=exchange)
