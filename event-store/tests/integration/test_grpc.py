@@ -80,7 +80,7 @@ async def test_subscribe_catches_up_then_goes_live(stub):
     received = []
 
     async def follow():
-        async for event in stub.Subscribe(pb.SubscribeRequest(stream_id=s, **{"from": 1})):
+        async for event in stub.Subscribe(pb.SubscribeRequest(stream_id=s, start=1)):
             received.append(event.version)
             if len(received) == 4:
                 return
@@ -101,7 +101,7 @@ async def test_subscribe_to_all_gets_positions_in_order(stub):
             break
     await stub.Append(pb.AppendRequest(stream_id=s, expected_version=any_version(), events=new(3)))
     positions = []
-    async for event in stub.Subscribe(pb.SubscribeRequest(**{"from": start})):
+    async for event in stub.Subscribe(pb.SubscribeRequest(start=start)):
         positions.append(event.position)
         if len(positions) == 3:
             break

@@ -26,15 +26,15 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-interchange_common/contracts/eventstore.proto\x12\neventstore\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x08NewEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x10\n\x08metadata\x18\x04 \x01(\x0c\"\xb0\x01\n\x0f\x45xpectedVersion\x12%\n\x03\x61ny\x18\x01 \x01(\x0b\x32\x16.google.protobuf.EmptyH\x00\x12+\n\tno_stream\x18\x02 \x01(\x0b\x32\x16.google.protobuf.EmptyH\x00\x12/\n\rstream_exists\x18\x03 \x01(\x0b\x32\x16.google.protobuf.EmptyH\x00\x12\x0f\n\x05\x65xact\x18\x04 \x01(\x04H\x00\x42\x07\n\x05value\"\x7f\n\rAppendRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x35\n\x10\x65xpected_version\x18\x02 \x01(\x0b\x32\x1b.eventstore.ExpectedVersion\x12$\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x14.eventstore.NewEvent\"W\n\x0e\x41ppendResponse\x12\x15\n\rfirst_version\x18\x01 \x01(\x04\x12\x14\n\x0clast_version\x18\x02 \x01(\x04\x12\x18\n\x10\x61lready_recorded\x18\x03 \x01(\x08\"\xb0\x01\n\rRecordedEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tstream_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x10\n\x08metadata\x18\x05 \x01(\x0c\x12\x0f\n\x07version\x18\x06 \x01(\x04\x12\x10\n\x08position\x18\x07 \x01(\x04\x12/\n\x0brecorded_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"u\n\x11ReadStreamRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x02 \x01(\x04\x12(\n\tdirection\x18\x03 \x01(\x0e\x32\x15.eventstore.Direction\x12\r\n\x05limit\x18\x04 \x01(\r\"6\n\x0eReadAllRequest\x12\x15\n\rfrom_position\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\"T\n\x0cReadResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.eventstore.RecordedEvent\x12\x0c\n\x04next\x18\x02 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x08\"3\n\x10SubscribeRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66rom\x18\x02 \x01(\x04\"G\n\x13SaveSnapshotRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"(\n\x13LoadSnapshotRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\"j\n\x08Snapshot\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12,\n\x08saved_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*&\n\tDirection\x12\x0b\n\x07\x46ORWARD\x10\x00\x12\x0c\n\x08\x42\x41\x43KWARD\x10\x01\x32\xab\x03\n\nEventStore\x12?\n\x06\x41ppend\x12\x19.eventstore.AppendRequest\x1a\x1a.eventstore.AppendResponse\x12\x45\n\nReadStream\x12\x1d.eventstore.ReadStreamRequest\x1a\x18.eventstore.ReadResponse\x12?\n\x07ReadAll\x12\x1a.eventstore.ReadAllRequest\x1a\x18.eventstore.ReadResponse\x12\x46\n\tSubscribe\x12\x1c.eventstore.SubscribeRequest\x1a\x19.eventstore.RecordedEvent0\x01\x12\x45\n\x0cSaveSnapshot\x12\x1f.eventstore.SaveSnapshotRequest\x1a\x14.eventstore.Snapshot\x12\x45\n\x0cLoadSnapshot\x12\x1f.eventstore.LoadSnapshotRequest\x1a\x14.eventstore.Snapshotb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-interchange_common/contracts/eventstore.proto\x12\neventstore\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x08NewEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x10\n\x08metadata\x18\x04 \x01(\x0c\"\xb0\x01\n\x0f\x45xpectedVersion\x12%\n\x03\x61ny\x18\x01 \x01(\x0b\x32\x16.google.protobuf.EmptyH\x00\x12+\n\tno_stream\x18\x02 \x01(\x0b\x32\x16.google.protobuf.EmptyH\x00\x12/\n\rstream_exists\x18\x03 \x01(\x0b\x32\x16.google.protobuf.EmptyH\x00\x12\x0f\n\x05\x65xact\x18\x04 \x01(\x04H\x00\x42\x07\n\x05value\"\x7f\n\rAppendRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x35\n\x10\x65xpected_version\x18\x02 \x01(\x0b\x32\x1b.eventstore.ExpectedVersion\x12$\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x14.eventstore.NewEvent\"W\n\x0e\x41ppendResponse\x12\x15\n\rfirst_version\x18\x01 \x01(\x04\x12\x14\n\x0clast_version\x18\x02 \x01(\x04\x12\x18\n\x10\x61lready_recorded\x18\x03 \x01(\x08\"\xb0\x01\n\rRecordedEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tstream_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x10\n\x08metadata\x18\x05 \x01(\x0c\x12\x0f\n\x07version\x18\x06 \x01(\x04\x12\x10\n\x08position\x18\x07 \x01(\x04\x12/\n\x0brecorded_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"u\n\x11ReadStreamRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x02 \x01(\x04\x12(\n\tdirection\x18\x03 \x01(\x0e\x32\x15.eventstore.Direction\x12\r\n\x05limit\x18\x04 \x01(\r\"6\n\x0eReadAllRequest\x12\x15\n\rfrom_position\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\"T\n\x0cReadResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.eventstore.RecordedEvent\x12\x0c\n\x04next\x18\x02 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x08\"4\n\x10SubscribeRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x04\"G\n\x13SaveSnapshotRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"(\n\x13LoadSnapshotRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\"j\n\x08Snapshot\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12,\n\x08saved_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*&\n\tDirection\x12\x0b\n\x07\x46ORWARD\x10\x00\x12\x0c\n\x08\x42\x41\x43KWARD\x10\x01\x32\xab\x03\n\nEventStore\x12?\n\x06\x41ppend\x12\x19.eventstore.AppendRequest\x1a\x1a.eventstore.AppendResponse\x12\x45\n\nReadStream\x12\x1d.eventstore.ReadStreamRequest\x1a\x18.eventstore.ReadResponse\x12?\n\x07ReadAll\x12\x1a.eventstore.ReadAllRequest\x1a\x18.eventstore.ReadResponse\x12\x46\n\tSubscribe\x12\x1c.eventstore.SubscribeRequest\x1a\x19.eventstore.RecordedEvent0\x01\x12\x45\n\x0cSaveSnapshot\x12\x1f.eventstore.SaveSnapshotRequest\x1a\x14.eventstore.Snapshot\x12\x45\n\x0cLoadSnapshot\x12\x1f.eventstore.LoadSnapshotRequest\x1a\x14.eventstore.Snapshotb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'interchange_common.contracts.eventstore_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DIRECTION']._serialized_start=1306
-  _globals['_DIRECTION']._serialized_end=1344
+  _globals['_DIRECTION']._serialized_start=1307
+  _globals['_DIRECTION']._serialized_end=1345
   _globals['_NEWEVENT']._serialized_start=123
   _globals['_NEWEVENT']._serialized_end=191
   _globals['_EXPECTEDVERSION']._serialized_start=194
@@ -52,13 +52,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_READRESPONSE']._serialized_start=944
   _globals['_READRESPONSE']._serialized_end=1028
   _globals['_SUBSCRIBEREQUEST']._serialized_start=1030
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1081
-  _globals['_SAVESNAPSHOTREQUEST']._serialized_start=1083
-  _globals['_SAVESNAPSHOTREQUEST']._serialized_end=1154
-  _globals['_LOADSNAPSHOTREQUEST']._serialized_start=1156
-  _globals['_LOADSNAPSHOTREQUEST']._serialized_end=1196
-  _globals['_SNAPSHOT']._serialized_start=1198
-  _globals['_SNAPSHOT']._serialized_end=1304
-  _globals['_EVENTSTORE']._serialized_start=1347
-  _globals['_EVENTSTORE']._serialized_end=1774
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1082
+  _globals['_SAVESNAPSHOTREQUEST']._serialized_start=1084
+  _globals['_SAVESNAPSHOTREQUEST']._serialized_end=1155
+  _globals['_LOADSNAPSHOTREQUEST']._serialized_start=1157
+  _globals['_LOADSNAPSHOTREQUEST']._serialized_end=1197
+  _globals['_SNAPSHOT']._serialized_start=1199
+  _globals['_SNAPSHOT']._serialized_end=1305
+  _globals['_EVENTSTORE']._serialized_start=1348
+  _globals['_EVENTSTORE']._serialized_end=1775
 # @@protoc_insertion_point(module_scope)

@@ -171,9 +171,7 @@ class EventStoreServicer(eventstore_pb2_grpc.EventStoreServicer):
         self, request: eventstore_pb2.SubscribeRequest, context: Context
     ) -> AsyncIterator[eventstore_pb2.RecordedEvent]:
         try:
-            async for event in self._store.subscribe(
-                stream_id=request.stream_id or None, start=getattr(request, "from")
-            ):
+            async for event in self._store.subscribe(stream_id=request.stream_id or None, start=request.start):
                 yield to_proto(event)
         except (EventStoreError, EventStorageUnavailable) as e:
             await _abort(context, e)

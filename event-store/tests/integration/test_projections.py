@@ -1,0 +1,179 @@
+"""ProjectionRunner fed by the real event-store over gRPC, writing a read model in
+its own PostgreSQL database: exactly once, through crashes, concurrent runners
+and rebuilds."""
+
+import asyncio
+import contextlib
+import uuid
+
+import pytest
+from google.protobuf.empty_pb2 import Empty
+from sqlalchemy import Column, Integer, MetaData, Table, Text, delete, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from devstack.testing import throwaway_database
+from interchange_common.contracts import eventstore_pb2 as pb
+from interchange_common.contracts import eventstore_pb2_grpc as pb_grpc
+from interchange_common.projections import GrpcEventSource, ProjectionRunner
+from interchange_common.projections import metadata as projection_metadata
+from interchange_common.rpc import service_channel
+
+pytestmark = pytest.mark.integration
+
+read_model = MetaData()
+counts = Table(
+    "stream_counts",
+    read_model,
+    Column("stream_id", Text, primary_key=True),
+    Column("events", Integer, nullable=False),
+)
+
+
+async def count_event(conn, event):
+    await conn.execute(
+        insert(counts)
+        .values(stream_id=event.stream_id, events=1)
+        .on_conflict_do_update(index_elements=["stream_id"], set_={"events": counts.c.events + 1})
+    )
+
+
+@pytest.fixture(scope="module")
+async def engine(infra):
+    async with throwaway_database(server_url=infra.postgres_url, prefix="ic_it_projection") as url:
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.run_sync(projection_metadata.create_all)
+            await conn.run_sync(read_model.create_all)
+        yield engine
+        await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+async def channel(service, issuer):
+    channel = service_channel(target=f"127.0.0.1:{service.grpc_port}", issuer=issuer, audience="event-store")
+    yield channel
+    await channel.close()
+
+
+async def append(channel, stream, n):
+    stub = pb_grpc.EventStoreStub(channel)
+    events = [pb.NewEvent(id=str(uuid.uuid4()), type="thing.happened", data=b"{}") for _ in range(n)]
+    anywhere = pb.ExpectedVersion(any=Empty())
+    await stub.Append(pb.AppendRequest(stream_id=stream, expected_version=anywhere, events=events))
+
+
+async def counts_of(engine, streams):
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(counts).where(counts.c.stream_id.in_(streams)))).all()
+    return {row.stream_id: row.events for row in rows}
+
+
+async def until_counts(engine, streams, expected, *, timeout=20):
+    async with asyncio.timeout(timeout):
+        while (found := await counts_of(engine, streams)) != expected:
+            await asyncio.sleep(0.05)
+    return found
+
+
+@contextlib.asynccontextmanager
+async def running(*runners):
+    tasks = [asyncio.create_task(runner.run()) for runner in runners]
+    try:
+        yield tasks
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await task
+
+
+def runner(engine, channel, name, handler=count_event):
+    return ProjectionRunner(name=name, engine=engine, source=GrpcEventSource(channel=channel), handler=handler)
+
+
+async def test_every_event_is_applied_once_and_the_checkpoint_follows(engine, channel):
+    name = f"counts-{uuid.uuid4().hex[:6]}"
+    streams = [f"p-{uuid.uuid4()}" for _ in range(3)]
+    for stream, n in zip(streams, (3, 1, 2), strict=True):
+        await append(channel, stream, n)
+    projection = runner(engine, channel, name)
+    async with running(projection):
+        await until_counts(engine, streams, dict(zip(streams, (3, 1, 2), strict=True)))
+        await append(channel, streams[1], 4)  # live, after catching up
+        await until_counts(engine, streams, dict(zip(streams, (3, 5, 2), strict=True)))
+    assert await projection.position() > 0
+
+
+async def test_a_handler_that_fails_leaves_model_and_checkpoint_together(engine, channel):
+    name = f"counts-{uuid.uuid4().hex[:6]}"
+    stream = f"p-{uuid.uuid4()}"
+    await append(channel, stream, 5)
+    failed_once: set[str] = set()
+
+    async def flaky(conn, event):
+        await count_event(conn, event)
+        if event.stream_id == stream and event.version == 3 and "done" not in failed_once:
+            failed_once.add("done")
+            raise RuntimeError("the handler crashed after writing")
+
+    projection = runner(engine, channel, name, flaky)
+    with pytest.raises(RuntimeError, match="crashed"):
+        await projection.run()
+    # Events 1 and 2 are applied; the write of event 3 rolled back with its checkpoint.
+    assert (await counts_of(engine, [stream]))[stream] == 2
+    async with running(runner(engine, channel, name, flaky)):
+        await until_counts(engine, [stream], {stream: 5})
+
+
+class Tracking:
+    """A source that knows how far its runner has got: after ``yield`` the runner is
+    asking for the next event, so the one before is fully handled."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.handled_up_to = 0
+
+    async def subscribe(self, *, start):
+        async for event in self._inner.subscribe(start=start):
+            yield event
+            self.handled_up_to = event.position
+
+
+async def test_two_runners_of_one_projection_apply_each_event_once(engine, channel):
+    name = f"counts-{uuid.uuid4().hex[:6]}"
+    streams = [f"p-{uuid.uuid4()}" for _ in range(4)]
+    for stream in streams:
+        await append(channel, stream, 25)
+    sources = [Tracking(GrpcEventSource(channel=channel)) for _ in range(2)]
+    runners = [ProjectionRunner(name=name, engine=engine, source=source, handler=count_event) for source in sources]
+    await append(channel, f"p-marker-{uuid.uuid4()}", 1)  # so that our last event is followed by one
+    async with running(*runners):
+        await until_counts(engine, streams, dict.fromkeys(streams, 25))
+        applied_up_to = await runners[0].position()
+        async with asyncio.timeout(20):
+            while min(source.handled_up_to for source in sources) < applied_up_to - 1:
+                await asyncio.sleep(0.05)
+        # Both runners went over every event; each was applied once.
+        assert await counts_of(engine, streams) == dict.fromkeys(streams, 25)
+
+
+async def test_a_rebuild_replays_from_the_start(engine, channel):
+    name = f"counts-{uuid.uuid4().hex[:6]}"
+    stream = f"p-{uuid.uuid4()}"
+    await append(channel, stream, 3)
+    projection = runner(engine, channel, name)
+    async with running(projection):
+        await until_counts(engine, [stream], {stream: 3})
+
+    async def reset(conn):
+        await conn.execute(delete(counts))
+
+    await projection.rebuild(reset=reset)
+    assert await projection.position() == 0
+    assert await counts_of(engine, [stream]) == {}
+    async with running(projection):
+        await until_counts(engine, [stream], {stream: 3})
+    async with engine.connect() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM projection_checkpoints WHERE name = :n"), {"n": name}) == 1
