@@ -26,7 +26,7 @@ help:
 	@echo "make lint          ruff and mypy (strict for source)"
 	@echo "make protos        regenerate code from protos/"
 	@echo "make check-protos  fail when generated code is stale"
-	@echo "make bench         gateway vs direct vs nginx, requests/s and latency"
+	@echo "make bench         gateway vs direct vs nginx; event-store appends vs pgbench"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -108,6 +108,7 @@ test: setup check-protos lint unit integration deploy-check e2e
 
 bench: setup infra
 	$(BIN)/python tests/bench/bench_gateway.py
+	$(BIN)/python tests/bench/bench_eventstore.py
 
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache
