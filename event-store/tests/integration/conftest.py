@@ -93,10 +93,10 @@ def start_service(database_url, infra, exchange, tmp_path_factory):
     told otherwise); stops whatever is still running at the end."""
     started = []
 
-    def start(*, on_database=None, on_exchange=None):
+    def start(*, on_database=None, on_exchange=None, on_broker=None):
         service = ServiceProcess(
             database_url=on_database or database_url,
-            amqp_url=infra.rabbitmq_url,
+            amqp_url=on_broker or infra.rabbitmq_url,
             exchange=on_exchange or exchange,
             log_dir=tmp_path_factory.mktemp("event-store-logs"),
         )

@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from devstack.testing import delete_exchange, run_id, throwaway_database
+from devstack.testing import PrivateRabbitMQ, delete_exchange, run_id, throwaway_database
 from event_store.adapters.relay import declare_topology
 from event_store.bootstrap import MIGRATIONS, build_storage
 from event_store.domain.model import ExpectedVersion, NewEvent
@@ -152,3 +152,66 @@ async def test_killing_the_service_mid_publish_loses_nothing_and_keeps_stream_or
         for versions in arrivals.values():
             assert versions == list(range(1, per_stream + 1))
     await delete_exchange(amqp_url=infra.rabbitmq_url, exchange=exchange)
+
+
+@pytest.fixture
+def private_broker():
+    reason = PrivateRabbitMQ.unavailable_because()
+    if reason:
+        pytest.skip(reason)
+    broker = PrivateRabbitMQ(name=f"ic-{run_id()}")
+    broker.start()
+    yield broker
+    broker.remove()
+
+
+async def test_a_broker_restart_loses_nothing(infra, start_service, private_broker):
+    exchange, queue_name = "interchange.events", "test.everything"
+
+    async def bind_durable_queue() -> None:
+        connection = await aio_pika.connect(private_broker.url)
+        channel = await connection.channel()
+        events = await declare_topology(channel=channel, exchange=exchange)
+        queue = await channel.declare_queue(queue_name, durable=True)
+        await queue.bind(events, routing_key="#")
+        await connection.close()
+
+    async def drain() -> list[str]:
+        connection = await aio_pika.connect(private_broker.url)
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, durable=True)
+        ids = []
+        while (message := await queue.get(fail=False)) is not None:
+            await message.ack()
+            ids.append(str(message.message_id))
+        await connection.close()
+        return ids
+
+    async def record(storage, stream, n, start):
+        events = [NewEvent(uuid.uuid4(), "restart.test", {"i": i}, {}) for i in range(n)]
+        await storage.append(stream_id=stream, expected=ExpectedVersion.parse(start), events=events)
+        return {str(event.id) for event in events}
+
+    async with throwaway_database(server_url=infra.postgres_url, prefix="ic_it_broker") as database_url:
+        await asyncio.to_thread(upgrade, script_location=MIGRATIONS, database_url=database_url)
+        await bind_durable_queue()
+        service = start_service(on_database=database_url, on_exchange=exchange, on_broker=private_broker.url)
+        writer = await build_storage(dsn=database_url.replace("+asyncpg", ""), pool_size=2)
+        stream = f"restart-{uuid.uuid4().hex[:8]}"
+        recorded = await record(writer.storage, stream, 100, 0)
+        received: list[str] = []
+        async with asyncio.timeout(30):
+            while not recorded <= set(received):
+                received += await drain()
+                await asyncio.sleep(0.05)
+
+        private_broker.stop()
+        recorded |= await record(writer.storage, stream, 150, 100)  # the outbox keeps them
+        private_broker.start()
+        async with asyncio.timeout(60):
+            while not recorded <= set(received):
+                received += await drain()
+                await asyncio.sleep(0.1)
+        await writer.pool.close()
+        service.stack.stop()
+    assert set(received) == recorded

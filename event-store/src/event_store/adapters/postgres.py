@@ -273,14 +273,14 @@ class Sequencer:
                     self._wake.clear()
                     while await self._pass(conn) == self._batch:
                         pass
-            except _DB_ERRORS as e:
-                _log.warning("sequencer lost its connection", extra={"error": type(e).__name__})
+            except Exception as e:  # the sequencer must outlive any failure
+                _log.warning("sequencer interrupted", extra={"error": type(e).__name__})
                 attempt += 1
                 await _backoff(attempt)
             finally:
                 self.is_leader = False
-                if conn is not None and not conn.is_closed():
-                    await conn.close()
+                if conn is not None:
+                    conn.terminate()  # never waits on a connection that may be broken
 
     async def _pass(self, conn: asyncpg.Connection) -> int:
         async with conn.transaction():
@@ -314,11 +314,11 @@ class ChangeListener:
                 attempt = 0
                 self._fire()  # whatever happened while we were not listening
                 await _until_closed(conn)
-            except _DB_ERRORS as e:
-                _log.warning("change listener lost its connection", extra={"error": type(e).__name__})
+            except Exception as e:  # the listener must outlive any failure
+                _log.warning("change listener interrupted", extra={"error": type(e).__name__})
             finally:
-                if conn is not None and not conn.is_closed():
-                    await conn.close()
+                if conn is not None:
+                    conn.terminate()
             attempt += 1
             await _backoff(attempt)
 

@@ -14,11 +14,11 @@ because nobody listens yet.
 """
 
 import asyncio
+import contextlib
 import logging
 import random
 
 import aio_pika
-import aiormq
 import asyncpg
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange
@@ -86,15 +86,16 @@ class RabbitMQRelay:
                 _log.info("relay publishing", extra={"exchange": self._exchange})
                 attempt = 0
                 await self._publish_forever(lock=lock, exchange=exchange)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, aiormq.AMQPError, PublishFailed) as e:
+            except Exception as e:  # whatever broke (broker, channel, database), start over
                 attempt += 1
                 _log.warning("relay interrupted", extra={"error": type(e).__name__, "attempt": attempt})
                 await asyncio.sleep(random.uniform(0, min(10.0, 0.2 * 2**attempt)))  # noqa: S311  # jitter
             finally:
                 if connection is not None:
-                    await connection.close()
-                if lock is not None and not lock.is_closed():
-                    await lock.close()
+                    with contextlib.suppress(Exception):
+                        await connection.close()
+                if lock is not None:
+                    lock.terminate()  # never waits on a connection that may be broken
 
     async def _publish_forever(self, *, lock: asyncpg.Connection, exchange: AbstractExchange) -> None:
         position = await lock.fetchval("SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT) or 0

@@ -1,10 +1,16 @@
-"""Helpers the test suites share: free ports, waiting with a deadline, throwaway databases."""
+"""Helpers the test suites share: free ports, waiting with a deadline, throwaway
+databases and exchanges, and a private RabbitMQ node that a test may stop."""
 
+import os
 import secrets
+import shutil
 import socket
+import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -60,3 +66,70 @@ async def throwaway_database(*, server_url: str, prefix: str) -> AsyncIterator[s
         yield urlunsplit(("postgresql+asyncpg", parts.netloc, f"/{name}", "", ""))
     finally:
         await drop_databases(server_url=server_url, names={name})
+
+
+class PrivateRabbitMQ:
+    """A RabbitMQ node of a test's own, on free ports, that the test may stop and
+    start again (its data directory survives restarts). The shared broker is never
+    touched. Needs Debian's rabbitmq-server and root (the server runs as rabbitmq)."""
+
+    def __init__(self, *, name: str) -> None:
+        self.node = f"{name}@localhost"
+        self.port = free_port()
+        self._dist_port = free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        shutil.chown(self._dir, "rabbitmq", "rabbitmq")
+        (self._dir / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
+        (self._dir / "enabled_plugins").write_text("[].\n")
+        (self._dir / "rabbitmq-env.conf").write_text("")
+        for path in self._dir.iterdir():
+            shutil.chown(path, "rabbitmq", "rabbitmq")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def unavailable_because() -> str | None:
+        if shutil.which("rabbitmq-server") is None:
+            return "rabbitmq-server is not installed (Debian: apt-get install rabbitmq-server)"
+        if os.geteuid() != 0:
+            return "starting a private RabbitMQ node needs root"
+        return None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def start(self, *, timeout: float = 60) -> None:
+        env = {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_DIST_PORT": str(self._dist_port),
+            "RABBITMQ_CONFIG_FILE": str(self._dir / "rabbitmq.conf"),
+            "RABBITMQ_CONF_ENV_FILE": str(self._dir / "rabbitmq-env.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self._dir / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(self._dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self._dir / "log"),
+            "RABBITMQ_PID_FILE": str(self._dir / "pid"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+        self._process = subprocess.Popen(
+            ["rabbitmq-server"], env=env, cwd=self._dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for(self._answers, timeout=timeout, what=f"RabbitMQ node {self.node}")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        subprocess.run(["rabbitmqctl", "-n", self.node, "stop"], capture_output=True, check=False, timeout=60)
+        if self._process is not None:
+            self._process.wait(timeout=60)
+            self._process = None
+
+    def remove(self) -> None:
+        if self._process is not None:
+            self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
