@@ -74,6 +74,12 @@ async def test_bad_appends_are_invalid_argument(stub, request_message):
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_positions_beyond_any_event_are_invalid_argument(stub):
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.ReadAll(pb.ReadAllRequest(from_position=2**64 - 1))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_subscribe_catches_up_then_goes_live(stub):
     s = f"order-{uuid.uuid4()}"
     await stub.Append(pb.AppendRequest(stream_id=s, expected_version=any_version(), events=new(2)))

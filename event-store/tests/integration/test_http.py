@@ -71,8 +71,21 @@ def test_a_conflict_is_409_with_the_actual_version(client):
         {"expected_version": "any", "events": [{**event(), "id": "not-a-uuid"}]},
         {"expected_version": "any", "events": [{**event(), "data": [1, 2]}]},
         {"expected_version": "any"},
+        {"expected_version": "any", "events": [event(text="nul\u0000inside")]},
+        {"expected_version": 2**63, "events": [event()]},
     ],
-    ids=["unknown-word", "negative", "empty", "too-large", "bad-type", "bad-id", "data-not-object", "no-events"],
+    ids=[
+        "unknown-word",
+        "negative",
+        "empty",
+        "too-large",
+        "bad-type",
+        "bad-id",
+        "data-not-object",
+        "no-events",
+        "nul-in-data",
+        "beyond-bigint",
+    ],
 )
 def test_bad_appends_are_422_and_write_nothing(client, body):
     s = stream()
@@ -96,6 +109,12 @@ def test_invalid_json_is_422(client):
 def test_bad_stream_ids_are_422(client, stream_id):
     response = client.post(f"/streams/{stream_id}/events", json={"expected_version": "any", "events": [event()]})
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize("start", [2**63, 2**70])
+def test_reads_beyond_any_position_are_422(client, start):
+    assert client.get("/events", params={"from": start}).status_code == 422
+    assert client.get(f"/streams/{stream()}/events", params={"from": start}).status_code == 422
 
 
 def test_snapshots(client):

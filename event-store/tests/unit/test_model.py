@@ -123,6 +123,25 @@ def test_bad_batches_are_refused(batch):
         check_events(batch)
 
 
+@pytest.mark.parametrize(
+    ("data", "refused"),
+    [({"a": "x\x00y"}, True), ({"key\x00": 1}, True), ({"a": "\\u0000 as text"}, False), ({"a": "plain"}, False)],
+    ids=["nul-in-value", "nul-in-key", "escaped-backslash-u0000-is-text", "plain"],
+)
+def test_nul_characters_postgres_cannot_store_are_refused(data, refused):
+    batch = [NewEvent(uuid.uuid4(), "order.created", data, {})]
+    if refused:
+        with pytest.raises(InvalidAppend, match="NUL"):
+            check_events(batch)
+    else:
+        assert check_events(batch) == batch
+
+
+def test_versions_beyond_any_stream_are_refused():
+    with pytest.raises(InvalidAppend):
+        ExpectedVersion.parse(2**63)
+
+
 def test_duplicate_ids_within_a_batch_are_refused():
     one = events(1)[0]
     with pytest.raises(InvalidAppend, match="unique"):

@@ -23,6 +23,9 @@ MAX_BATCH = 1000
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
+MAX_NUMBER = 2**62  # versions and positions stay far inside PostgreSQL's bigint
+# PostgreSQL's jsonb cannot hold the NUL character: an unescaped \u0000 in JSON text.
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")
 # Types are RabbitMQ routing keys too: dot-separated words (order.created).
 _TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*$")
@@ -73,6 +76,8 @@ class ExpectedVersion:
     def exact(cls, version: int) -> "ExpectedVersion":
         if version < 0:
             raise InvalidAppend("expected_version cannot be negative")
+        if version > MAX_NUMBER:
+            raise InvalidAppend("expected_version is larger than any stream")
         # Version 0 is "the stream has no events": the same as no_stream.
         return cls(Expect.NO_STREAM) if version == 0 else cls(Expect.EXACT, version)
 
@@ -124,9 +129,16 @@ def check_events(events: list[NewEvent]) -> list[NewEvent]:
             raise InvalidAppend(f"event type {event.type[:50]!r} must be dot-separated words, like order.created")
         if not isinstance(event.data, dict) or not isinstance(event.metadata, dict):
             raise InvalidAppend("event data and metadata must be JSON objects")
-        if len(orjson.dumps(event.data)) + len(orjson.dumps(event.metadata)) > MAX_EVENT_BYTES:
+        data, metadata = orjson.dumps(event.data), orjson.dumps(event.metadata)
+        if len(data) + len(metadata) > MAX_EVENT_BYTES:
             raise InvalidAppend(f"event {event.id} is larger than {MAX_EVENT_BYTES} bytes")
+        check_json_text(data + metadata, what=f"event {event.id}")
     return events
+
+
+def check_json_text(encoded: bytes, *, what: str) -> None:
+    if _JSON_NUL.search(encoded):
+        raise InvalidAppend(f"{what} contains a NUL character, which cannot be stored")
 
 
 def decide_append(
@@ -180,6 +192,8 @@ def check_limit(limit: int) -> int:
 def check_start(value: int, *, what: str) -> int:
     if value < 0:
         raise InvalidRead(f"{what} cannot be negative")
+    if value > MAX_NUMBER:
+        raise InvalidRead(f"{what} is beyond any event")
     return value
 
 
@@ -194,6 +208,7 @@ class Snapshot:
 def check_snapshot(*, version: int, current: int, data: Any) -> None:
     if not isinstance(data, dict):
         raise InvalidAppend("snapshot data must be a JSON object")
+    check_json_text(orjson.dumps(data), what="the snapshot")
     if len(orjson.dumps(data)) > MAX_EVENT_BYTES * 16:
         raise InvalidAppend(f"a snapshot may hold at most {MAX_EVENT_BYTES * 16} bytes")
     if not 1 <= version <= current:
