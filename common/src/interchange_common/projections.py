@@ -12,9 +12,10 @@
 The owning service's migrations create ``projection_checkpoints`` (see ``checkpoints``).
 """
 
+import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC
 from typing import Protocol
 
@@ -41,8 +42,12 @@ Handler = Callable[[AsyncConnection, RecordedEvent], Awaitable[None]]
 Reset = Callable[[AsyncConnection], Awaitable[None]]
 
 
+class _Resubscribe(Exception):
+    """The checkpoint is behind the event in hand: subscribe again from the checkpoint."""
+
+
 class EventSource(Protocol):
-    def subscribe(self, *, start: int) -> AsyncIterator[RecordedEvent]:
+    def subscribe(self, *, start: int) -> AsyncGenerator[RecordedEvent, None]:
         """Every event from global position ``start`` on, then new ones as they come."""
 
 
@@ -52,7 +57,7 @@ class GrpcEventSource:
     def __init__(self, *, channel: grpc.aio.Channel) -> None:
         self._stub = eventstore_pb2_grpc.EventStoreStub(channel)
 
-    async def subscribe(self, *, start: int) -> AsyncIterator[RecordedEvent]:
+    async def subscribe(self, *, start: int) -> AsyncGenerator[RecordedEvent, None]:
         async for message in self._stub.Subscribe(eventstore_pb2.SubscribeRequest(start=start)):
             yield from_proto(message)
 
@@ -86,12 +91,16 @@ class ProjectionRunner:
     async def run(self, *, stop_after: int | None = None) -> int:
         """Apply events as they come; returns after ``stop_after`` events (None: never)."""
         applied = 0
-        async for event in self._source.subscribe(start=await self.position() + 1):
-            if await self._apply(event):
-                applied += 1
-            if stop_after is not None and applied >= stop_after:
-                break
-        return applied
+        while True:
+            async with contextlib.aclosing(self._source.subscribe(start=await self.position() + 1)) as events:
+                async for event in events:
+                    try:
+                        if await self._apply(event):
+                            applied += 1
+                    except _Resubscribe:
+                        break  # the checkpoint moved back (a rebuild): read again from there
+                    if stop_after is not None and applied >= stop_after:
+                        return applied
 
     async def _apply(self, event: RecordedEvent) -> bool:
         if event.position is None:
@@ -107,6 +116,9 @@ class ProjectionRunner:
             )
             if event.position <= int(current or 0):
                 return False
+            if event.position != int(current or 0) + 1:
+                # Positions are dense: a gap means the checkpoint went back under us.
+                raise _Resubscribe
             await self._handler(conn, event)
             await conn.execute(
                 update(checkpoints).where(checkpoints.c.name == self._name).values(position=event.position)

@@ -11,7 +11,7 @@ from contextvars import ContextVar
 REQUEST_ID_HEADER = "x-request-id"
 
 # Ids from callers are echoed into headers and logs: accept only short, plain tokens.
-_ACCEPTABLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_ACCEPTABLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # fullmatch: no trailing newline
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
@@ -22,7 +22,7 @@ def new_request_id() -> str:
 
 def accept_request_id(*, offered: str | None) -> str:
     """The caller's id when it is acceptable, else a fresh one."""
-    if offered and _ACCEPTABLE.match(offered):
+    if offered and _ACCEPTABLE.fullmatch(offered):
         return offered
     return new_request_id()
 

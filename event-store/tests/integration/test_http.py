@@ -165,4 +165,7 @@ def test_sse_catches_up_follows_live_and_resumes_after_the_last_event_id(client,
 
 def test_sse_refuses_bad_input_before_streaming(client):
     assert client.get("/subscribe", params={"stream": "bad stream"}).status_code == 422
-    assert client.get("/subscribe", headers={"last-event-id": "abc"}).status_code == 422
+    assert client.get("/subscribe", params={"stream": "s\n"}).status_code == 422
+    assert client.get("/subscribe", params={"from": 2**63}).status_code == 422
+    for last_event_id in (b"abc", b"\xb2", b"9" * 30):  # \xb2 is latin-1 for "²", which isdigit() takes
+        assert client.get("/subscribe", headers={"last-event-id": last_event_id}).status_code == 422

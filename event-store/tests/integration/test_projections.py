@@ -177,3 +177,19 @@ async def test_a_rebuild_replays_from_the_start(engine, channel):
         await until_counts(engine, [stream], {stream: 3})
     async with engine.connect() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM projection_checkpoints WHERE name = :n"), {"n": name}) == 1
+
+
+async def test_a_rebuild_while_running_replays_everything(engine, channel):
+    name = f"counts-{uuid.uuid4().hex[:6]}"
+    stream = f"p-{uuid.uuid4()}"
+    await append(channel, stream, 5)
+    projection = runner(engine, channel, name)
+
+    async def reset(conn):
+        await conn.execute(delete(counts).where(counts.c.stream_id == stream))
+
+    async with running(projection):
+        await until_counts(engine, [stream], {stream: 5})
+        await projection.rebuild(reset=reset)  # the runner is mid-stream, past these events
+        await append(channel, stream, 5)
+        await until_counts(engine, [stream], {stream: 10})

@@ -198,3 +198,10 @@ async def test_ten_writers_and_two_tailing_readers_see_everything_once_in_order(
         for s in streams:
             versions = [event.version for event in mine if event.stream_id == s]
             assert versions == list(range(1, per_writer + 1))
+
+
+async def test_fifty_concurrent_appends_with_any_all_succeed(storage):
+    s = stream()
+    await asyncio.gather(*(storage.append(stream_id=s, expected=ANY, events=new(1)) for _ in range(50)))
+    page = await storage.read_stream(stream_id=s, start=0, direction=Direction.FORWARD, limit=100)
+    assert [event.version for event in page.events] == list(range(1, 51))

@@ -146,3 +146,30 @@ def test_duplicate_ids_within_a_batch_are_refused():
     one = events(1)[0]
     with pytest.raises(InvalidAppend, match="unique"):
         check_events([one, one])
+
+
+@pytest.mark.parametrize("value", ["stream\n", "a b", "²"])
+def test_stream_ids_match_in_full(value):
+    with pytest.raises(InvalidAppend):
+        check_stream_id(value)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"big": 2**64}, {"nan": float("nan")}, {"inf": [float("inf")]}, {"lone": "\ud800"}],
+    ids=["int-past-64-bits", "nan", "infinity", "lone-surrogate"],
+)
+def test_json_that_cannot_be_stored_exactly_is_refused(data):
+    with pytest.raises(InvalidAppend):
+        check_events([NewEvent(uuid.uuid4(), "order.created", data, {})])
+
+
+@pytest.mark.parametrize("raw", ["²", "1" * 20])
+def test_expected_versions_are_ascii_numbers_that_fit(raw):
+    with pytest.raises(InvalidAppend):
+        ExpectedVersion.parse(raw)
+
+
+def test_types_match_in_full():
+    with pytest.raises(InvalidAppend):
+        check_events([NewEvent(uuid.uuid4(), "order.created\n", {}, {})])

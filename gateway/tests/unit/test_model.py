@@ -53,3 +53,7 @@ def test_the_route_table_puts_me_before_the_id_route():
     paths = [(r.method, r.path) for r in ROUTES]
     assert paths.index(("GET", "/api/users/me")) < paths.index(("GET", "/api/users/{user_id}"))
     assert len(paths) == len(set(paths))
+
+
+def test_a_trailing_newline_is_not_a_plain_segment():
+    assert route(Access.USER).upstream_path(path_params={"user_id": "abc\n"}, principal=USER) is None

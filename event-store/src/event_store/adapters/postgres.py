@@ -53,8 +53,7 @@ _log = logging.getLogger(__name__)
 APPENDED_CHANNEL = "events_appended"
 SEQUENCED_CHANNEL = "events_sequenced"
 SEQUENCER_LOCK = 0x65766E74_73657100  # "evnt" "seq": one sequencer per database
-_ANY_RETRIES = 20  # expected "any" loses races only to other writers: try again
-_EXACT_RETRIES = 2  # an exact expectation that lost a race is a conflict: decide once more
+_RETRIES = 5  # under the stream's lock, only exact-version writers can still get in first
 _COALESCE_SECONDS = 0.002
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
@@ -134,7 +133,6 @@ class PostgresEventStorage:
             [orjson.dumps(event.data).decode() for event in events],
             [orjson.dumps(event.metadata).decode() for event in events],
         )
-        retries = _ANY_RETRIES if expected.kind is Expect.ANY else _EXACT_RETRIES
         try:
             if expected.kind in (Expect.EXACT, Expect.NO_STREAM):
                 with contextlib.suppress(asyncpg.UniqueViolationError):
@@ -142,29 +140,40 @@ class PostgresEventStorage:
                     status = await self._pool.execute(_INSERT_AT_EXACT, ids, stream_id, first, *columns)
                     if status != "INSERT 0 0":
                         return await self._appended_now(Decision(first, first + len(events) - 1, False))
-            for _ in range(retries + 1):
-                rows = await self._pool.fetch(_CURRENT_AND_EXISTING, stream_id, ids)
-                current = rows[0]["version"]
-                existing = [Existing(id=r["id"], stream_id=r["stream_id"], version=r["version"]) for r in rows[1:]]
-                decision = decide_append(
-                    stream_id=stream_id, expected=expected, current=current, events=events, existing=existing
-                )
-                if decision.already_recorded:
-                    return decision
-                try:
-                    await self._pool.execute(_INSERT, ids, stream_id, decision.first_version, *columns)
-                except asyncpg.UniqueViolationError:
-                    continue  # another writer took these versions or ids first: decide again
-                return await self._appended_now(decision)
+            async with self._pool.acquire() as conn, conn.transaction():
+                # Writers that do not name a version queue up per stream instead of racing
+                # (they would keep losing to each other under contention); a writer at an
+                # exact version may still get in first, and then we simply decide again.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", stream_id)
+                for _ in range(_RETRIES):
+                    rows = await conn.fetch(_CURRENT_AND_EXISTING, stream_id, ids)
+                    current = rows[0]["version"]
+                    existing = [Existing(id=r["id"], stream_id=r["stream_id"], version=r["version"]) for r in rows[1:]]
+                    decision = decide_append(
+                        stream_id=stream_id, expected=expected, current=current, events=events, existing=existing
+                    )
+                    if decision.already_recorded:
+                        return decision
+                    try:
+                        async with conn.transaction():  # a savepoint: a lost race leaves the transaction usable
+                            await conn.execute(_INSERT, ids, stream_id, decision.first_version, *columns)
+                    except asyncpg.UniqueViolationError:
+                        continue
+                    break
+                else:
+                    raise WrongExpectedVersion(stream_id=stream_id, expected=str(expected), actual=current)
+            return await self._appended_now(decision)
         except _DB_ERRORS as e:
             raise EventStorageUnavailable("could not append") from e
-        raise WrongExpectedVersion(
-            stream_id=stream_id, expected=str(expected), actual=await self.stream_version(stream_id=stream_id)
-        )
 
     async def _appended_now(self, decision: Decision) -> Decision:
         self._appended.fire()
-        await self._on_appended()
+        try:
+            await self._on_appended()
+        except _DB_ERRORS as e:
+            # The events are committed: the writer must hear so. Whoever leads the
+            # sequencer numbers them at its next pass (at the latest when it reconnects).
+            _log.warning("could not wake the sequencer", extra={"error": type(e).__name__})
         return decision
 
     async def stream_version(self, *, stream_id: str) -> int:
@@ -252,13 +261,23 @@ class Sequencer:
     def kick(self) -> None:
         self._wake.set()
 
+    def _lost_leadership(self) -> None:
+        # The session (and with it the lock) is gone: appends must tell the new leader,
+        # and the loop must notice, reconnect and queue up again.
+        self.is_leader = False
+        self.kick()
+
     async def run(self) -> None:
         attempt = 0
         while True:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(self._dsn)
+                conn.add_termination_listener(lambda _: self._lost_leadership())
                 await conn.add_listener(APPENDED_CHANNEL, lambda *_: self.kick())
+                # Appends made here while this instance wrongly believed it led only woke
+                # this sequencer: tell whoever leads now, before waiting in line.
+                await conn.execute("SELECT pg_notify($1, '')", APPENDED_CHANNEL)
                 # Blocks until this instance is the one sequencer: no polling while waiting.
                 await conn.execute("SELECT pg_advisory_lock($1)", SEQUENCER_LOCK)
                 self.is_leader = True

@@ -6,6 +6,7 @@ Existing          an event already stored under one of the ids being appended
 decide_append     the rules, as one pure function both storage backends call
 """
 
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -26,9 +27,11 @@ DEFAULT_PAGE = 100
 MAX_NUMBER = 2**62  # versions and positions stay far inside PostgreSQL's bigint
 # PostgreSQL's jsonb cannot hold the NUL character: an unescaped \u0000 in JSON text.
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-_STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")
+# Matched with fullmatch: "$" alone would accept a trailing newline.
+_STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]*")
 # Types are RabbitMQ routing keys too: dot-separated words (order.created).
-_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*$")
+_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*")
+_NUMBER = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() also takes "²"
 
 
 class Expect(Enum):
@@ -62,7 +65,7 @@ class ExpectedVersion:
         """From the API: one of the words, or a version number (an int or its digits)."""
         if isinstance(value, bool):
             raise InvalidAppend("expected_version must be any, no_stream, stream_exists or a version")
-        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        if isinstance(value, int) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
             return cls.exact(int(value))
         try:
             kind = Expect(value)
@@ -109,7 +112,7 @@ class Decision:
 
 
 def check_stream_id(stream_id: str) -> str:
-    if not 0 < len(stream_id) <= MAX_STREAM_ID_LENGTH or not _STREAM_ID.match(stream_id):
+    if not 0 < len(stream_id) <= MAX_STREAM_ID_LENGTH or not _STREAM_ID.fullmatch(stream_id):
         raise InvalidAppend(
             f"stream id must be 1 to {MAX_STREAM_ID_LENGTH} characters: letters, digits and _.:@- "
             "(starting with a letter or digit)"
@@ -125,15 +128,43 @@ def check_events(events: list[NewEvent]) -> list[NewEvent]:
     if len({event.id for event in events}) != len(events):
         raise InvalidAppend("event ids must be unique within an append")
     for event in events:
-        if not 0 < len(event.type) <= MAX_TYPE_LENGTH or not _TYPE.match(event.type):
+        if not 0 < len(event.type) <= MAX_TYPE_LENGTH or not _TYPE.fullmatch(event.type):
             raise InvalidAppend(f"event type {event.type[:50]!r} must be dot-separated words, like order.created")
         if not isinstance(event.data, dict) or not isinstance(event.metadata, dict):
             raise InvalidAppend("event data and metadata must be JSON objects")
-        data, metadata = orjson.dumps(event.data), orjson.dumps(event.metadata)
+        data, metadata = encode_json(event.data, what=f"event {event.id}"), encode_json(event.metadata, what="metadata")
         if len(data) + len(metadata) > MAX_EVENT_BYTES:
             raise InvalidAppend(f"event {event.id} is larger than {MAX_EVENT_BYTES} bytes")
         check_json_text(data + metadata, what=f"event {event.id}")
     return events
+
+
+def parse_number(text: str, *, what: str) -> int:
+    """A version or position sent as text (a header, a query)."""
+    if not _NUMBER.fullmatch(text):
+        raise InvalidRead(f"{what} must be a number")
+    return int(text)
+
+
+def encode_json(value: Any, *, what: str) -> bytes:
+    """JSON exactly as it will be stored: integers up to 64 bits, finite numbers,
+    valid Unicode (orjson refuses the rest, where json would guess)."""
+    _check_finite(value, what=what)
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as e:
+        raise InvalidAppend(f"{what} cannot be stored exactly as JSON: {e}") from e
+
+
+def _check_finite(value: Any, *, what: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidAppend(f"{what} holds NaN or an infinity, which JSON cannot carry")
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_finite(item, what=what)
+    elif isinstance(value, list):
+        for item in value:
+            _check_finite(item, what=what)
 
 
 def check_json_text(encoded: bytes, *, what: str) -> None:
@@ -208,8 +239,9 @@ class Snapshot:
 def check_snapshot(*, version: int, current: int, data: Any) -> None:
     if not isinstance(data, dict):
         raise InvalidAppend("snapshot data must be a JSON object")
-    check_json_text(orjson.dumps(data), what="the snapshot")
-    if len(orjson.dumps(data)) > MAX_EVENT_BYTES * 16:
+    encoded = encode_json(data, what="the snapshot")
+    check_json_text(encoded, what="the snapshot")
+    if len(encoded) > MAX_EVENT_BYTES * 16:
         raise InvalidAppend(f"a snapshot may hold at most {MAX_EVENT_BYTES * 16} bytes")
     if not 1 <= version <= current:
         raise InvalidAppend(f"a snapshot version must be between 1 and the stream's version ({current})")

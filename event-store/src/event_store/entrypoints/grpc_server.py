@@ -5,6 +5,7 @@ FAILED_PRECONDITION with the actual version in the trailing metadata.
 """
 
 import functools
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
@@ -60,8 +61,10 @@ def _json_object(raw: bytes, *, what: str) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
+        # The standard parser keeps every integer exact (orjson would turn one past
+        # 64 bits into a float); the domain then refuses what cannot be stored exactly.
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as e:
         raise InvalidAppend(f"{what} is not valid JSON") from e
     if not isinstance(value, dict):
         raise InvalidAppend(f"{what} must be a JSON object")

@@ -24,7 +24,7 @@ from event_store.domain.errors import (
     SnapshotNotFound,
     WrongExpectedVersion,
 )
-from event_store.domain.model import Direction, ExpectedVersion, check_stream_id
+from event_store.domain.model import Direction, ExpectedVersion, check_start, check_stream_id, parse_number
 from event_store.domain.store import EventStore
 from event_store.entrypoints.schemas import AppendIn, AppendOut, PageOut, SnapshotIn, SnapshotOut
 from interchange_common.asgi import ObservabilityMiddleware
@@ -121,10 +121,8 @@ def create_http_app(
         if stream is not None:
             check_stream_id(stream)
         if last_event_id is not None:
-            if not last_event_id.isdigit():
-                raise InvalidRead("Last-Event-ID must be a version or a position")
-            start = int(last_event_id) + 1
-        return stream, start
+            start = parse_number(last_event_id, what="Last-Event-ID") + 1
+        return stream, check_start(start, what="from")
 
     @api.get("/subscribe", response_class=EventSourceResponse)
     async def subscribe(

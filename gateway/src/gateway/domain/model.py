@@ -73,7 +73,7 @@ class Principal:
 
 
 # Path parameters are copied into upstream paths: only plain segments may pass.
-_SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_.~-]{1,128}$")
+_SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_.~-]{1,128}")  # fullmatch: no trailing newline
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +105,7 @@ class Route:
         """The upstream path, or None when a path parameter is not a plain segment."""
         values: dict[str, str] = {}
         for name, value in path_params.items():
-            if not _SAFE_SEGMENT.match(value) or value in (".", ".."):
+            if not _SAFE_SEGMENT.fullmatch(value) or value in (".", ".."):
                 return None
             values[name] = value
         if principal is not None:

@@ -155,7 +155,7 @@ class AddressMap:
         return url
 
     def rewrite_value(self, *, service: str, key: str, value: str) -> str:
-        secret = _SECRET_PATH.match(value)
+        secret = _SECRET_PATH.fullmatch(value)
         if secret:
             if secret.group(1) not in self.secret_files:
                 raise ComposeError(f"{service}: {key} names an undeclared secret {secret.group(1)}")

@@ -175,7 +175,7 @@ _DATABASE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 def _check_names(names: set[str]) -> None:
-    bad = sorted(name for name in names if not _DATABASE_NAME.match(name))
+    bad = sorted(name for name in names if not _DATABASE_NAME.fullmatch(name))
     if bad:
         raise ValueError(f"not a plain database name: {', '.join(bad)}")
 

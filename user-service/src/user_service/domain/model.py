@@ -112,7 +112,7 @@ def check_text(value: str, *, what: str) -> str:
 
 def normalize_email(email: str) -> str:
     email = check_text(email, what="email").strip().lower()
-    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
+    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.fullmatch(email):
         raise InvalidUserData("email is not a valid address")
     return email
 

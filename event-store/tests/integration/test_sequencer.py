@@ -1,0 +1,68 @@
+"""Sequencer leadership across two instances on one database."""
+
+import asyncio
+import contextlib
+import uuid
+
+import asyncpg
+import pytest
+
+from devstack.testing import throwaway_database
+from event_store.adapters.postgres import SEQUENCER_LOCK
+from event_store.bootstrap import MIGRATIONS, build_storage
+from event_store.domain.model import ExpectedVersion, NewEvent
+from interchange_common.migrations import upgrade
+
+pytestmark = pytest.mark.integration
+
+
+async def positioned(storage, event_id, *, timeout):
+    async with asyncio.timeout(timeout):
+        while True:
+            seen = storage.sequenced.generation
+            page = await storage.read_all(start=0, limit=1000)
+            if any(event.id == event_id for event in page.events):
+                return
+            await storage.sequenced.wait(after=seen)
+
+
+async def test_when_the_leader_loses_its_session_the_other_instance_takes_over(infra):
+    async with throwaway_database(server_url=infra.postgres_url, prefix="ic_it_failover") as url:
+        await asyncio.to_thread(upgrade, script_location=MIGRATIONS, database_url=url)
+        dsn = url.replace("+asyncpg", "")
+        first, second = await build_storage(dsn=dsn, pool_size=4), await build_storage(dsn=dsn, pool_size=4)
+        tasks = [
+            asyncio.create_task(component.run())
+            for instance in (first, second)
+            for component in (instance.sequencer, instance.listener)
+        ]
+        try:
+            async with asyncio.timeout(10):
+                while not (first.sequencer.is_leader or second.sequencer.is_leader):
+                    await asyncio.sleep(0.02)
+            leader, follower = (first, second) if first.sequencer.is_leader else (second, first)
+            # Kill the leader's database session, as a network cut or a DBA would.
+            admin = await asyncpg.connect(dsn)
+            pid = await admin.fetchval(
+                "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+                " WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()"
+                " AND (l.classid::bigint << 32 | l.objid::bigint) = $1",
+                SEQUENCER_LOCK,
+            )
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+            await admin.close()
+            # An append through the instance that led: its event must still get a position.
+            event = NewEvent(uuid.uuid4(), "failover.test", {}, {})
+            await leader.storage.append(
+                stream_id=f"f-{uuid.uuid4()}", expected=ExpectedVersion.parse("any"), events=[event]
+            )
+            await positioned(follower.storage, event.id, timeout=15)
+            assert follower.sequencer.is_leader or leader.sequencer.is_leader
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await first.pool.close()
+            await second.pool.close()
