@@ -9,16 +9,18 @@ client side   service_channel(): adds the caller's service token and the current
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from interchange_common.errors import ServiceAuthError
+from interchange_common.httpserver import serve_http
 from interchange_common.requestctx import REQUEST_ID_HEADER, accept_request_id, outgoing_request_id, request_id_var
 from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
 
@@ -182,3 +184,53 @@ def service_channel(*, target: str, issuer: ServiceTokenIssuer, audience: str) -
             _UnaryStreamMetadata(issuer=issuer, audience=audience),
         ],
     )
+
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Abort = Callable[[Context, Exception], Awaitable[NoReturn]]
+_Servicer = TypeVar("_Servicer")
+_Request = TypeVar("_Request")
+_Reply = TypeVar("_Reply")
+UnaryMethod = Callable[[_Servicer, _Request, Context], Awaitable[_Reply]]
+
+
+def status_codes(
+    *, errors: tuple[type[Exception], ...], abort: Abort
+) -> Callable[[UnaryMethod[_Servicer, _Request, _Reply]], UnaryMethod[_Servicer, _Request, _Reply]]:
+    """A decorator for unary servicer methods: ``errors`` become status codes through
+    ``abort``, the one place each service maps its errors to gRPC."""
+
+    def decorate(method: UnaryMethod[_Servicer, _Request, _Reply]) -> UnaryMethod[_Servicer, _Request, _Reply]:
+        @functools.wraps(method)
+        async def handle(self: _Servicer, request: _Request, context: Context) -> _Reply:
+            try:
+                return await method(self, request, context)
+            except errors as e:
+                await abort(context, e)
+
+        return handle
+
+    return decorate
+
+
+async def serve_with_http(
+    *,
+    grpc_server: grpc.aio.Server,
+    health_servicer: health.aio.HealthServicer,
+    service_names: Sequence[str],
+    http_app: Any,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    grace_seconds: float = 5.0,
+) -> None:
+    """Serve gRPC and HTTP until SIGTERM or SIGINT: HTTP drains first, then gRPC
+    gets its grace period."""
+    grpc_server.add_insecure_port(f"{host}:{grpc_port}")
+    await grpc_server.start()
+    await mark_serving(health_servicer=health_servicer, service_names=service_names)
+    _log.info("serving", extra={"http_port": http_port, "grpc_port": grpc_port})
+    try:
+        await serve_http(app=http_app, host=host, port=http_port)
+    finally:
+        await grpc_server.stop(grace=grace_seconds)

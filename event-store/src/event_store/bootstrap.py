@@ -2,7 +2,6 @@
 HTTP and gRPC servers. Nothing is created at import time; ``serve`` closes all it opens."""
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +17,13 @@ from event_store.entrypoints.grpc_server import EventStoreServicer
 from event_store.entrypoints.http import create_http_app
 from interchange_common.contracts import eventstore_pb2_grpc
 from interchange_common.health import HealthCheck
-from interchange_common.httpserver import serve_http
 from interchange_common.migrations import upgrade
-from interchange_common.rpc import create_server, mark_serving
+from interchange_common.rpc import create_server, serve_with_http
 from interchange_common.servicejwt import ServiceTokenVerifier
+from interchange_common.tasks import cancel_and_wait
 
 _log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
-_GRPC_GRACE_SECONDS = 5.0
 
 
 def migrate(*, settings: Settings) -> None:
@@ -89,19 +87,16 @@ async def serve(*, settings: Settings) -> None:
                 EventStoreServicer(store=store), server
             ),
         )
-        grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
-        await grpc_server.start()
-        await mark_serving(health_servicer=health_servicer, service_names=[GRPC_SERVICE_NAME])
-        _log.info("serving", extra={"http_port": settings.http_port, "grpc_port": settings.grpc_port})
-        try:
-            await serve_http(app=http_app, host=settings.host, port=settings.http_port)
-        finally:
-            await grpc_server.stop(grace=_GRPC_GRACE_SECONDS)
+        await serve_with_http(
+            grpc_server=grpc_server,
+            health_servicer=health_servicer,
+            service_names=[GRPC_SERVICE_NAME],
+            http_app=http_app,
+            host=settings.host,
+            http_port=settings.http_port,
+            grpc_port=settings.grpc_port,
+        )
     finally:
-        for task in background:
-            task.cancel()
-        for task in background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(background)
         await components.pool.close()
         _log.info("stopped")

@@ -2,7 +2,6 @@
 sequencer and change listener running, for this test session."""
 
 import asyncio
-import contextlib
 import signal
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from event_store.adapters.memory import InMemoryEventStorage
 from event_store.bootstrap import MIGRATIONS, build_storage
 from interchange_common.migrations import upgrade
 from interchange_common.servicejwt import ServiceTokenIssuer
+from interchange_common.tasks import cancel_and_wait
 
 
 @pytest.fixture(scope="session")
@@ -34,10 +34,7 @@ async def postgres(dsn):
     components = await build_storage(dsn=dsn, pool_size=40)
     tasks = [asyncio.create_task(components.sequencer.run()), asyncio.create_task(components.listener.run())]
     yield components
-    for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await cancel_and_wait(tasks)
     await components.pool.close()
 
 

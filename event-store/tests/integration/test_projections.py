@@ -18,6 +18,7 @@ from interchange_common.contracts import eventstore_pb2_grpc as pb_grpc
 from interchange_common.projections import GrpcEventSource, ProjectionRunner
 from interchange_common.projections import metadata as projection_metadata
 from interchange_common.rpc import service_channel
+from interchange_common.tasks import cancel_and_wait
 
 pytestmark = pytest.mark.integration
 
@@ -82,11 +83,7 @@ async def running(*runners):
     try:
         yield tasks
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
-                await task
+        await cancel_and_wait(tasks)
 
 
 def runner(engine, channel, name, handler=count_event):

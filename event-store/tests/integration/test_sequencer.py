@@ -1,7 +1,6 @@
 """Sequencer leadership across two instances on one database."""
 
 import asyncio
-import contextlib
 import uuid
 
 import asyncpg
@@ -12,6 +11,7 @@ from event_store.adapters.postgres import SEQUENCER_LOCK
 from event_store.bootstrap import MIGRATIONS, build_storage
 from event_store.domain.model import ExpectedVersion, NewEvent
 from interchange_common.migrations import upgrade
+from interchange_common.tasks import cancel_and_wait
 
 pytestmark = pytest.mark.integration
 
@@ -59,10 +59,6 @@ async def test_when_the_leader_loses_its_session_the_other_instance_takes_over(i
             await positioned(follower.storage, event.id, timeout=15)
             assert follower.sequencer.is_leader or leader.sequencer.is_leader
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(tasks)
             await first.pool.close()
             await second.pool.close()

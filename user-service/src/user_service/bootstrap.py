@@ -13,9 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from interchange_common.contracts import user_pb2_grpc
 from interchange_common.health import HealthCheck
-from interchange_common.httpserver import serve_http
 from interchange_common.migrations import upgrade
-from interchange_common.rpc import create_server, mark_serving
+from interchange_common.rpc import create_server, serve_with_http
 from interchange_common.servicejwt import ServiceTokenVerifier
 from user_service.adapters.passwords import Argon2PasswordHasher
 from user_service.adapters.repository import SqlUserRepository
@@ -28,7 +27,6 @@ from user_service.entrypoints.http import create_http_app
 
 _log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
-_GRPC_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +87,15 @@ async def serve(*, settings: Settings) -> None:
                 UserServicer(users=container.users), server
             ),
         )
-        grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
-        await grpc_server.start()
-        await mark_serving(health_servicer=health_servicer, service_names=[GRPC_SERVICE_NAME])
-        _log.info("serving", extra={"http_port": settings.http_port, "grpc_port": settings.grpc_port})
-        try:
-            # SIGTERM or SIGINT: HTTP drains first, then gRPC gets its grace period.
-            await serve_http(app=http_app, host=settings.host, port=settings.http_port)
-        finally:
-            await grpc_server.stop(grace=_GRPC_GRACE_SECONDS)
+        await serve_with_http(
+            grpc_server=grpc_server,
+            health_servicer=health_servicer,
+            service_names=[GRPC_SERVICE_NAME],
+            http_app=http_app,
+            host=settings.host,
+            http_port=settings.http_port,
+            grpc_port=settings.grpc_port,
+        )
     finally:
         await container.engine.dispose()
         _log.info("stopped")

@@ -4,11 +4,10 @@ Domain errors map to status codes here and nowhere else; a version conflict is
 FAILED_PRECONDITION with the actual version in the trailing metadata.
 """
 
-import functools
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
 
 import grpc
 import orjson
@@ -20,9 +19,9 @@ from event_store.domain.model import Direction, ExpectedVersion, NewEvent, Page,
 from event_store.domain.store import EventStore
 from interchange_common.contracts import eventstore_pb2, eventstore_pb2_grpc
 from interchange_common.events import RecordedEvent
+from interchange_common.rpc import Context, status_codes
 
 SERVICE_NAME = eventstore_pb2.DESCRIPTOR.services_by_name["EventStore"].full_name
-Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def _timestamp(value: Any) -> Timestamp:
@@ -106,22 +105,7 @@ async def _abort(context: Context, error: Exception) -> NoReturn:
     raise AssertionError("abort returned")  # abort always raises; this satisfies NoReturn
 
 
-Servicer = TypeVar("Servicer")
-Request = TypeVar("Request")
-Reply = TypeVar("Reply")
-
-
-def _status_codes(
-    method: Callable[[Servicer, Request, Context], Awaitable[Reply]],
-) -> Callable[[Servicer, Request, Context], Awaitable[Reply]]:
-    @functools.wraps(method)
-    async def handle(self: Servicer, request: Request, context: Context) -> Reply:
-        try:
-            return await method(self, request, context)
-        except (EventStoreError, EventStorageUnavailable) as e:
-            await _abort(context, e)
-
-    return handle
+_status_codes = status_codes(errors=(EventStoreError, EventStorageUnavailable), abort=_abort)
 
 
 class EventStoreServicer(eventstore_pb2_grpc.EventStoreServicer):

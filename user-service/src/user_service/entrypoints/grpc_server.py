@@ -5,14 +5,14 @@ services: they may read and change every user. Domain errors map to status codes
 here and nowhere else.
 """
 
-import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from interchange_common.contracts import user_pb2, user_pb2_grpc
+from interchange_common.rpc import Context, status_codes
 from user_service.adapters.errors import UserStoreError
 from user_service.domain.errors import (
     EmailTaken,
@@ -70,25 +70,7 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception) 
     raise AssertionError("abort returned")  # abort always raises; this satisfies NoReturn
 
 
-Servicer = TypeVar("Servicer")
-Request = TypeVar("Request")
-Reply = TypeVar("Reply")
-Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def _status_codes(
-    method: Callable[[Servicer, Request, Context], Awaitable[Reply]],
-) -> Callable[[Servicer, Request, Context], Awaitable[Reply]]:
-    """Turn domain and store errors of a unary method into gRPC status codes."""
-
-    @functools.wraps(method)
-    async def handle(self: Servicer, request: Request, context: Context) -> Reply:
-        try:
-            return await method(self, request, context)
-        except (UserServiceError, UserStoreError) as e:
-            await _abort(context, e)
-
-    return handle
+_status_codes = status_codes(errors=(UserServiceError, UserStoreError), abort=_abort)
 
 
 class UserServicer(user_pb2_grpc.UserServiceServicer):
