@@ -94,6 +94,7 @@ unit: setup
 	$(call pytest_in,infra/devstack,infra/devstack/tests/unit)
 
 integration: setup infra
+	$(call pytest_in,common,-m integration common/tests/integration)
 	$(call pytest_in,user-service,-m integration user-service/tests/integration)
 	$(call pytest_in,gateway,-m integration gateway/tests/integration)
 	$(call pytest_in,event-store,-m integration event-store/tests/integration)

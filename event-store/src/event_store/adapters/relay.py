@@ -23,9 +23,9 @@ import asyncpg
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
-from event_store.adapters.errors import PublishFailed
 from event_store.domain.ports import EventStorage
 from interchange_common.events import RecordedEvent
+from interchange_common.messaging import PublishFailed
 
 _log = logging.getLogger(__name__)
 

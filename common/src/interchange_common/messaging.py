@@ -1,0 +1,222 @@
+"""RabbitMQ for services: topology, publishing with confirms, consuming with retries.
+
+    declare_consumer   a consumer's durable queue bound to a topic exchange, one retry
+                       queue per delay (a failed message waits there, then the broker
+                       routes it back to the main queue), and a dead-letter queue.
+                       The same declarations on every start: idempotent.
+    publish            persistent, publisher confirms, mandatory: an unroutable
+                       message raises instead of vanishing.
+    Consumer           runs the handler for each message and acks only after the
+                       handler returned (its effect is committed). A failure goes to
+                       the next retry queue (attempt count and error in the headers,
+                       delay with jitter), after the last attempt to the dead-letter
+                       queue. Nothing is acked and dropped; other messages keep
+                       flowing while one waits for its retry. Reconnects by itself.
+
+Delivery is at least once; handlers make effects idempotent (by message id).
+"""
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
+
+from interchange_common.errors import InterchangeCommonError
+
+_log = logging.getLogger(__name__)
+
+ATTEMPT_HEADER = "x-attempt"  # failed deliveries so far
+ERROR_HEADER = "x-last-error"
+ORIGINAL_ROUTING_KEY_HEADER = "x-original-routing-key"
+DEAD_AT_HEADER = "x-dead-at"
+_MAX_ERROR_LENGTH = 500
+
+
+class PublishFailed(InterchangeCommonError):
+    """The broker did not confirm a message, or could not route it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerTopology:
+    """Names and delays of one consumer's queues."""
+
+    exchange: str
+    queue: str
+    bindings: tuple[str, ...]
+    retry_delays: tuple[float, ...] = (1.0, 5.0, 30.0)  # seconds before attempts 2, 3, 4 …
+    jitter: float = 0.2  # each delay varies by up to ±20%
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.queue}.dead"
+
+    def retry_queue(self, attempt: int) -> str:
+        return f"{self.queue}.retry.{attempt}"
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.retry_delays) + 1
+
+
+async def declare_exchange(*, channel: AbstractChannel, name: str) -> AbstractExchange:
+    return await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+
+
+async def declare_consumer(*, channel: AbstractChannel, topology: ConsumerTopology) -> AbstractQueue:
+    exchange = await declare_exchange(channel=channel, name=topology.exchange)
+    queue = await channel.declare_queue(topology.queue, durable=True)
+    for binding in topology.bindings:
+        await queue.bind(exchange, routing_key=binding)
+    for attempt in range(1, topology.max_attempts):
+        # No consumer reads a retry queue: a message waits out its expiration, then
+        # is dead-lettered through the default exchange straight back to the queue.
+        await channel.declare_queue(
+            topology.retry_queue(attempt),
+            durable=True,
+            arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": topology.queue},
+        )
+    await channel.declare_queue(topology.dead_letter_queue, durable=True)
+    return queue
+
+
+async def publish(
+    *,
+    exchange: AbstractExchange,
+    routing_key: str,
+    body: bytes,
+    message_id: str,
+    headers: Mapping[str, Any] | None = None,
+    expiration_seconds: float | None = None,
+    correlation_id: str | None = None,
+) -> None:
+    """Publish persistently and wait for the broker's confirm (the channel must have
+    publisher confirms on); raise PublishFailed when it is nacked or unroutable."""
+    message = aio_pika.Message(
+        body=body,
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message_id,
+        headers=dict(headers or {}),
+        expiration=expiration_seconds,
+        correlation_id=correlation_id,
+        timestamp=datetime.now(UTC),
+    )
+    try:
+        await exchange.publish(message, routing_key=routing_key, mandatory=True)
+    except (aio_pika.exceptions.DeliveryError, aio_pika.exceptions.PublishError) as e:
+        raise PublishFailed(f"message {message_id} to {routing_key!r} was not confirmed") from e
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message as a handler sees it."""
+
+    message_id: str
+    routing_key: str
+    body: bytes
+    headers: Mapping[str, Any]
+    attempt: int  # 1 for the first delivery
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+def _attempt_of(message: AbstractIncomingMessage) -> int:
+    failed = (message.headers or {}).get(ATTEMPT_HEADER, 0)
+    return int(failed) + 1 if isinstance(failed, int) else 1
+
+
+@dataclass
+class Consumer:
+    amqp_url: str
+    topology: ConsumerTopology
+    handler: Handler
+    prefetch: int = 20
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        """Consume until cancelled, reconnecting after any failure."""
+        attempt = 0
+        while True:
+            connection: aio_pika.abc.AbstractConnection | None = None
+            try:
+                connection = await aio_pika.connect(self.amqp_url)
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                await channel.set_qos(prefetch_count=self.prefetch)
+                queue = await declare_consumer(channel=channel, topology=self.topology)
+                attempt = 0
+                self.ready.set()
+                async with queue.iterator() as messages:
+                    async for message in messages:
+                        await self._handle(channel=channel, message=message)
+            except Exception as e:  # broker, channel or connection: start over
+                attempt += 1
+                self.ready.clear()
+                _log.warning("consumer interrupted", extra={"queue": self.topology.queue, "error": type(e).__name__})
+                await asyncio.sleep(random.uniform(0, min(10.0, 0.2 * 2**attempt)))  # noqa: S311  # jitter
+            finally:
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.close()
+
+    async def _handle(self, *, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
+        delivery = Delivery(
+            message_id=str(message.message_id or ""),
+            routing_key=str(message.headers.get(ORIGINAL_ROUTING_KEY_HEADER) or message.routing_key or ""),
+            body=message.body,
+            headers=dict(message.headers or {}),
+            attempt=_attempt_of(message),
+        )
+        try:
+            await self.handler(delivery)
+        except Exception as e:  # a failing handler must not stop the others
+            await self._fail(channel=channel, message=message, delivery=delivery, error=e)
+        # Acked only now: after the effect (or after the failure was safely moved on).
+        await message.ack()
+
+    async def _fail(
+        self, *, channel: AbstractChannel, message: AbstractIncomingMessage, delivery: Delivery, error: Exception
+    ) -> None:
+        detail = f"{type(error).__name__}: {error}"[:_MAX_ERROR_LENGTH]
+        headers = {
+            **delivery.headers,
+            ATTEMPT_HEADER: delivery.attempt,
+            ERROR_HEADER: detail,
+            ORIGINAL_ROUTING_KEY_HEADER: delivery.routing_key,
+        }
+        topology = self.topology
+        if delivery.attempt < topology.max_attempts:
+            delay = topology.retry_delays[delivery.attempt - 1]
+            delay *= 1 + random.uniform(-topology.jitter, topology.jitter)  # noqa: S311  # jitter
+            target, expiration = topology.retry_queue(delivery.attempt), delay
+            _log.warning(
+                "message failed, retrying",
+                extra={"queue": topology.queue, "message_id": delivery.message_id, "attempt": delivery.attempt},
+            )
+        else:
+            headers[DEAD_AT_HEADER] = datetime.now(UTC).isoformat()
+            target, expiration = topology.dead_letter_queue, None
+            _log.error(
+                "message dead-lettered",
+                extra={"queue": topology.queue, "message_id": delivery.message_id, "attempts": delivery.attempt},
+            )
+        await publish(
+            exchange=channel.default_exchange,
+            routing_key=target,
+            body=message.body,
+            message_id=delivery.message_id,
+            headers=headers,
+            expiration_seconds=expiration,
+            correlation_id=message.correlation_id,
+        )

@@ -1,0 +1,165 @@
+"""Consumer topology, retries and dead letters against the real RabbitMQ."""
+
+import asyncio
+import contextlib
+import itertools
+import time
+import uuid
+
+import aio_pika
+import orjson
+import pytest
+
+from devstack.testing import run_id
+from interchange_common.messaging import (
+    ATTEMPT_HEADER,
+    ERROR_HEADER,
+    ORIGINAL_ROUTING_KEY_HEADER,
+    Consumer,
+    ConsumerTopology,
+    Delivery,
+    PublishFailed,
+    declare_consumer,
+    declare_exchange,
+    publish,
+)
+from interchange_common.tasks import cancel_and_wait
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def topology(infra):
+    name = f"ic-it-msg-{run_id()}"
+    topology = ConsumerTopology(
+        exchange=f"{name}.events", queue=f"{name}.q", bindings=("order.*",), retry_delays=(0.2, 0.6, 1.2), jitter=0.1
+    )
+    yield topology
+    connection = await aio_pika.connect(infra.rabbitmq_url)
+    channel = await connection.channel()
+    for queue in (topology.queue, topology.dead_letter_queue, *map(topology.retry_queue, range(1, 4))):
+        await channel.queue_delete(queue)
+    await channel.exchange_delete(topology.exchange)
+    await connection.close()
+
+
+@pytest.fixture
+async def channel(infra):
+    connection = await aio_pika.connect(infra.rabbitmq_url)
+    yield await connection.channel(publisher_confirms=True, on_return_raises=True)
+    await connection.close()
+
+
+class Recorder:
+    """A handler that records every delivery and fails for the ids it is told to."""
+
+    def __init__(self, *, fail_times: dict[str, int] | None = None):
+        self.deliveries: list[tuple[float, Delivery]] = []
+        self.fail_times = fail_times or {}
+        self.changed = asyncio.Event()
+
+    async def __call__(self, delivery: Delivery) -> None:
+        self.deliveries.append((time.monotonic(), delivery))
+        self.changed.set()
+        if self.fail_times.get(delivery.message_id, 0) >= delivery.attempt:
+            raise RuntimeError(f"cannot handle {delivery.message_id}")
+
+    def of(self, message_id):
+        return [(at, d) for at, d in self.deliveries if d.message_id == message_id]
+
+    async def until(self, condition, *, timeout):
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@contextlib.asynccontextmanager
+async def consuming(infra, topology, handler):
+    consumer = Consumer(amqp_url=infra.rabbitmq_url, topology=topology, handler=handler)
+    task = asyncio.create_task(consumer.run())
+    await asyncio.wait_for(consumer.ready.wait(), timeout=10)
+    try:
+        yield consumer
+    finally:
+        await cancel_and_wait([task])
+
+
+async def send(channel, topology, message_id, routing_key="order.created"):
+    exchange = await declare_exchange(channel=channel, name=topology.exchange)
+    await publish(
+        exchange=exchange, routing_key=routing_key, body=orjson.dumps({"id": message_id}), message_id=message_id
+    )
+
+
+async def queue_depth(channel, name):
+    declared = await channel.declare_queue(name, durable=True, passive=True)
+    return declared.declaration_result.message_count or 0
+
+
+async def test_declaring_twice_is_harmless(channel, topology):
+    await declare_consumer(channel=channel, topology=topology)
+    await declare_consumer(channel=channel, topology=topology)
+
+
+async def test_handled_messages_are_acked(infra, channel, topology):
+    recorder = Recorder()
+    async with consuming(infra, topology, recorder):
+        ids = [str(uuid.uuid4()) for _ in range(5)]
+        for message_id in ids:
+            await send(channel, topology, message_id)
+        await recorder.until(lambda: len(recorder.deliveries) == 5, timeout=10)
+    assert [d.message_id for _, d in recorder.deliveries] == ids
+    assert all(d.attempt == 1 and d.routing_key == "order.created" for _, d in recorder.deliveries)
+    assert await queue_depth(channel, topology.queue) == 0
+
+
+async def test_a_passing_failure_is_retried_and_handled_once(infra, channel, topology):
+    flaky = str(uuid.uuid4())
+    recorder = Recorder(fail_times={flaky: 1})
+    async with consuming(infra, topology, recorder):
+        await send(channel, topology, flaky)
+        await recorder.until(lambda: len(recorder.of(flaky)) == 2, timeout=10)
+    second = recorder.of(flaky)[1][1]
+    assert second.attempt == 2
+    assert second.routing_key == "order.created"
+    assert "cannot handle" in second.headers[ERROR_HEADER]
+    assert await queue_depth(channel, topology.dead_letter_queue) == 0
+
+
+async def test_a_poison_message_is_dead_lettered_after_growing_delays_and_blocks_nothing(infra, channel, topology):
+    poison, healthy = str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(3)]
+    recorder = Recorder(fail_times={poison: 99})
+    async with consuming(infra, topology, recorder):
+        await send(channel, topology, poison)
+        for message_id in healthy:
+            await send(channel, topology, message_id)
+        await recorder.until(lambda: len(recorder.of(poison)) == topology.max_attempts, timeout=20)
+        # The healthy messages were handled while the poison one waited for its retries.
+        assert {d.message_id for _, d in recorder.deliveries[:4]} >= set(healthy)
+
+        async def dead_lettered():
+            return await queue_depth(channel, topology.dead_letter_queue) == 1
+
+        async with asyncio.timeout(10):
+            while not await dead_lettered():
+                await asyncio.sleep(0.05)
+    times = [at for at, _ in recorder.of(poison)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert [d.attempt for _, d in recorder.of(poison)] == [1, 2, 3, 4]
+    for gap, delay in zip(gaps, topology.retry_delays, strict=True):
+        assert gap >= delay * (1 - topology.jitter) - 0.05
+    assert gaps == sorted(gaps)  # the waits grow
+    queue = await channel.declare_queue(topology.dead_letter_queue, durable=True, passive=True)
+    dead = await queue.get(timeout=5)
+    assert dead.message_id == poison
+    assert dead.headers[ATTEMPT_HEADER] == topology.max_attempts
+    assert dead.headers[ORIGINAL_ROUTING_KEY_HEADER] == "order.created"
+    assert "cannot handle" in dead.headers[ERROR_HEADER]
+    await dead.ack()
+
+
+async def test_an_unroutable_message_raises(channel, topology):
+    exchange = await declare_exchange(channel=channel, name=topology.exchange)
+    with pytest.raises(PublishFailed):
+        await publish(exchange=exchange, routing_key="nobody.listens", body=b"{}", message_id=str(uuid.uuid4()))
