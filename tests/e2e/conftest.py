@@ -64,6 +64,7 @@ def _native(infra, tmp_path_factory) -> Iterator[Target]:
                 "AUTH_RATE_LIMIT_REQUESTS": "10000",
             },
             "event-store": {"EVENTS_EXCHANGE": f"{prefix}.events"},
+            "user-service": {"EVENTS_EXCHANGE": f"{prefix}.events"},
         },
         log_dir=tmp_path_factory.mktemp("stack-logs"),
         environ={},

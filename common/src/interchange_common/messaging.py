@@ -66,8 +66,20 @@ class ConsumerTopology:
         return len(self.retry_delays) + 1
 
 
+_UNROUTED_MAX = 100_000
+
+
 async def declare_exchange(*, channel: AbstractChannel, name: str) -> AbstractExchange:
-    return await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+    """A durable topic exchange whose unroutable messages go to ``<name>.unrouted``
+    (nothing recorded is dropped because nobody listens yet). Every publisher and
+    consumer of an exchange declares it this one way: RabbitMQ refuses a second
+    declaration with other arguments."""
+    unrouted = await channel.declare_exchange(f"{name}.unrouted", aio_pika.ExchangeType.FANOUT, durable=True)
+    queue = await channel.declare_queue(f"{name}.unrouted", durable=True, arguments={"x-max-length": _UNROUTED_MAX})
+    await queue.bind(unrouted)
+    return await channel.declare_exchange(
+        name, aio_pika.ExchangeType.TOPIC, durable=True, arguments={"alternate-exchange": f"{name}.unrouted"}
+    )
 
 
 async def declare_consumer(*, channel: AbstractChannel, topology: ConsumerTopology) -> AbstractQueue:

@@ -10,7 +10,7 @@ import aio_pika
 import orjson
 import pytest
 
-from devstack.testing import run_id
+from devstack.testing import delete_exchange, run_id
 from interchange_common.messaging import (
     ATTEMPT_HEADER,
     ERROR_HEADER,
@@ -39,7 +39,7 @@ async def topology(infra):
     channel = await connection.channel()
     for queue in (topology.queue, topology.dead_letter_queue, *map(topology.retry_queue, range(1, 4))):
         await channel.queue_delete(queue)
-    await channel.exchange_delete(topology.exchange)
+    await delete_exchange(amqp_url=infra.rabbitmq_url, exchange=topology.exchange)
     await connection.close()
 
 
@@ -159,7 +159,14 @@ async def test_a_poison_message_is_dead_lettered_after_growing_delays_and_blocks
     await dead.ack()
 
 
-async def test_an_unroutable_message_raises(channel, topology):
-    exchange = await declare_exchange(channel=channel, name=topology.exchange)
+async def test_an_unroutable_message_raises(channel):
     with pytest.raises(PublishFailed):
-        await publish(exchange=exchange, routing_key="nobody.listens", body=b"{}", message_id=str(uuid.uuid4()))
+        await publish(
+            exchange=channel.default_exchange, routing_key=f"no-such-queue-{uuid.uuid4()}", body=b"{}", message_id="m"
+        )
+
+
+async def test_an_event_nobody_listens_for_is_kept_not_lost(channel, topology):
+    exchange = await declare_exchange(channel=channel, name=topology.exchange)
+    await publish(exchange=exchange, routing_key="nobody.listens", body=b"{}", message_id=str(uuid.uuid4()))
+    assert await queue_depth(channel, f"{topology.exchange}.unrouted") == 1

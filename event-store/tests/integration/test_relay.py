@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from devstack.testing import PrivateRabbitMQ, delete_exchange, run_id, throwaway_database
-from event_store.adapters.relay import declare_topology
 from event_store.bootstrap import MIGRATIONS, build_storage
 from event_store.domain.model import ExpectedVersion, NewEvent
+from interchange_common.messaging import declare_exchange
 from interchange_common.migrations import upgrade
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,7 @@ class Collector:
         try:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=500)
-            events = await declare_topology(channel=channel, exchange=exchange)
+            events = await declare_exchange(channel=channel, name=exchange)
             queue = await channel.declare_queue(exclusive=True)
             await queue.bind(events, routing_key="#")
             self.ready.set()
@@ -171,7 +171,7 @@ async def test_a_broker_restart_loses_nothing(infra, start_service, private_brok
     async def bind_durable_queue() -> None:
         connection = await aio_pika.connect(private_broker.url)
         channel = await connection.channel()
-        events = await declare_topology(channel=channel, exchange=exchange)
+        events = await declare_exchange(channel=channel, name=exchange)
         queue = await channel.declare_queue(queue_name, durable=True)
         await queue.bind(events, routing_key="#")
         await connection.close()

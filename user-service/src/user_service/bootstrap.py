@@ -4,6 +4,7 @@ Nothing is created at import time; ``serve`` owns every resource it opens and
 closes them when the servers stop (SIGTERM or SIGINT).
 """
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from interchange_common.contracts import user_pb2_grpc
 from interchange_common.health import HealthCheck
 from interchange_common.migrations import upgrade
+from interchange_common.outbox import OutboxRelay
 from interchange_common.rpc import create_server, serve_with_http
 from interchange_common.servicejwt import ServiceTokenVerifier
+from interchange_common.tasks import cancel_and_wait
 from user_service.adapters.passwords import Argon2PasswordHasher
 from user_service.adapters.repository import SqlUserRepository
 from user_service.adapters.tokens import RsaAccessTokenIssuer, load_private_key
@@ -27,6 +30,7 @@ from user_service.entrypoints.http import create_http_app
 
 _log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+OUTBOX_RELAY_LOCK = 0x75736572_6F757400  # "user" "out": one outbox relay per database
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +61,8 @@ def build(*, settings: Settings) -> Container:
         audience=settings.jwt_audience,
         ttl_seconds=settings.access_token_ttl_seconds,
     )
-    users = Users(repository=SqlUserRepository(engine=engine), hasher=Argon2PasswordHasher(), tokens=tokens)
+    repository = SqlUserRepository(engine=engine, events_exchange=settings.events_exchange)
+    users = Users(repository=repository, hasher=Argon2PasswordHasher(), tokens=tokens)
     verifier = ServiceTokenVerifier(service=SERVICE_NAME, secret=settings.service_jwt_secret.get_secret_value())
     return Container(settings=settings, engine=engine, users=users, tokens=tokens, verifier=verifier)
 
@@ -69,6 +74,14 @@ def migrate(*, settings: Settings) -> None:
 
 async def serve(*, settings: Settings) -> None:
     container = build(settings=settings)
+    background = []
+    if settings.outbox_relay_enabled:
+        relay = OutboxRelay(
+            dsn=settings.database_url.get_secret_value(),
+            amqp_url=settings.rabbitmq_url.get_secret_value(),
+            lock_id=OUTBOX_RELAY_LOCK,
+        )
+        background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
     try:
         await container.users.ensure_admin_account(
             email=settings.admin_email, password=settings.admin_password.get_secret_value()
@@ -97,5 +110,6 @@ async def serve(*, settings: Settings) -> None:
             grpc_port=settings.grpc_port,
         )
     finally:
+        await cancel_and_wait(background)
         await container.engine.dispose()
         _log.info("stopped")

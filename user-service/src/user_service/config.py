@@ -25,6 +25,11 @@ class Settings(ServiceSettings):
     admin_email: str
     admin_password: SecretStr
 
+    # amqp://user:password@host:port/vhost: the outbox relay publishes user events here.
+    rabbitmq_url: SecretStr
+    events_exchange: str = "interchange.events"
+    outbox_relay_enabled: bool = True
+
     max_body_bytes: int = 64 * 1024
 
     def _secrets(self) -> dict[str, str]:

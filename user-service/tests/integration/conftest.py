@@ -6,7 +6,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from devstack.testing import throwaway_database
+from devstack.testing import delete_exchange, run_id, throwaway_database
 from interchange_common.migrations import upgrade
 from user_service.adapters.passwords import Argon2PasswordHasher
 from user_service.adapters.repository import SqlUserRepository
@@ -31,8 +31,16 @@ async def engine(database_url):
 
 
 @pytest.fixture(scope="session")
-def repository(engine):
-    return SqlUserRepository(engine=engine)
+def events_exchange(infra):
+    """This run's own exchange for user events; removed at the end."""
+    name = f"ic-it-users-{run_id()}.events"
+    yield name
+    asyncio.run(delete_exchange(amqp_url=infra.rabbitmq_url, exchange=name))
+
+
+@pytest.fixture(scope="session")
+def repository(engine, events_exchange):
+    return SqlUserRepository(engine=engine, events_exchange=events_exchange)
 
 
 @pytest.fixture(scope="session")

@@ -92,7 +92,11 @@ async def test_a_database_outage_is_a_503_problem(tokens):
     from user_service.domain.usecases import Users
 
     engine = create_async_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
-    users = Users(repository=SqlUserRepository(engine=engine), hasher=Argon2PasswordHasher(), tokens=tokens)
+    users = Users(
+        repository=SqlUserRepository(engine=engine, events_exchange="unused"),
+        hasher=Argon2PasswordHasher(),
+        tokens=tokens,
+    )
     app = create_http_app(
         users=users,
         verifier=ServiceTokenVerifier(service="user-service", secret=SECRET),

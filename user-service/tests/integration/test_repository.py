@@ -109,7 +109,7 @@ async def test_a_database_that_does_not_answer_is_a_store_error_not_a_crash():
     from user_service.adapters.repository import SqlUserRepository
 
     engine = create_async_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
-    repository = SqlUserRepository(engine=engine)
+    repository = SqlUserRepository(engine=engine, events_exchange="unused")
     try:
         with pytest.raises(UserStoreError) as error:
             await repository.get(user_id=uuid.uuid4())

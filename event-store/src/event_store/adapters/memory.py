@@ -110,6 +110,3 @@ class InMemoryEventStorage:
         if stream_id not in self._snapshots:
             raise SnapshotNotFound(stream_id)
         return self._snapshots[stream_id]
-
-    async def event_ids(self, *, ids: list[uuid.UUID]) -> set[uuid.UUID]:
-        return {event_id for event_id in ids if event_id in self._by_id}

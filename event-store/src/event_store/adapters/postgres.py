@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -237,10 +236,6 @@ class PostgresEventStorage:
         if row is None:
             raise SnapshotNotFound(stream_id)
         return Snapshot(row["stream_id"], row["version"], orjson.loads(row["data"]), row["saved_at"])
-
-    async def event_ids(self, *, ids: list[uuid.UUID]) -> set[uuid.UUID]:
-        rows = await self._pool.fetch("SELECT id FROM events WHERE id = ANY($1::uuid[])", ids)
-        return {row["id"] for row in rows}
 
 
 async def _backoff(attempt: int) -> None:

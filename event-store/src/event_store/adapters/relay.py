@@ -21,32 +21,16 @@ import random
 import aio_pika
 import asyncpg
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.abc import AbstractExchange
 
 from event_store.domain.ports import EventStorage
 from interchange_common.events import RecordedEvent
-from interchange_common.messaging import PublishFailed
+from interchange_common.messaging import PublishFailed, declare_exchange
 
 _log = logging.getLogger(__name__)
 
 RELAY_LOCK = 0x65766E74_72656C00  # "evnt" "rel": one relay per database
 CHECKPOINT = "rabbitmq"
-_UNROUTED_MAX = 100_000
-
-
-async def declare_topology(*, channel: AbstractChannel, exchange: str) -> AbstractExchange:
-    """The events exchange and its alternate exchange; the same on every start."""
-    unrouted = await channel.declare_exchange(f"{exchange}.unrouted", aio_pika.ExchangeType.FANOUT, durable=True)
-    queue = await channel.declare_queue(
-        f"{exchange}.unrouted", durable=True, arguments={"x-max-length": _UNROUTED_MAX, "x-queue-type": "classic"}
-    )
-    await queue.bind(unrouted)
-    return await channel.declare_exchange(
-        exchange,
-        aio_pika.ExchangeType.TOPIC,
-        durable=True,
-        arguments={"alternate-exchange": f"{exchange}.unrouted"},
-    )
 
 
 def to_message(event: RecordedEvent) -> aio_pika.Message:
@@ -82,7 +66,7 @@ class RabbitMQRelay:
                 await lock.execute("SELECT pg_advisory_lock($1)", RELAY_LOCK)  # waits while another relay runs
                 connection = await aio_pika.connect(self._amqp_url)
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                exchange = await declare_topology(channel=channel, exchange=self._exchange)
+                exchange = await declare_exchange(channel=channel, name=self._exchange)
                 _log.info("relay publishing", extra={"exchange": self._exchange})
                 attempt = 0
                 await self._publish_forever(lock=lock, exchange=exchange)

@@ -3,7 +3,6 @@
 The contract tests (tests/integration/test_storage_contract.py) hold both to it.
 """
 
-import uuid
 from typing import Any, Protocol
 
 from event_store.domain.model import Decision, Direction, ExpectedVersion, NewEvent, Page, Snapshot
@@ -36,6 +35,3 @@ class EventStorage(Protocol):
 
     async def load_snapshot(self, *, stream_id: str) -> Snapshot:
         """The latest snapshot, or SnapshotNotFound."""
-
-    async def event_ids(self, *, ids: list[uuid.UUID]) -> set[uuid.UUID]:
-        """Which of these ids are recorded (for tests and tools)."""

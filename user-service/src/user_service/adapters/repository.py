@@ -2,17 +2,20 @@
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, insert, or_, select, true, tuple_, update
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from interchange_common.outbox import enqueue
+from interchange_common.requestctx import outgoing_request_id
 from user_service.adapters.errors import UserStoreError
 from user_service.adapters.orm import users
 from user_service.domain.errors import EmailTaken, InvalidUserData, UserNotFound
+from user_service.domain.events import UserEvent, user_created, user_deleted, user_updated
 from user_service.domain.model import Page, User, UserStatus
 
 _STREAM_BATCH = 200
@@ -44,6 +47,10 @@ def _user_to_row(user: User) -> dict[str, Any]:
     }
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 def _contains(text: str) -> ColumnElement[bool]:
     if not text:
         return true()
@@ -73,8 +80,11 @@ class _StoreErrors:
 
 
 class SqlUserRepository:
-    def __init__(self, *, engine: AsyncEngine) -> None:
+    """Every change also writes its event to the outbox, in the same transaction."""
+
+    def __init__(self, *, engine: AsyncEngine, events_exchange: str) -> None:
         self._engine = engine
+        self._exchange = events_exchange
         # Single-statement reads need no transaction: autocommit saves the BEGIN and
         # ROLLBACK round trips around each of them. Same pool, other execution options.
         self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -83,6 +93,7 @@ class SqlUserRepository:
         with _StoreErrors("store the user"):
             async with self._engine.begin() as conn:
                 await conn.execute(insert(users).values(**_user_to_row(user)))
+                await self._publish(conn, user_created(user=user, correlation_id=outgoing_request_id(), at=_now()))
 
     async def get(self, *, user_id: uuid.UUID) -> User:
         with _StoreErrors("read the user"):
@@ -108,14 +119,25 @@ class SqlUserRepository:
                 changed = change(current)
                 if changed != current:
                     await conn.execute(update(users).where(users.c.id == user_id).values(**_user_to_row(changed)))
+                    await self._publish(
+                        conn, user_updated(user=changed, correlation_id=outgoing_request_id(), at=_now())
+                    )
         return changed
 
     async def delete(self, *, user_id: uuid.UUID) -> None:
         with _StoreErrors("delete the user"):
             async with self._engine.begin() as conn:
                 result = await conn.execute(delete(users).where(users.c.id == user_id))
-        if result.rowcount == 0:
-            raise UserNotFound(str(user_id))
+                if result.rowcount == 0:
+                    raise UserNotFound(str(user_id))
+                await self._publish(
+                    conn, user_deleted(user_id=user_id, correlation_id=outgoing_request_id(), at=_now())
+                )
+
+    async def _publish(self, conn: AsyncConnection, event: UserEvent) -> None:
+        await enqueue(
+            conn, exchange=self._exchange, routing_key=event.type, message_id=event.id, body=event.as_message()
+        )
 
     async def list(self, *, page: Page, contains: str) -> tuple[list[User], int]:
         condition = _contains(contains)
@@ -126,12 +148,10 @@ class SqlUserRepository:
             .limit(page.limit)
             .offset(page.offset)
         )
-        try:
+        with _StoreErrors("list users"):
             async with self._engine.connect() as conn:
                 rows = (await conn.execute(query)).all()
                 total = (await conn.execute(select(func.count()).select_from(users).where(condition))).scalar_one()
-        except SQLAlchemyError as e:
-            raise UserStoreError("could not list users") from e
         return [_row_to_user(row) for row in rows], int(total)
 
     async def stream(self, *, contains: str) -> AsyncIterator[User]:

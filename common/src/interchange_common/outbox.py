@@ -1,0 +1,113 @@
+"""Transactional outbox: a message is committed with the change that caused it, and
+published afterwards. No change without its message, no message without its change.
+
+    outbox        the table (the owning service's migration creates it)
+    enqueue       inside the caller's transaction: one row per message, and a NOTIFY
+                  that wakes the relay when the transaction commits
+    OutboxRelay   publishes rows in insertion order (persistent, publisher confirms,
+                  mandatory) and deletes each only once the broker confirmed it; one
+                  relay per database (advisory lock); survives any failure and starts
+                  again from whatever is still in the table. At least once: the
+                  message id lets consumers drop duplicates.
+
+Order: rows about one aggregate are written under its row lock, so they are inserted,
+and therefore published, in the order of the changes.
+"""
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from typing import Any
+
+import aio_pika
+import asyncpg
+import orjson
+from sqlalchemy import BigInteger, Column, DateTime, Identity, MetaData, Table, Text, Uuid, func, insert, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from interchange_common.messaging import declare_exchange, publish
+
+_log = logging.getLogger(__name__)
+
+CHANNEL = "outbox"
+
+metadata = MetaData()
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("seq", BigInteger, Identity(always=True), primary_key=True),
+    Column("message_id", Uuid, nullable=False, unique=True),
+    Column("exchange", Text, nullable=False),
+    Column("routing_key", Text, nullable=False),
+    Column("body", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+async def enqueue(
+    conn: AsyncConnection, *, exchange: str, routing_key: str, message_id: uuid.UUID, body: dict[str, Any]
+) -> None:
+    await conn.execute(
+        insert(outbox).values(message_id=message_id, exchange=exchange, routing_key=routing_key, body=body)
+    )
+    # Delivered at commit, and only if the transaction commits.
+    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+
+
+class OutboxRelay:
+    def __init__(self, *, dsn: str, amqp_url: str, lock_id: int, batch: int = 100) -> None:
+        self._dsn = dsn.replace("postgresql+asyncpg://", "postgresql://", 1)
+        self._amqp_url = amqp_url
+        self._lock_id = lock_id
+        self._batch = batch
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            conn: asyncpg.Connection | None = None
+            broker: aio_pika.abc.AbstractConnection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
+                await conn.execute("SELECT pg_advisory_lock($1)", self._lock_id)  # waits while another relay runs
+                broker = await aio_pika.connect(self._amqp_url)
+                channel = await broker.channel(publisher_confirms=True, on_return_raises=True)
+                attempt = 0
+                await self._relay_forever(conn=conn, channel=channel)
+            except Exception as e:  # broker, channel or database: start over from the table
+                attempt += 1
+                _log.warning("outbox relay interrupted", extra={"error": type(e).__name__, "attempt": attempt})
+                await asyncio.sleep(random.uniform(0, min(10.0, 0.2 * 2**attempt)))  # noqa: S311  # jitter
+            finally:
+                if broker is not None:
+                    with contextlib.suppress(Exception):
+                        await broker.close()
+                if conn is not None:
+                    conn.terminate()
+
+    async def _relay_forever(self, *, conn: asyncpg.Connection, channel: aio_pika.abc.AbstractChannel) -> None:
+        exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        while True:
+            self._wake.clear()
+            rows = await conn.fetch(
+                "SELECT seq, message_id, exchange, routing_key, body::text AS body FROM outbox ORDER BY seq LIMIT $1",
+                self._batch,
+            )
+            for row in rows:
+                if row["exchange"] not in exchanges:
+                    exchanges[row["exchange"]] = await declare_exchange(channel=channel, name=row["exchange"])
+                body = orjson.loads(row["body"])
+                await publish(
+                    exchange=exchanges[row["exchange"]],
+                    routing_key=row["routing_key"],
+                    body=orjson.dumps(body),
+                    message_id=str(row["message_id"]),
+                    correlation_id=body.get("correlation_id") if isinstance(body, dict) else None,
+                )
+                await conn.execute("DELETE FROM outbox WHERE seq = $1", row["seq"])
+            if len(rows) < self._batch:
+                await self._wake.wait()

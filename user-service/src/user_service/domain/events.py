@@ -1,0 +1,49 @@
+"""What user-service tells the world about users: user.created, user.updated,
+user.deleted. Past tense, with their own id, the time, and the correlation id of
+the request that caused them. Never the password hash."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from user_service.domain.model import User
+
+
+@dataclass(frozen=True, slots=True)
+class UserEvent:
+    id: uuid.UUID
+    type: str  # also the routing key
+    user_id: uuid.UUID
+    occurred_at: datetime
+    correlation_id: str
+    user: User | None  # None for user.deleted
+
+    def as_message(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": str(self.user_id)}
+        if self.user is not None:
+            data |= {
+                "name": self.user.name,
+                "email": self.user.email,
+                "roles": list(self.user.roles),
+                "status": self.user.status.value,
+            }
+        return {
+            "id": str(self.id),
+            "type": self.type,
+            "occurred_at": self.occurred_at.isoformat().replace("+00:00", "Z"),
+            "correlation_id": self.correlation_id,
+            "data": data,
+        }
+
+
+def user_created(*, user: User, correlation_id: str, at: datetime) -> UserEvent:
+    return UserEvent(uuid.uuid4(), "user.created", user.id, at, correlation_id, user)
+
+
+def user_updated(*, user: User, correlation_id: str, at: datetime) -> UserEvent:
+    return UserEvent(uuid.uuid4(), "user.updated", user.id, at, correlation_id, user)
+
+
+def user_deleted(*, user_id: uuid.UUID, correlation_id: str, at: datetime) -> UserEvent:
+    return UserEvent(uuid.uuid4(), "user.deleted", user_id, at, correlation_id, None)
