@@ -30,6 +30,7 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
 from interchange_common.errors import InterchangeCommonError
+from interchange_common.tasks import run_forever
 
 _log = logging.getLogger(__name__)
 
@@ -159,28 +160,23 @@ class Consumer:
 
     async def run(self) -> None:
         """Consume until cancelled, reconnecting after any failure."""
-        attempt = 0
-        while True:
-            connection: aio_pika.abc.AbstractConnection | None = None
-            try:
-                connection = await aio_pika.connect(self.amqp_url)
-                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                await channel.set_qos(prefetch_count=self.prefetch)
-                queue = await declare_consumer(channel=channel, topology=self.topology)
-                attempt = 0
-                self.ready.set()
-                async with queue.iterator() as messages:
-                    async for message in messages:
-                        await self._handle(channel=channel, message=message)
-            except Exception as e:  # broker, channel or connection: start over
-                attempt += 1
-                self.ready.clear()
-                _log.warning("consumer interrupted", extra={"queue": self.topology.queue, "error": type(e).__name__})
-                await asyncio.sleep(random.uniform(0, min(10.0, 0.2 * 2**attempt)))  # noqa: S311  # jitter
-            finally:
-                if connection is not None:
-                    with contextlib.suppress(Exception):
-                        await connection.close()
+        await run_forever(name=f"consumer of {self.topology.queue}", session=self._session)
+
+    async def _session(self, connected: Callable[[], None]) -> None:
+        connection = await aio_pika.connect(self.amqp_url)
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            await channel.set_qos(prefetch_count=self.prefetch)
+            queue = await declare_consumer(channel=channel, topology=self.topology)
+            connected()
+            self.ready.set()
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    await self._handle(channel=channel, message=message)
+        finally:
+            self.ready.clear()
+            with contextlib.suppress(Exception):
+                await connection.close()
 
     async def _handle(self, *, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
         delivery = Delivery(

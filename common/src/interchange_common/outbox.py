@@ -17,8 +17,8 @@ and therefore published, in the order of the changes.
 import asyncio
 import contextlib
 import logging
-import random
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aio_pika
@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from interchange_common.messaging import declare_exchange, publish
+from interchange_common.tasks import run_forever
 
 _log = logging.getLogger(__name__)
 
@@ -66,28 +67,23 @@ class OutboxRelay:
         self._wake = asyncio.Event()
 
     async def run(self) -> None:
-        attempt = 0
-        while True:
-            conn: asyncpg.Connection | None = None
-            broker: aio_pika.abc.AbstractConnection | None = None
-            try:
-                conn = await asyncpg.connect(self._dsn)
-                await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
-                await conn.execute("SELECT pg_advisory_lock($1)", self._lock_id)  # waits while another relay runs
-                broker = await aio_pika.connect(self._amqp_url)
-                channel = await broker.channel(publisher_confirms=True, on_return_raises=True)
-                attempt = 0
-                await self._relay_forever(conn=conn, channel=channel)
-            except Exception as e:  # broker, channel or database: start over from the table
-                attempt += 1
-                _log.warning("outbox relay interrupted", extra={"error": type(e).__name__, "attempt": attempt})
-                await asyncio.sleep(random.uniform(0, min(10.0, 0.2 * 2**attempt)))  # noqa: S311  # jitter
-            finally:
-                if broker is not None:
-                    with contextlib.suppress(Exception):
-                        await broker.close()
-                if conn is not None:
-                    conn.terminate()
+        await run_forever(name="outbox relay", session=self._session)
+
+    async def _session(self, connected: Callable[[], None]) -> None:
+        conn = await asyncpg.connect(self._dsn)
+        broker: aio_pika.abc.AbstractConnection | None = None
+        try:
+            await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
+            await conn.execute("SELECT pg_advisory_lock($1)", self._lock_id)  # waits while another relay runs
+            broker = await aio_pika.connect(self._amqp_url)
+            channel = await broker.channel(publisher_confirms=True, on_return_raises=True)
+            connected()
+            await self._relay_forever(conn=conn, channel=channel)
+        finally:
+            if broker is not None:
+                with contextlib.suppress(Exception):
+                    await broker.close()
+            conn.terminate()
 
     async def _relay_forever(self, *, conn: asyncpg.Connection, channel: aio_pika.abc.AbstractChannel) -> None:
         exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}

@@ -24,7 +24,6 @@ committed before version n+1 can be inserted, so insert order keeps stream order
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,6 +45,7 @@ from event_store.domain.model import (
 )
 from event_store.domain.signal import Signal
 from interchange_common.events import RecordedEvent
+from interchange_common.tasks import run_forever
 
 _log = logging.getLogger(__name__)
 
@@ -238,11 +238,6 @@ class PostgresEventStorage:
         return Snapshot(row["stream_id"], row["version"], orjson.loads(row["data"]), row["saved_at"])
 
 
-async def _backoff(attempt: int) -> None:
-    """Capped exponential backoff with full jitter, between reconnect attempts."""
-    await asyncio.sleep(random.uniform(0, min(5.0, 0.1 * 2**attempt)))  # noqa: S311  # jitter, not crypto
-
-
 class Sequencer:
     """Assigns global positions. Every instance runs one; only the lock holder works."""
 
@@ -263,38 +258,33 @@ class Sequencer:
         self.kick()
 
     async def run(self) -> None:
-        attempt = 0
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(self._dsn)
-                conn.add_termination_listener(lambda _: self._lost_leadership())
-                await conn.add_listener(APPENDED_CHANNEL, lambda *_: self.kick())
-                # Appends made here while this instance wrongly believed it led only woke
-                # this sequencer: tell whoever leads now, before waiting in line.
-                await conn.execute("SELECT pg_notify($1, '')", APPENDED_CHANNEL)
-                # Blocks until this instance is the one sequencer: no polling while waiting.
-                await conn.execute("SELECT pg_advisory_lock($1)", SEQUENCER_LOCK)
-                self.is_leader = True
-                attempt = 0
-                _log.info("sequencer leads")
-                self.kick()  # events appended while nobody led
-                while True:
-                    await self._wake.wait()
-                    # Under load, appends arrive faster than passes commit: a moment's
-                    # wait lets one pass number many of them (one commit, one NOTIFY).
-                    await asyncio.sleep(_COALESCE_SECONDS)
-                    self._wake.clear()
-                    while await self._pass(conn) == self._batch:
-                        pass
-            except Exception as e:  # the sequencer must outlive any failure
-                _log.warning("sequencer interrupted", extra={"error": type(e).__name__})
-                attempt += 1
-                await _backoff(attempt)
-            finally:
-                self.is_leader = False
-                if conn is not None:
-                    conn.terminate()  # never waits on a connection that may be broken
+        await run_forever(name="sequencer", session=self._session)
+
+    async def _session(self, connected: Callable[[], None]) -> None:
+        conn = await asyncpg.connect(self._dsn)
+        try:
+            conn.add_termination_listener(lambda _: self._lost_leadership())
+            await conn.add_listener(APPENDED_CHANNEL, lambda *_: self.kick())
+            # Appends made here while this instance wrongly believed it led only woke
+            # this sequencer: tell whoever leads now, before waiting in line.
+            await conn.execute("SELECT pg_notify($1, '')", APPENDED_CHANNEL)
+            # Blocks until this instance is the one sequencer: no polling while waiting.
+            await conn.execute("SELECT pg_advisory_lock($1)", SEQUENCER_LOCK)
+            self.is_leader = True
+            connected()
+            _log.info("sequencer leads")
+            self.kick()  # events appended while nobody led
+            while True:
+                await self._wake.wait()
+                # Under load, appends arrive faster than passes commit: a moment's
+                # wait lets one pass number many of them (one commit, one NOTIFY).
+                await asyncio.sleep(_COALESCE_SECONDS)
+                self._wake.clear()
+                while await self._pass(conn) == self._batch:
+                    pass
+        finally:
+            self.is_leader = False
+            conn.terminate()  # never waits on a connection that may be broken
 
     async def _pass(self, conn: asyncpg.Connection) -> int:
         async with conn.transaction():
@@ -319,22 +309,17 @@ class ChangeListener:
         self._storage.appended.fire()
 
     async def run(self) -> None:
-        attempt = 0
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(self._dsn)
-                await conn.add_listener(SEQUENCED_CHANNEL, self._fire)
-                attempt = 0
-                self._fire()  # whatever happened while we were not listening
-                await _until_closed(conn)
-            except Exception as e:  # the listener must outlive any failure
-                _log.warning("change listener interrupted", extra={"error": type(e).__name__})
-            finally:
-                if conn is not None:
-                    conn.terminate()
-            attempt += 1
-            await _backoff(attempt)
+        await run_forever(name="change listener", session=self._session)
+
+    async def _session(self, connected: Callable[[], None]) -> None:
+        conn = await asyncpg.connect(self._dsn)
+        try:
+            await conn.add_listener(SEQUENCED_CHANNEL, self._fire)
+            connected()
+            self._fire()  # whatever happened while we were not listening
+            await _until_closed(conn)
+        finally:
+            conn.terminate()
 
 
 async def _until_closed(conn: asyncpg.Connection) -> None:

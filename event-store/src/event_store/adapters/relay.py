@@ -13,10 +13,9 @@ Events no queue is bound for go to the exchange's alternate exchange
 because nobody listens yet.
 """
 
-import asyncio
 import contextlib
 import logging
-import random
+from collections.abc import Callable
 
 import aio_pika
 import asyncpg
@@ -26,6 +25,7 @@ from aio_pika.abc import AbstractExchange
 from event_store.domain.ports import EventStorage
 from interchange_common.events import RecordedEvent
 from interchange_common.messaging import PublishFailed, declare_exchange
+from interchange_common.tasks import run_forever
 
 _log = logging.getLogger(__name__)
 
@@ -57,29 +57,24 @@ class RabbitMQRelay:
         self._batch = batch
 
     async def run(self) -> None:
-        attempt = 0
-        while True:
-            lock: asyncpg.Connection | None = None
-            connection: aio_pika.abc.AbstractConnection | None = None
-            try:
-                lock = await asyncpg.connect(self._dsn)
-                await lock.execute("SELECT pg_advisory_lock($1)", RELAY_LOCK)  # waits while another relay runs
-                connection = await aio_pika.connect(self._amqp_url)
-                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                exchange = await declare_exchange(channel=channel, name=self._exchange)
-                _log.info("relay publishing", extra={"exchange": self._exchange})
-                attempt = 0
-                await self._publish_forever(lock=lock, exchange=exchange)
-            except Exception as e:  # whatever broke (broker, channel, database), start over
-                attempt += 1
-                _log.warning("relay interrupted", extra={"error": type(e).__name__, "attempt": attempt})
-                await asyncio.sleep(random.uniform(0, min(10.0, 0.2 * 2**attempt)))  # noqa: S311  # jitter
-            finally:
-                if connection is not None:
-                    with contextlib.suppress(Exception):
-                        await connection.close()
-                if lock is not None:
-                    lock.terminate()  # never waits on a connection that may be broken
+        await run_forever(name="relay", session=self._session)
+
+    async def _session(self, connected: Callable[[], None]) -> None:
+        lock = await asyncpg.connect(self._dsn)
+        connection: aio_pika.abc.AbstractConnection | None = None
+        try:
+            await lock.execute("SELECT pg_advisory_lock($1)", RELAY_LOCK)  # waits while another relay runs
+            connection = await aio_pika.connect(self._amqp_url)
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            exchange = await declare_exchange(channel=channel, name=self._exchange)
+            _log.info("relay publishing", extra={"exchange": self._exchange})
+            connected()
+            await self._publish_forever(lock=lock, exchange=exchange)
+        finally:
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+            lock.terminate()  # never waits on a connection that may be broken
 
     async def _publish_forever(self, *, lock: asyncpg.Connection, exchange: AbstractExchange) -> None:
         position = await lock.fetchval("SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT) or 0
