@@ -12,9 +12,9 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard protos/*.proto)
 CONTRACTS := common/src/interchange_common/contracts
-PACKAGES := common user-service gateway event-store infra/devstack
+PACKAGES := common user-service gateway event-store order-service infra/devstack
 PYPROJECTS := $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
-MYPY_PACKAGES := -p interchange_common -p user_service -p gateway -p event_store -p devstack
+MYPY_PACKAGES := -p interchange_common -p user_service -p gateway -p event_store -p order_service -p devstack
 PYTEST := $(BIN)/pytest
 
 .PHONY: help up down test lint typecheck protos check-protos setup infra secrets unit integration e2e deploy-check bench clean
@@ -78,7 +78,7 @@ lint: $(INSTALLED)
 	$(BIN)/mypy $(MYPY_PACKAGES)
 	@# Tests are typed more loosely (see pyproject.toml), one package at a time so
 	@# that the many tests/ folders do not collide as module names.
-	for d in . common user-service gateway event-store infra/devstack; do (cd $$d && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml tests); done
+	for d in . common user-service gateway event-store order-service infra/devstack; do (cd $$d && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml tests); done
 
 typecheck: lint
 
@@ -91,6 +91,7 @@ unit: setup
 	$(call pytest_in,user-service,user-service/tests/unit)
 	$(call pytest_in,gateway,gateway/tests/unit)
 	$(call pytest_in,event-store,event-store/tests/unit)
+	$(call pytest_in,order-service,order-service/tests/unit)
 	$(call pytest_in,infra/devstack,infra/devstack/tests/unit)
 
 integration: setup infra

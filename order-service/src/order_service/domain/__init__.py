@@ -1,0 +1,1 @@
+"""The order aggregate. Pure: nothing here performs I/O."""

@@ -1,0 +1,23 @@
+"""What can go wrong with an order.
+
+OrderError
+ ├── InvalidOrder         items, quantities or prices break a rule (422)
+ ├── OrderNotFound        no such order, or another user's (404)
+ └── InvalidTransition    the order's status does not allow this (409)
+"""
+
+
+class OrderError(Exception):
+    """Base of every error the order domain raises."""
+
+
+class InvalidOrder(OrderError):
+    """The order's content breaks a rule."""
+
+
+class OrderNotFound(OrderError):
+    """No such order, or one the caller may not see."""
+
+
+class InvalidTransition(OrderError):
+    """The order cannot move from its status to the one asked for."""
