@@ -99,6 +99,7 @@ integration: setup infra
 	$(call pytest_in,user-service,-m integration user-service/tests/integration)
 	$(call pytest_in,gateway,-m integration gateway/tests/integration)
 	$(call pytest_in,event-store,-m integration event-store/tests/integration)
+	$(call pytest_in,order-service,-m integration order-service/tests/integration)
 
 deploy-check: setup
 	$(PYTEST) -q tests/deploy

@@ -27,6 +27,8 @@ class StackOptions:
     # Variables that fill ${...} in the compose file before env_file does: None means
     # this process's environment (compose's rule); tests pass {} to depend on nothing.
     environ: Mapping[str, str] | None = None
+    # Start only these services (and what they depend on); None starts them all.
+    only: frozenset[str] | None = None
 
 
 def plan(*, options: StackOptions, infra: Infra) -> list[NativeService]:
@@ -40,9 +42,23 @@ def plan(*, options: StackOptions, infra: Infra) -> list[NativeService]:
         database_name=options.database_name,
     )
     services = native_services(document=document, addresses=addresses)
+    if options.only is not None:
+        services = _with_dependencies(services, options.only)
     for service in services:
         service.environment.update(options.env_overrides.get(service.name, {}))
     return services
+
+
+def _with_dependencies(services: list[NativeService], wanted: frozenset[str]) -> list[NativeService]:
+    by_name = {service.name: service for service in services}
+    needed: set[str] = set()
+    pending = list(wanted)
+    while pending:
+        name = pending.pop()
+        if name not in needed:
+            needed.add(name)
+            pending.extend(by_name[name].depends_on)
+    return [service for service in services if service.name in needed]
 
 
 def database_names(services: list[NativeService]) -> set[str]:

@@ -21,3 +21,7 @@ class OrderNotFound(OrderError):
 
 class InvalidTransition(OrderError):
     """The order cannot move from its status to the one asked for."""
+
+
+class ConcurrencyConflict(OrderError):
+    """Another change to the order was recorded first (409 when retries run out)."""

@@ -257,3 +257,30 @@ def event_from_stored(*, event_id: uuid.UUID, type_: str, data: dict[str, Any], 
     if type_ == "order.shipped":
         return OrderShipped(event_id, context, order_id)
     raise InvalidOrder(f"unknown event type {type_}")
+
+
+def snapshot_data(order: Order) -> dict[str, Any]:
+    return {
+        "id": str(order.id),
+        "user_id": str(order.user_id),
+        "status": order.status.value,
+        "items": [item_data(item) for item in order.items],
+        "total": str(order.total),
+        "currency": order.currency,
+        "created_at": order.created_at.isoformat(),
+        "updated_at": order.updated_at.isoformat(),
+    }
+
+
+def order_from_snapshot(data: dict[str, Any], *, version: int) -> Order:
+    return Order(
+        id=uuid.UUID(data["id"]),
+        user_id=uuid.UUID(data["user_id"]),
+        status=OrderStatus(data["status"]),
+        items=tuple(Item(i["sku"], int(i["quantity"]), Decimal(i["unit_price"])) for i in data["items"]),
+        total=Decimal(data["total"]),
+        currency=data["currency"],
+        version=version,
+        created_at=datetime.fromisoformat(data["created_at"]),
+        updated_at=datetime.fromisoformat(data["updated_at"]),
+    )

@@ -1,0 +1,1 @@
+"""order-service's adapters: the event store (gRPC)."""

@@ -1,0 +1,22 @@
+"""Handling a command: load, decide, save at the expected version, retry on conflict."""
+
+import uuid
+
+from order_service.domain.errors import ConcurrencyConflict
+from order_service.domain.order import Command, EventContext, Order, decide
+from order_service.domain.ports import OrderStore
+
+MAX_ATTEMPTS = 3
+
+
+async def handle(*, store: OrderStore, order_id: uuid.UUID, command: Command, context: EventContext) -> Order:
+    """Another writer may record a change between our load and our save; then we
+    decide again on the newer state, a bounded number of times."""
+    for _ in range(MAX_ATTEMPTS):
+        order = await store.load(order_id=order_id)
+        events = decide(command, order, context=context)
+        try:
+            return await store.save(order=order, events=events, order_id=order_id)
+        except ConcurrencyConflict:
+            continue
+    raise ConcurrencyConflict(f"order {order_id} kept changing; try again")
