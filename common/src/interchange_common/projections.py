@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from interchange_common.contracts import eventstore_pb2, eventstore_pb2_grpc
 from interchange_common.events import RecordedEvent
+from interchange_common.signal import Signal
 
 _log = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ class ProjectionRunner:
         self._engine = engine
         self._source = source
         self._handler = handler
+        # Fires after each applied event is committed: readers that must see their own
+        # write wait on it (no polling).
+        self.applied = Signal()
 
     async def position(self) -> int:
         """The global position of the last event applied (0: none yet)."""
@@ -123,6 +127,7 @@ class ProjectionRunner:
             await conn.execute(
                 update(checkpoints).where(checkpoints.c.name == self._name).values(position=event.position)
             )
+        self.applied.fire()
         return True
 
     async def rebuild(self, *, reset: Reset) -> None:

@@ -21,8 +21,8 @@ from event_store.domain.model import (
     Snapshot,
     decide_append,
 )
-from event_store.domain.signal import Signal
 from interchange_common.events import RecordedEvent
+from interchange_common.signal import Signal
 
 
 def _utcnow() -> datetime:

@@ -43,8 +43,8 @@ from event_store.domain.model import (
     Snapshot,
     decide_append,
 )
-from event_store.domain.signal import Signal
 from interchange_common.events import RecordedEvent
+from interchange_common.signal import Signal
 from interchange_common.tasks import run_forever
 
 _log = logging.getLogger(__name__)

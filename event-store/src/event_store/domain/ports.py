@@ -6,7 +6,7 @@ The contract tests (tests/integration/test_storage_contract.py) hold both to it.
 from typing import Any, Protocol
 
 from event_store.domain.model import Decision, Direction, ExpectedVersion, NewEvent, Page, Snapshot
-from event_store.domain.signal import Signal
+from interchange_common.signal import Signal
 
 
 class EventStorage(Protocol):

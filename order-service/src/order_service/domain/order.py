@@ -184,6 +184,10 @@ _STATUS_AFTER: dict[type, OrderStatus] = {
 }
 
 
+def status_after(event: Event) -> OrderStatus:
+    return OrderStatus.PLACED if isinstance(event, OrderPlaced) else _STATUS_AFTER[type(event)]
+
+
 def evolve(state: Order | None, event: Event, *, version: int) -> Order:
     """The order after one more event, recorded at ``version`` in its stream."""
     at = event.context.occurred_at
@@ -193,7 +197,7 @@ def evolve(state: Order | None, event: Event, *, version: int) -> Order:
         )
     if state is None:
         raise InvalidTransition(f"{event.type} before order.placed")
-    return replace(state, status=_STATUS_AFTER[type(event)], version=version, updated_at=at)
+    return replace(state, status=status_after(event), version=version, updated_at=at)
 
 
 def fold(events: list[tuple[int, Event]], *, start: Order | None = None) -> Order | None:

@@ -1,6 +1,6 @@
 import asyncio
 
-from event_store.domain.signal import Signal
+from interchange_common.signal import Signal
 
 
 async def test_a_fire_wakes_every_waiter():
