@@ -76,7 +76,13 @@ async def declare_exchange(*, channel: AbstractChannel, name: str) -> AbstractEx
     consumer of an exchange declares it this one way: RabbitMQ refuses a second
     declaration with other arguments."""
     unrouted = await channel.declare_exchange(f"{name}.unrouted", aio_pika.ExchangeType.FANOUT, durable=True)
-    queue = await channel.declare_queue(f"{name}.unrouted", durable=True, arguments={"x-max-length": _UNROUTED_MAX})
+    # Full: refuse new messages (the publisher's confirm fails and it retries later)
+    # rather than drop the oldest.
+    queue = await channel.declare_queue(
+        f"{name}.unrouted",
+        durable=True,
+        arguments={"x-max-length": _UNROUTED_MAX, "x-overflow": "reject-publish"},
+    )
     await queue.bind(unrouted)
     return await channel.declare_exchange(
         name, aio_pika.ExchangeType.TOPIC, durable=True, arguments={"alternate-exchange": f"{name}.unrouted"}

@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from interchange_common.messaging import declare_exchange, publish
-from interchange_common.tasks import run_forever
+from interchange_common.tasks import run_forever, wait_alive
 
 _log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class OutboxRelay:
         broker: aio_pika.abc.AbstractConnection | None = None
         try:
             await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
+            # A closed connection wakes the loop, whose next query then ends the session.
+            conn.add_termination_listener(lambda _: self._wake.set())
             await conn.execute("SELECT pg_advisory_lock($1)", self._lock_id)  # waits while another relay runs
             broker = await aio_pika.connect(self._amqp_url)
             channel = await broker.channel(publisher_confirms=True, on_return_raises=True)
@@ -106,4 +108,4 @@ class OutboxRelay:
                 )
                 await conn.execute("DELETE FROM outbox WHERE seq = $1", row["seq"])
             if len(rows) < self._batch:
-                await self._wake.wait()
+                await wait_alive(conn, self._wake)

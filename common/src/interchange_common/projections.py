@@ -119,6 +119,8 @@ class ProjectionRunner:
                 select(checkpoints.c.position).where(checkpoints.c.name == self._name).with_for_update()
             )
             if event.position <= int(current or 0):
+                # Another runner applied it: readers waiting on this one must hear too.
+                self.applied.fire()
                 return False
             if event.position != int(current or 0) + 1:
                 # Positions are dense: a gap means the checkpoint went back under us.

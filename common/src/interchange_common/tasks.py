@@ -1,22 +1,51 @@
 """Background tasks a service runs beside its servers."""
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
 
 _log = logging.getLogger(__name__)
 
 
 async def cancel_and_wait(tasks: Iterable["asyncio.Task[object]"]) -> None:
-    """Cancel every task, then wait for each to finish (they may clean up)."""
+    """Cancel every task and wait until all have finished (they may clean up). A task
+    that ended with an error is logged; the caller's own cancellation still reaches it."""
     tasks = list(tasks)
     for task in tasks:
         task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for task, result in zip(tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True):
+        if isinstance(result, Exception):
+            _log.error("background task failed", extra={"task": task.get_name(), "error": type(result).__name__})
+
+
+class Probe(Protocol):
+    """The one method of asyncpg.Connection that wait_alive uses."""
+
+    async def fetchval(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = None,  # noqa: ASYNC109  # asyncpg's own signature
+    ) -> object: ...
+
+
+KEEPALIVE_SECONDS = 30.0
+KEEPALIVE_TIMEOUT_SECONDS = 5.0
+
+
+async def wait_alive(conn: Probe, event: asyncio.Event) -> None:
+    """Wait for ``event`` on behalf of a session that holds a database connection;
+    while nothing happens, check now and then that the connection still answers. A
+    socket that died without a FIN (a cut network, a paused host) would otherwise
+    leave the session waiting for ever; this raises instead, and run_forever starts
+    a new one."""
+    while not event.is_set():
+        try:
+            await asyncio.wait_for(event.wait(), timeout=KEEPALIVE_SECONDS)
+        except TimeoutError:
+            await conn.fetchval("SELECT 1", timeout=KEEPALIVE_TIMEOUT_SECONDS)
 
 
 Session = Callable[[Callable[[], None]], Awaitable[None]]
@@ -43,4 +72,5 @@ async def run_forever(*, name: str, session: Session) -> None:
         except Exception as e:
             _log.warning(f"{name} interrupted", extra={"error": type(e).__name__, "attempt": attempt + 1})
         attempt += 1
-        await asyncio.sleep(random.uniform(0, min(_MAX_PAUSE_SECONDS, 0.1 * 2**attempt)))  # noqa: S311  # jitter
+        pause = min(_MAX_PAUSE_SECONDS, 0.1 * 2 ** min(attempt, 10))
+        await asyncio.sleep(random.uniform(0, pause))  # noqa: S311  # jitter

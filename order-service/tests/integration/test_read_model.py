@@ -17,6 +17,7 @@ from order_service.adapters.event_store import EventStoreOrders
 from order_service.adapters.read_model import OrderQueries, project, reset
 from order_service.adapters.read_model import metadata as read_model_metadata
 from order_service.domain.commands import handle
+from order_service.domain.errors import ReadModelLagging
 from order_service.domain.order import CancelOrder, ConfirmOrder, EventContext, Item, PlaceOrder
 
 pytestmark = pytest.mark.integration
@@ -95,9 +96,9 @@ async def test_a_rebuild_from_zero_gives_the_same_rows(engine, channel):
     assert after == before
 
 
-async def test_waiting_for_a_version_that_never_comes_times_out(engine, channel):
+async def test_waiting_for_a_version_that_never_comes_is_a_lagging_read_model(engine, channel):
     async with projecting(engine, channel) as runner:
         queries = OrderQueries(engine=engine, applied=runner.applied)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(ReadModelLagging):
             await queries.get(order_id=uuid.uuid4(), min_version=1, wait_seconds=0.2)
         assert await queries.get(order_id=uuid.uuid4()) is None

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from order_service.domain.errors import InvalidOrder, InvalidTransition
+from order_service.domain.errors import InvalidOrder, InvalidTransition, OrderNotFound
 from order_service.domain.order import (
     MAX_ITEMS,
     CancelOrder,
@@ -77,7 +77,7 @@ def test_a_placed_or_confirmed_order_can_be_cancelled():
 
 
 def test_commands_on_no_order_and_a_second_placement_are_refused():
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(OrderNotFound):
         decide(CancelOrder(), None, context=CONTEXT)
     with pytest.raises(InvalidTransition):
         decide(place(), run(place()), context=CONTEXT)
@@ -120,3 +120,27 @@ def test_folding_from_a_snapshot_continues_from_it():
     shipped = fold([(3, events[0])], start=order)
     assert shipped is not None
     assert (shipped.status, shipped.version) == (OrderStatus.SHIPPED, 3)
+
+
+@pytest.mark.parametrize("reason", ["x" * 201, "line\nbreak", "nul\x00", "lone \ud800"])
+def test_bad_cancel_reasons_are_refused(reason):
+    with pytest.raises(InvalidOrder):
+        decide(CancelOrder(reason=reason), run(place()), context=CONTEXT)
+
+
+@pytest.mark.parametrize(("given", "stored"), [("1E+2", "100.00"), ("-0", "0.00"), ("4.5", "4.50")])
+def test_prices_are_stored_in_canonical_form(given, stored):
+    (event,) = decide(place(Item("A", 1, Decimal(given))), None, context=CONTEXT)
+    assert isinstance(event, OrderPlaced)
+    assert str(event.items[0].unit_price) == stored
+
+
+def test_event_times_must_carry_a_time_zone():
+    naive = EventContext(occurred_at=datetime(2026, 1, 1), correlation_id="r", causation_id="r")
+    with pytest.raises(ValueError, match="time zone"):
+        decide(place(), None, context=naive)
+
+
+def test_something_that_is_not_an_order_command_is_refused():
+    with pytest.raises(TypeError):
+        decide("ship it", run(place()), context=CONTEXT)  # type: ignore[arg-type]

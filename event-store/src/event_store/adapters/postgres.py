@@ -45,7 +45,7 @@ from event_store.domain.model import (
 )
 from interchange_common.events import RecordedEvent
 from interchange_common.signal import Signal
-from interchange_common.tasks import run_forever
+from interchange_common.tasks import run_forever, wait_alive
 
 _log = logging.getLogger(__name__)
 
@@ -54,8 +54,6 @@ SEQUENCED_CHANNEL = "events_sequenced"
 SEQUENCER_LOCK = 0x65766E74_73657100  # "evnt" "seq": one sequencer per database
 _RETRIES = 5  # under the stream's lock, only exact-version writers can still get in first
 _COALESCE_SECONDS = 0.002
-_KEEPALIVE_SECONDS = 30.0
-_KEEPALIVE_TIMEOUT_SECONDS = 5.0
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 _CURRENT_AND_EXISTING = """
@@ -277,7 +275,7 @@ class Sequencer:
             _log.info("sequencer leads")
             self.kick()  # events appended while nobody led
             while True:
-                await _wait_alive(conn, self._wake)
+                await wait_alive(conn, self._wake)
                 # Under load, appends arrive faster than passes commit: a moment's
                 # wait lets one pass number many of them (one commit, one NOTIFY).
                 await asyncio.sleep(_COALESCE_SECONDS)
@@ -322,20 +320,9 @@ class ChangeListener:
             closed = asyncio.Event()
             conn.add_termination_listener(lambda _: closed.set())
             while not closed.is_set():
-                await _wait_alive(conn, closed)
+                await wait_alive(conn, closed)
         finally:
             conn.terminate()
-
-
-async def _wait_alive(conn: asyncpg.Connection, event: asyncio.Event) -> None:
-    """Wait for ``event``; while nothing happens, check now and then that the
-    connection still answers. A socket that died without a FIN (a cut network, a
-    paused host) otherwise leaves a listener or the sequencer waiting for ever."""
-    while not event.is_set():
-        try:
-            await asyncio.wait_for(event.wait(), timeout=_KEEPALIVE_SECONDS)
-        except TimeoutError:
-            await conn.fetchval("SELECT 1", timeout=_KEEPALIVE_TIMEOUT_SECONDS)
 
 
 def appended_hook(*, sequencer: Sequencer, pool: asyncpg.Pool) -> Callable[[], Awaitable[None]]:

@@ -12,7 +12,7 @@ from google.protobuf.empty_pb2 import Empty
 
 from interchange_common.contracts import eventstore_pb2 as pb
 from interchange_common.contracts import eventstore_pb2_grpc as pb_grpc
-from order_service.domain.errors import ConcurrencyConflict
+from order_service.domain.errors import ConcurrencyConflict, OrderStoreUnavailable
 from order_service.domain.order import (
     Event,
     Order,
@@ -28,6 +28,7 @@ from order_service.domain.order import (
 
 _log = logging.getLogger(__name__)
 _PAGE = 500
+_SEND_ATTEMPTS = 3
 
 
 class EventStoreOrders:
@@ -84,12 +85,7 @@ class EventStoreOrders:
                 for event in events
             ],
         )
-        try:
-            reply = await self._stub.Append(request, timeout=self._deadline)
-        except grpc.aio.AioRpcError as e:
-            if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                raise ConcurrencyConflict(str(e.details())) from e
-            raise
+        reply = await self._append(request)
         state = order
         for offset, event in enumerate(events):
             state = evolve(state, event, version=reply.first_version + offset)
@@ -97,6 +93,22 @@ class EventStoreOrders:
         if reply.last_version // self._snapshot_every > expected // self._snapshot_every:
             await self._snapshot(state)
         return state
+
+    async def _append(self, request: pb.AppendRequest) -> pb.AppendResponse:
+        """Append; when the answer is lost (deadline, unavailable), send the very same
+        request again: the event ids make it safe, and a first attempt that did commit
+        comes back as already recorded instead of a duplicate or a false conflict."""
+        for attempt in range(_SEND_ATTEMPTS):
+            try:
+                return await self._stub.Append(request, timeout=self._deadline)
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    raise ConcurrencyConflict(str(e.details())) from e
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+                if attempt == _SEND_ATTEMPTS - 1:
+                    raise OrderStoreUnavailable("the event store did not answer") from e
+        raise AssertionError("unreachable")
 
     async def _snapshot(self, order: Order) -> None:
         try:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from interchange_common.events import RecordedEvent
 from interchange_common.signal import Signal
+from order_service.domain.errors import ReadModelLagging
 from order_service.domain.order import OrderPlaced, event_from_stored, evolve, item_data, status_after
 
 metadata = MetaData()
@@ -28,7 +29,7 @@ orders = Table(
     Column("user_id", Uuid, nullable=False, index=True),
     Column("status", String(16), nullable=False),
     Column("items", JSONB, nullable=False),
-    Column("total", Numeric(14, 2), nullable=False),
+    Column("total", Numeric(16, 2), nullable=False),  # the largest order totals 10^12
     Column("currency", String(3), nullable=False),
     Column("version", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -95,16 +96,19 @@ class OrderQueries:
     ) -> dict[str, Any] | None:
         """The order's row; with ``min_version``, waits (at most ``wait_seconds``) for
         the projection to reach it, so that a client reads its own write."""
-        async with asyncio.timeout(wait_seconds):
-            while True:
-                seen = self._applied.generation
-                async with self._engine.connect() as conn:
-                    row = (await conn.execute(select(orders).where(orders.c.id == order_id))).first()
-                if row is not None and row.version >= min_version:
-                    return _row(row)
-                if min_version == 0:
-                    return None
-                await self._applied.wait(after=seen)
+        try:
+            async with asyncio.timeout(wait_seconds):
+                while True:
+                    seen = self._applied.generation
+                    async with self._engine.connect() as conn:
+                        row = (await conn.execute(select(orders).where(orders.c.id == order_id))).first()
+                    if row is not None and row.version >= min_version:
+                        return _row(row)
+                    if min_version == 0:
+                        return None
+                    await self._applied.wait(after=seen)
+        except TimeoutError as e:
+            raise ReadModelLagging(f"order {order_id} has not reached version {min_version} yet") from e
 
     async def list_for_user(self, *, user_id: uuid.UUID, page: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         """One page of a user's orders, newest first, and how many there are."""

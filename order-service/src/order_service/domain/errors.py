@@ -1,9 +1,12 @@
 """What can go wrong with an order.
 
 OrderError
- ├── InvalidOrder         items, quantities or prices break a rule (422)
- ├── OrderNotFound        no such order, or another user's (404)
- └── InvalidTransition    the order's status does not allow this (409)
+ ├── InvalidOrder           items, quantities, prices or a reason break a rule (422)
+ ├── OrderNotFound          no such order, or another user's (404)
+ ├── InvalidTransition      the order's status does not allow this (409)
+ ├── ConcurrencyConflict    another change came first and retries ran out (409)
+ ├── OrderStoreUnavailable  the event store did not answer in time (503)
+ └── ReadModelLagging       the read model has not caught up with a write yet (503)
 """
 
 
@@ -25,3 +28,11 @@ class InvalidTransition(OrderError):
 
 class ConcurrencyConflict(OrderError):
     """Another change to the order was recorded first (409 when retries run out)."""
+
+
+class OrderStoreUnavailable(OrderError):
+    """The event store did not answer, or not within the deadline."""
+
+
+class ReadModelLagging(OrderError):
+    """The read model has not reached the version the caller wrote; try again shortly."""

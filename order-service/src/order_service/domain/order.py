@@ -16,11 +16,12 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from order_service.domain.errors import InvalidOrder, InvalidTransition
+from order_service.domain.errors import InvalidOrder, InvalidTransition, OrderNotFound
 
 MAX_ITEMS = 100
 MAX_QUANTITY = 10_000
 MAX_UNIT_PRICE = Decimal("1000000")
+MAX_REASON_LENGTH = 200
 CURRENCY = "EUR"
 _CENT = Decimal("0.01")
 
@@ -138,6 +139,7 @@ class Order:
 
 
 def check_items(items: tuple[Item, ...]) -> tuple[Item, ...]:
+    """The items, checked, with prices in their canonical form (1E+2 → 100.00, -0 → 0.00)."""
     if not items:
         raise InvalidOrder("an order needs at least one item")
     if len(items) > MAX_ITEMS:
@@ -151,11 +153,23 @@ def check_items(items: tuple[Item, ...]) -> tuple[Item, ...]:
             raise InvalidOrder(f"unit_price must be 0 to {MAX_UNIT_PRICE}")
         if item.unit_price.quantize(_CENT) != item.unit_price:
             raise InvalidOrder("unit_price has at most two decimal places")
-    return items
+    return tuple(replace(item, unit_price=item.unit_price.quantize(_CENT) + Decimal("0.00")) for item in items)
+
+
+def check_reason(reason: str) -> str:
+    if len(reason) > MAX_REASON_LENGTH or (reason and not reason.isprintable()):
+        raise InvalidOrder(f"a reason is at most {MAX_REASON_LENGTH} printable characters")
+    try:
+        reason.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidOrder("a reason must be valid Unicode text") from e
+    return reason
 
 
 def decide(command: Command, state: Order | None, *, context: EventContext) -> list[Event]:
     """The events a command causes, or an error; the state is not changed here."""
+    if context.occurred_at.tzinfo is None:
+        raise ValueError("event times must carry their time zone")
     if isinstance(command, PlaceOrder):
         if state is not None:
             raise InvalidTransition("the order exists already")
@@ -163,18 +177,21 @@ def decide(command: Command, state: Order | None, *, context: EventContext) -> l
         total = sum((item.subtotal for item in items), Decimal(0)).quantize(_CENT)
         return [OrderPlaced(uuid.uuid4(), context, command.order_id, command.user_id, items, total, CURRENCY)]
     if state is None:
-        raise InvalidTransition("no such order")
+        raise OrderNotFound("no such order")
     if isinstance(command, CancelOrder):
+        reason = check_reason(command.reason)
         if state.status not in (OrderStatus.PLACED, OrderStatus.CONFIRMED):
             raise InvalidTransition(f"a {state.status.value.lower()} order can no longer be cancelled")
-        return [OrderCancelled(uuid.uuid4(), context, state.id, command.reason[:200])]
+        return [OrderCancelled(uuid.uuid4(), context, state.id, reason)]
     if isinstance(command, ConfirmOrder):
         if state.status is not OrderStatus.PLACED:
             raise InvalidTransition(f"a {state.status.value.lower()} order cannot be confirmed")
         return [OrderConfirmed(uuid.uuid4(), context, state.id)]
-    if state.status is not OrderStatus.CONFIRMED:
-        raise InvalidTransition(f"a {state.status.value.lower()} order cannot be shipped")
-    return [OrderShipped(uuid.uuid4(), context, state.id)]
+    if isinstance(command, ShipOrder):
+        if state.status is not OrderStatus.CONFIRMED:
+            raise InvalidTransition(f"a {state.status.value.lower()} order cannot be shipped")
+        return [OrderShipped(uuid.uuid4(), context, state.id)]
+    raise TypeError(f"not an order command: {command!r}")
 
 
 _STATUS_AFTER: dict[type, OrderStatus] = {

@@ -4,14 +4,14 @@ import asyncio
 
 import pytest
 
-from event_store.adapters import postgres
+from interchange_common import tasks
 
 
 class Answering:
     def __init__(self):
         self.probes = 0
 
-    async def fetchval(self, query, timeout):
+    async def fetchval(self, query, *args, timeout=None):
         self.probes += 1
         return 1
 
@@ -19,19 +19,19 @@ class Answering:
 class Silent:
     """A socket that died without a FIN: queries are never answered."""
 
-    async def fetchval(self, query, timeout):
+    async def fetchval(self, query, *args, timeout=None):
         await asyncio.wait_for(asyncio.Event().wait(), timeout=timeout)
 
 
 @pytest.fixture(autouse=True)
 def quick(monkeypatch):
-    monkeypatch.setattr(postgres, "_KEEPALIVE_SECONDS", 0.01)
-    monkeypatch.setattr(postgres, "_KEEPALIVE_TIMEOUT_SECONDS", 0.05)
+    monkeypatch.setattr(tasks, "KEEPALIVE_SECONDS", 0.01)
+    monkeypatch.setattr(tasks, "KEEPALIVE_TIMEOUT_SECONDS", 0.05)
 
 
 async def test_a_live_connection_is_probed_while_waiting_and_the_wait_ends_on_the_event():
     connection, event = Answering(), asyncio.Event()
-    waiter = asyncio.create_task(postgres._wait_alive(connection, event))
+    waiter = asyncio.create_task(tasks.wait_alive(connection, event))
     async with asyncio.timeout(5):
         while connection.probes < 3:
             await asyncio.sleep(0.01)
@@ -41,4 +41,4 @@ async def test_a_live_connection_is_probed_while_waiting_and_the_wait_ends_on_th
 
 async def test_a_silent_connection_ends_the_wait_with_an_error():
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(postgres._wait_alive(Silent(), asyncio.Event()), timeout=5)
+        await asyncio.wait_for(tasks.wait_alive(Silent(), asyncio.Event()), timeout=5)

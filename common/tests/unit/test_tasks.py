@@ -1,0 +1,39 @@
+import asyncio
+
+import pytest
+
+from interchange_common import tasks
+
+
+async def test_run_forever_keeps_going_after_a_thousand_failures(monkeypatch):
+    async def no_pause(_seconds):
+        return None
+
+    monkeypatch.setattr("interchange_common.tasks.asyncio.sleep", no_pause)
+    sessions = 0
+
+    async def failing(connected):
+        nonlocal sessions
+        sessions += 1
+        if sessions == 1500:
+            raise asyncio.CancelledError
+        raise ConnectionRefusedError
+
+    with pytest.raises(asyncio.CancelledError):
+        await tasks.run_forever(name="test", session=failing)
+    assert sessions == 1500
+
+
+async def test_cancel_and_wait_waits_for_all_and_logs_failures(caplog):
+    async def fails():
+        raise RuntimeError("broken")
+
+    async def sleeps():
+        await asyncio.Event().wait()
+
+    broken, idle = asyncio.create_task(fails(), name="broken"), asyncio.create_task(sleeps(), name="idle")
+    await asyncio.sleep(0)
+    await tasks.cancel_and_wait([broken, idle])
+    assert broken.done()
+    assert idle.cancelled()
+    assert any(record.message == "background task failed" for record in caplog.records)
