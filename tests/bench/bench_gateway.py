@@ -24,12 +24,12 @@ from pathlib import Path
 
 import httpx
 
-from devstack.compose import default_ports, load_compose, read_env_file
+from devstack.compose import read_env_file
 from devstack.infra import ensure_infra
 from devstack.runner import healthy
 from devstack.secrets import ensure_dev_secrets
-from devstack.stack import Stack, StackOptions
-from devstack.testing import free_port, run_id, wait_for
+from devstack.stack import Stack
+from devstack.testing import free_port, isolated_stack_options, run_id, wait_for
 from interchange_common.servicejwt import ServiceTokenIssuer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,18 +118,16 @@ def main() -> None:
     ensure_tools()
     ensure_dev_secrets(root=ROOT)
     run = run_id()
-    document = load_compose(compose_file=ROOT / "docker-compose.yml", env_file=ENV_EXAMPLE, environ={})
     example = read_env_file(ENV_EXAMPLE)
     workdir = Path(tempfile.mkdtemp(prefix="interchange-bench-"))
     stack = Stack.prepare(
-        options=StackOptions(
+        options=isolated_stack_options(
             root=ROOT,
-            env_file=ENV_EXAMPLE,
-            ports={key: free_port() for key in default_ports(document)},
-            database_name=lambda name: f"ic_bench_{run}_{name}",
-            env_overrides={"gateway": {"REDIS_KEY_PREFIX": f"ic-bench-{run}", "RATE_LIMIT_REQUESTS": "100000000"}},
+            run=run,
+            purpose="bench",
             log_dir=workdir / "logs",
-            environ={},
+            only=frozenset({"gateway"}),
+            env_overrides={"gateway": {"REDIS_KEY_PREFIX": f"ic-bench-{run}", "RATE_LIMIT_REQUESTS": "100000000"}},
         ),
         infra=ensure_infra(),
     )

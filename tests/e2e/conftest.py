@@ -19,10 +19,10 @@ import httpx
 import pytest
 from redis import Redis
 
-from devstack.compose import default_ports, load_compose, read_env_file
+from devstack.compose import read_env_file
 from devstack.secrets import JWT_KEY_FILE, ensure_dev_secrets
-from devstack.stack import Stack, StackOptions
-from devstack.testing import delete_exchange, free_port, run_id
+from devstack.stack import Stack
+from devstack.testing import delete_exchange, isolated_stack_options, run_id
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -49,13 +49,12 @@ class Target:
 def _native(infra, tmp_path_factory) -> Iterator[Target]:
     ensure_dev_secrets(root=ROOT)
     run = run_id()
-    document = load_compose(compose_file=ROOT / "docker-compose.yml", env_file=ENV_EXAMPLE, environ={})
     prefix = f"ic-e2e-{run}"
-    options = StackOptions(
+    options = isolated_stack_options(
         root=ROOT,
-        env_file=ENV_EXAMPLE,
-        ports={key: free_port() for key in default_ports(document)},
-        database_name=lambda name: f"ic_e2e_{run}_{name}",
+        run=run,
+        purpose="e2e",
+        log_dir=tmp_path_factory.mktemp("stack-logs"),
         env_overrides={
             # Generous limits for the suite; test_rate_limits starts gateways with tight ones.
             "gateway": {
@@ -66,8 +65,6 @@ def _native(infra, tmp_path_factory) -> Iterator[Target]:
             "event-store": {"EVENTS_EXCHANGE": f"{prefix}.events"},
             "user-service": {"EVENTS_EXCHANGE": f"{prefix}.events"},
         },
-        log_dir=tmp_path_factory.mktemp("stack-logs"),
-        environ={},
     )
     stack = Stack.prepare(options=options, infra=infra)
     example = read_env_file(ENV_EXAMPLE)

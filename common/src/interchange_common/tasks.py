@@ -1,10 +1,11 @@
 """Background tasks a service runs beside its servers."""
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Protocol
 
 _log = logging.getLogger(__name__)
 
@@ -18,6 +19,16 @@ async def cancel_and_wait(tasks: Iterable["asyncio.Task[object]"]) -> None:
     for task, result in zip(tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True):
         if isinstance(result, Exception):
             _log.error("background task failed", extra={"task": task.get_name(), "error": type(result).__name__})
+
+
+@contextlib.asynccontextmanager
+async def background(*work: Coroutine[Any, Any, object]) -> AsyncIterator[list["asyncio.Task[object]"]]:
+    """Run ``work`` as tasks for the length of a block; cancel and wait for them after."""
+    tasks = [asyncio.create_task(item) for item in work]
+    try:
+        yield tasks
+    finally:
+        await cancel_and_wait(tasks)
 
 
 class Probe(Protocol):

@@ -23,7 +23,7 @@ from interchange_common.messaging import (
     declare_exchange,
     publish,
 )
-from interchange_common.tasks import cancel_and_wait
+from interchange_common.tasks import background
 
 pytestmark = pytest.mark.integration
 
@@ -77,12 +77,9 @@ class Recorder:
 @contextlib.asynccontextmanager
 async def consuming(infra, topology, handler):
     consumer = Consumer(amqp_url=infra.rabbitmq_url, topology=topology, handler=handler)
-    task = asyncio.create_task(consumer.run())
-    await asyncio.wait_for(consumer.ready.wait(), timeout=10)
-    try:
+    async with background(consumer.run()):
+        await asyncio.wait_for(consumer.ready.wait(), timeout=10)
         yield consumer
-    finally:
-        await cancel_and_wait([task])
 
 
 async def send(channel, topology, message_id, routing_key="order.created"):

@@ -3,7 +3,6 @@ its own PostgreSQL database: exactly once, through crashes, concurrent runners
 and rebuilds."""
 
 import asyncio
-import contextlib
 import uuid
 
 import pytest
@@ -18,7 +17,7 @@ from interchange_common.contracts import eventstore_pb2_grpc as pb_grpc
 from interchange_common.projections import GrpcEventSource, ProjectionRunner
 from interchange_common.projections import metadata as projection_metadata
 from interchange_common.rpc import service_channel
-from interchange_common.tasks import cancel_and_wait
+from interchange_common.tasks import background
 
 pytestmark = pytest.mark.integration
 
@@ -77,13 +76,8 @@ async def until_counts(engine, streams, expected, *, timeout=20):
     return found
 
 
-@contextlib.asynccontextmanager
-async def running(*runners):
-    tasks = [asyncio.create_task(runner.run()) for runner in runners]
-    try:
-        yield tasks
-    finally:
-        await cancel_and_wait(tasks)
+def running(*runners):
+    return background(*(runner.run() for runner in runners))
 
 
 def runner(engine, channel, name, handler=count_event):

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from devstack.compose import default_ports, load_compose, read_env_file
+from devstack.compose import read_env_file
 from devstack.secrets import ensure_dev_secrets
-from devstack.stack import Stack, StackOptions
-from devstack.testing import delete_exchange, free_port, run_id
+from devstack.stack import Stack
+from devstack.testing import delete_exchange, isolated_stack_options, run_id
 from interchange_common.rpc import service_channel
 from interchange_common.servicejwt import ServiceTokenIssuer
 
@@ -21,17 +21,14 @@ def event_store(infra, tmp_path_factory):
     ensure_dev_secrets(root=ROOT)
     run = run_id()
     exchange = f"ic-it-orders-{run}.events"
-    document = load_compose(compose_file=ROOT / "docker-compose.yml", env_file=ENV_EXAMPLE, environ={})
     stack = Stack.prepare(
-        options=StackOptions(
+        options=isolated_stack_options(
             root=ROOT,
-            env_file=ENV_EXAMPLE,
-            ports={key: free_port() for key in default_ports(document)},
-            database_name=lambda name: f"ic_it_orders_{run}_{name}",
-            env_overrides={"event-store": {"EVENTS_EXCHANGE": exchange}},
+            run=run,
+            purpose="it_orders",
             log_dir=tmp_path_factory.mktemp("order-service-stack"),
-            environ={},
             only=frozenset({"event-store"}),
+            env_overrides={"event-store": {"EVENTS_EXCHANGE": exchange}},
         ),
         infra=infra,
     )

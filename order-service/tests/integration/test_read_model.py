@@ -1,6 +1,5 @@
 """The orders read model, fed by a projection of the real event-store over gRPC."""
 
-import asyncio
 import contextlib
 import uuid
 from datetime import UTC, datetime
@@ -12,7 +11,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from devstack.testing import throwaway_database
 from interchange_common.projections import GrpcEventSource, ProjectionRunner
 from interchange_common.projections import metadata as checkpoint_metadata
-from interchange_common.tasks import cancel_and_wait
+from interchange_common.tasks import background
 from order_service.adapters.event_store import EventStoreOrders
 from order_service.adapters.read_model import OrderQueries, project, reset
 from order_service.adapters.read_model import metadata as read_model_metadata
@@ -37,11 +36,8 @@ async def engine(infra):
 @contextlib.asynccontextmanager
 async def projecting(engine, channel):
     runner = ProjectionRunner(name="orders", engine=engine, source=GrpcEventSource(channel=channel), handler=project)
-    task = asyncio.create_task(runner.run())
-    try:
+    async with background(runner.run()):
         yield runner
-    finally:
-        await cancel_and_wait([task])
 
 
 def context():

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from interchange_common.messaging import declare_exchange
 from interchange_common.outbox import OutboxRelay, outbox
-from interchange_common.tasks import cancel_and_wait
+from interchange_common.tasks import background
 from user_service.bootstrap import OUTBOX_RELAY_LOCK
 from user_service.domain.errors import EmailTaken
 from user_service.domain.model import Actor, NewUser, UserChanges
@@ -34,22 +34,16 @@ async def listening(infra, exchange):
                 await message.ack()
                 received.append(message)
 
-    task = asyncio.create_task(consume())
-    try:
+    async with background(consume()):
         yield received
-    finally:
-        await cancel_and_wait([task])
-        await connection.close()
+    await connection.close()
 
 
 @contextlib.asynccontextmanager
 async def relaying(database_url, infra):
     relay = OutboxRelay(dsn=database_url, amqp_url=infra.rabbitmq_url, lock_id=OUTBOX_RELAY_LOCK)
-    task = asyncio.create_task(relay.run())
-    try:
+    async with background(relay.run()):
         yield
-    finally:
-        await cancel_and_wait([task])
 
 
 async def until(condition, *, timeout=15):

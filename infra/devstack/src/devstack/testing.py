@@ -8,7 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -16,7 +16,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 
+from devstack.compose import default_ports, load_compose
 from devstack.infra import create_databases, drop_databases
+from devstack.stack import StackOptions
 
 T = TypeVar("T")
 
@@ -133,3 +135,28 @@ class PrivateRabbitMQ:
         if self._process is not None:
             self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def isolated_stack_options(
+    *,
+    root: Path,
+    run: str,
+    purpose: str,
+    log_dir: Path | None = None,
+    only: frozenset[str] | None = None,
+    env_overrides: Mapping[str, Mapping[str, str]] | None = None,
+) -> StackOptions:
+    """A native stack that collides with nothing: free ports, databases named after
+    the run, .env.example's development values and no variable from this shell."""
+    env_example = root / ".env.example"
+    document = load_compose(compose_file=root / "docker-compose.yml", env_file=env_example, environ={})
+    return StackOptions(
+        root=root,
+        env_file=env_example,
+        ports={key: free_port() for key in default_ports(document)},
+        database_name=lambda name: f"ic_{purpose}_{run}_{name}",
+        env_overrides=env_overrides or {},
+        log_dir=log_dir,
+        environ={},
+        only=only,
+    )
