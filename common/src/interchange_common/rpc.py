@@ -175,15 +175,17 @@ class _UnaryStreamMetadata(_OutgoingMetadata, grpc.aio.UnaryStreamClientIntercep
         return await continuation(self._details(client_call_details), request)
 
 
+def service_interceptors(*, issuer: ServiceTokenIssuer, audience: str) -> list[grpc.aio.ClientInterceptor]:
+    """The interceptors that add a service token for ``audience`` and the request id."""
+    return [
+        _UnaryUnaryMetadata(issuer=issuer, audience=audience),
+        _UnaryStreamMetadata(issuer=issuer, audience=audience),
+    ]
+
+
 def service_channel(*, target: str, issuer: ServiceTokenIssuer, audience: str) -> grpc.aio.Channel:
     """A channel whose calls carry a service token for ``audience`` and the request id."""
-    return grpc.aio.insecure_channel(
-        target,
-        interceptors=[
-            _UnaryUnaryMetadata(issuer=issuer, audience=audience),
-            _UnaryStreamMetadata(issuer=issuer, audience=audience),
-        ],
-    )
+    return grpc.aio.insecure_channel(target, interceptors=service_interceptors(issuer=issuer, audience=audience))
 
 
 Context = grpc.aio.ServicerContext[Any, Any]
