@@ -27,9 +27,7 @@ import httpx
 from devstack.compose import read_env_file
 from devstack.infra import ensure_infra
 from devstack.runner import healthy
-from devstack.secrets import ensure_dev_secrets
-from devstack.stack import Stack
-from devstack.testing import free_port, isolated_stack_options, run_id, wait_for
+from devstack.testing import free_port, isolated_stack, run_id, wait_for
 from interchange_common.servicejwt import ServiceTokenIssuer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,8 +89,8 @@ def ensure_tools() -> None:
 
 
 def to_ms(value: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
 def wrk(*, name: str, url: str, token: str, connections: int, seconds: int, warmup: int) -> Result:
@@ -104,8 +102,9 @@ def wrk(*, name: str, url: str, token: str, connections: int, seconds: int, warm
     if errors:
         say(f"  {name}: {errors.group(1)} non-2xx responses (the numbers below include them)")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
-    p50 = to_ms(re.search(r"50%\s+(\S+)", text).group(1))  # type: ignore[union-attr]
-    p99 = to_ms(re.search(r"99%\s+(\S+)", text).group(1))  # type: ignore[union-attr]
+    # Anchored: the thread-stats lines above end in percentages like "62.50%" too.
+    p50 = to_ms(re.search(r"^\s+50%\s+(\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
     return Result(name, rps, p50, p99)
 
 
@@ -116,24 +115,18 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
     ensure_tools()
-    ensure_dev_secrets(root=ROOT)
     run = run_id()
     example = read_env_file(ENV_EXAMPLE)
     workdir = Path(tempfile.mkdtemp(prefix="interchange-bench-"))
-    stack = Stack.prepare(
-        options=isolated_stack_options(
-            root=ROOT,
-            run=run,
-            purpose="bench",
-            log_dir=workdir / "logs",
-            only=frozenset({"gateway"}),
-            env_overrides={"gateway": {"REDIS_KEY_PREFIX": f"ic-bench-{run}", "RATE_LIMIT_REQUESTS": "100000000"}},
-        ),
+    with isolated_stack(
+        root=ROOT,
         infra=ensure_infra(),
-    )
-    nginx: subprocess.Popen[bytes] | None = None
-    try:
-        stack.start(health_timeout=90)
+        run=run,
+        purpose="bench",
+        log_dir=workdir / "logs",
+        only=frozenset({"gateway"}),
+        env_overrides={"gateway": {"REDIS_KEY_PREFIX": f"ic-bench-{run}", "RATE_LIMIT_REQUESTS": "100000000"}},
+    ) as stack:
         gateway_url, users_url = stack.url("gateway", 8080), stack.url("user-service", 8001)
         email, password = f"bench-{uuid.uuid4().hex[:8]}@example.com", "benchmark password"
         with httpx.Client(base_url=gateway_url) as client:
@@ -150,24 +143,29 @@ def main() -> None:
         conf = workdir / "nginx.conf"
         conf.write_text(NGINX_CONF.format(tmp=workdir, upstream=stack.port("user-service", 8001), port=nginx_port))
         nginx = subprocess.Popen([nginx_binary() or "nginx", "-c", str(conf), "-p", str(workdir)])
-        nginx_url = f"http://127.0.0.1:{nginx_port}"
-        wait_for(lambda: healthy(f"{nginx_url}/health/live"), timeout=10, what="nginx")
-
-        say(f"GET one user, {args.connections} connections, {args.seconds} s each after {args.warmup} s of warm-up")
-        paths = [
-            ("direct", f"{users_url}/internal/users/{user_id}", service_token),
-            ("nginx", f"{nginx_url}/internal/users/{user_id}", service_token),
-            ("gateway", f"{gateway_url}/api/users/{user_id}", user_token),
-        ]
-        results = [
-            wrk(name=name, url=url, token=token, connections=args.connections, seconds=args.seconds, warmup=args.warmup)
-            for name, url, token in paths
-        ]
-    finally:
-        if nginx is not None:
+        try:
+            nginx_url = f"http://127.0.0.1:{nginx_port}"
+            wait_for(lambda: healthy(f"{nginx_url}/health/live"), timeout=10, what="nginx")
+            say(f"GET one user, {args.connections} connections, {args.seconds} s each after {args.warmup} s of warm-up")
+            paths = [
+                ("direct", f"{users_url}/internal/users/{user_id}", service_token),
+                ("nginx", f"{nginx_url}/internal/users/{user_id}", service_token),
+                ("gateway", f"{gateway_url}/api/users/{user_id}", user_token),
+            ]
+            results = [
+                wrk(
+                    name=name,
+                    url=url,
+                    token=token,
+                    connections=args.connections,
+                    seconds=args.seconds,
+                    warmup=args.warmup,
+                )
+                for name, url, token in paths
+            ]
+        finally:
             nginx.terminate()
             nginx.wait(timeout=10)
-        stack.stop(drop_databases_too=True)
     say(f"{'path':<10}{'requests/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
     for result in results:
         say(f"{result.name:<10}{result.requests_per_second:>12.0f}{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}")

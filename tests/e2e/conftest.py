@@ -8,7 +8,6 @@ that need to reach behind the gateway then also need E2E_USER_SERVICE_URL,
 E2E_USER_SERVICE_GRPC and E2E_SERVICE_JWT_SECRET, and skip (saying so) without them.
 """
 
-import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -20,9 +19,9 @@ import pytest
 from redis import Redis
 
 from devstack.compose import read_env_file
-from devstack.secrets import JWT_KEY_FILE, ensure_dev_secrets
+from devstack.secrets import JWT_KEY_FILE
 from devstack.stack import Stack
-from devstack.testing import delete_exchange, isolated_stack_options, run_id
+from devstack.testing import isolated_stack, run_id
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -47,43 +46,38 @@ class Target:
 
 
 def _native(infra, tmp_path_factory) -> Iterator[Target]:
-    ensure_dev_secrets(root=ROOT)
     run = run_id()
     prefix = f"ic-e2e-{run}"
-    options = isolated_stack_options(
-        root=ROOT,
-        run=run,
-        purpose="e2e",
-        log_dir=tmp_path_factory.mktemp("stack-logs"),
-        env_overrides={
-            # Generous limits for the suite; test_rate_limits starts gateways with tight ones.
-            "gateway": {
-                "REDIS_KEY_PREFIX": prefix,
-                "RATE_LIMIT_REQUESTS": "100000",
-                "AUTH_RATE_LIMIT_REQUESTS": "10000",
-            },
-            "event-store": {"EVENTS_EXCHANGE": f"{prefix}.events"},
-            "user-service": {"EVENTS_EXCHANGE": f"{prefix}.events"},
-        },
-    )
-    stack = Stack.prepare(options=options, infra=infra)
+    log_dir = tmp_path_factory.mktemp("stack-logs")
     example = read_env_file(ENV_EXAMPLE)
     try:
-        stack.start(health_timeout=90)
-        yield Target(
-            gateway_url=stack.url("gateway", 8080),
-            admin_email=example["ADMIN_EMAIL"],
-            admin_password=example["ADMIN_PASSWORD"],
-            user_service_url=stack.url("user-service", 8001),
-            user_service_grpc=f"127.0.0.1:{stack.port('user-service', 50051)}",
-            service_jwt_secret=example["SERVICE_JWT_SECRET"],
-            signing_key=ROOT / JWT_KEY_FILE,
-            log_dir=options.log_dir,
-            stack=stack,
-        )
+        with isolated_stack(
+            root=ROOT,
+            infra=infra,
+            run=run,
+            purpose="e2e",
+            log_dir=log_dir,
+            # Generous limits for the suite; test_rate_limits starts gateways with tight ones.
+            env_overrides={
+                "gateway": {
+                    "REDIS_KEY_PREFIX": prefix,
+                    "RATE_LIMIT_REQUESTS": "100000",
+                    "AUTH_RATE_LIMIT_REQUESTS": "10000",
+                }
+            },
+        ) as stack:
+            yield Target(
+                gateway_url=stack.url("gateway", 8080),
+                admin_email=example["ADMIN_EMAIL"],
+                admin_password=example["ADMIN_PASSWORD"],
+                user_service_url=stack.url("user-service", 8001),
+                user_service_grpc=f"127.0.0.1:{stack.port('user-service', 50051)}",
+                service_jwt_secret=example["SERVICE_JWT_SECRET"],
+                signing_key=ROOT / JWT_KEY_FILE,
+                log_dir=log_dir,
+                stack=stack,
+            )
     finally:
-        stack.stop(drop_databases_too=True)
-        asyncio.run(delete_exchange(amqp_url=infra.rabbitmq_url, exchange=f"{prefix}.events"))
         redis = Redis.from_url(infra.redis_url)
         keys = list(redis.scan_iter(match=f"*{prefix}*"))
         if keys:

@@ -217,20 +217,21 @@ def status_codes(
 
 async def serve_with_http(
     *,
-    grpc_server: grpc.aio.Server,
-    health_servicer: health.aio.HealthServicer,
-    service_names: Sequence[str],
+    verifier: ServiceTokenVerifier,
+    service_name: str,
+    register: Callable[[grpc.aio.Server], None],
     http_app: Any,
     host: str,
     http_port: int,
     grpc_port: int,
     grace_seconds: float = 5.0,
 ) -> None:
-    """Serve gRPC and HTTP until SIGTERM or SIGINT: HTTP drains first, then gRPC
-    gets its grace period."""
+    """Serve the gRPC service ``register`` adds (see create_server) and the HTTP app
+    until SIGTERM or SIGINT: HTTP drains first, then gRPC gets its grace period."""
+    grpc_server, health_servicer = create_server(verifier=verifier, service_names=[service_name], register=register)
     grpc_server.add_insecure_port(f"{host}:{grpc_port}")
     await grpc_server.start()
-    await mark_serving(health_servicer=health_servicer, service_names=service_names)
+    await mark_serving(health_servicer=health_servicer, service_names=[service_name])
     _log.info("serving", extra={"http_port": http_port, "grpc_port": grpc_port})
     try:
         await serve_http(app=http_app, host=host, port=http_port)

@@ -18,7 +18,7 @@ from event_store.entrypoints.http import create_http_app
 from interchange_common.contracts import eventstore_pb2_grpc
 from interchange_common.health import HealthCheck
 from interchange_common.migrations import upgrade
-from interchange_common.rpc import create_server, serve_with_http
+from interchange_common.rpc import serve_with_http
 from interchange_common.servicejwt import ServiceTokenVerifier
 from interchange_common.tasks import cancel_and_wait
 
@@ -80,17 +80,12 @@ async def serve(*, settings: Settings) -> None:
             health_checks=lambda: [HealthCheck(name="postgres", probe=database)],
             max_body_bytes=settings.max_body_bytes,
         )
-        grpc_server, health_servicer = create_server(
+        await serve_with_http(
             verifier=verifier,
-            service_names=[GRPC_SERVICE_NAME],
+            service_name=GRPC_SERVICE_NAME,
             register=lambda server: eventstore_pb2_grpc.add_EventStoreServicer_to_server(
                 EventStoreServicer(store=store), server
             ),
-        )
-        await serve_with_http(
-            grpc_server=grpc_server,
-            health_servicer=health_servicer,
-            service_names=[GRPC_SERVICE_NAME],
             http_app=http_app,
             host=settings.host,
             http_port=settings.http_port,

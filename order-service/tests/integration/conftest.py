@@ -1,48 +1,42 @@
-"""A real event-store process (the compose service, run natively on free ports)."""
+"""Real event-store and user-service processes (the compose services, run natively
+on free ports, each alone with its own databases and exchange)."""
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
 from devstack.compose import read_env_file
-from devstack.secrets import ensure_dev_secrets
-from devstack.stack import Stack
-from devstack.testing import delete_exchange, isolated_stack_options, run_id
+from devstack.testing import isolated_stack, run_id
 from interchange_common.rpc import service_channel
 from interchange_common.servicejwt import ServiceTokenIssuer
 
 ROOT = Path(__file__).resolve().parents[3]
-ENV_EXAMPLE = ROOT / ".env.example"
+
+
+@pytest.fixture(scope="session")
+def secret():
+    """The shared service-token secret the processes run with."""
+    return read_env_file(ROOT / ".env.example")["SERVICE_JWT_SECRET"]
 
 
 @pytest.fixture(scope="session")
 def event_store(infra, tmp_path_factory):
-    ensure_dev_secrets(root=ROOT)
-    run = run_id()
-    exchange = f"ic-it-orders-{run}.events"
-    stack = Stack.prepare(
-        options=isolated_stack_options(
-            root=ROOT,
-            run=run,
-            purpose="it_orders",
-            log_dir=tmp_path_factory.mktemp("order-service-stack"),
-            only=frozenset({"event-store"}),
-            env_overrides={"event-store": {"EVENTS_EXCHANGE": exchange}},
-        ),
-        infra=infra,
-    )
-    stack.start(health_timeout=60)
-    try:
+    log_dir = tmp_path_factory.mktemp("event-store")
+    only = frozenset({"event-store"})
+    with isolated_stack(root=ROOT, infra=infra, run=run_id(), purpose="it_orders", log_dir=log_dir, only=only) as stack:
         yield f"127.0.0.1:{stack.port('event-store', 50054)}"
-    finally:
-        stack.stop(drop_databases_too=True)
-        asyncio.run(delete_exchange(amqp_url=infra.rabbitmq_url, exchange=exchange))
 
 
 @pytest.fixture(scope="session")
-async def channel(event_store):
-    secret = read_env_file(ENV_EXAMPLE)["SERVICE_JWT_SECRET"]
+def user_service(infra, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("user-service")
+    only = frozenset({"user-service"})
+    with isolated_stack(root=ROOT, infra=infra, run=run_id(), purpose="it_orders", log_dir=log_dir, only=only) as stack:
+        yield f"127.0.0.1:{stack.port('user-service', 50051)}"
+
+
+@pytest.fixture(scope="session")
+async def channel(event_store, secret):
     issuer = ServiceTokenIssuer(service="order-service", secret=secret, ttl_seconds=600)
     channel = service_channel(target=event_store, issuer=issuer, audience="event-store")
     yield channel

@@ -1,23 +1,18 @@
 """The user check against a real user-service process: answers, retries, breaker."""
 
-import asyncio
 import uuid
-from pathlib import Path
 
 import grpc
 import pytest
 from purgatory.domain.model import OpenedState
 
-from devstack.compose import read_env_file
-from devstack.stack import Stack
-from devstack.testing import delete_exchange, free_port, isolated_stack_options, run_id
+from devstack.testing import free_port
 from interchange_common.contracts import user_pb2, user_pb2_grpc
 from interchange_common.rpc import service_interceptors
 from interchange_common.servicejwt import ServiceTokenIssuer
 from order_service.adapters.users import UserCheckUnavailable, UserDirectory, UserMayNotOrder
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[3]
 
 
 class Counting(grpc.aio.UnaryUnaryClientInterceptor):
@@ -29,30 +24,6 @@ class Counting(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(client_call_details, request)
 
 
-@pytest.fixture(scope="module")
-def user_service(infra, tmp_path_factory):
-    run = run_id()
-    exchange = f"ic-it-ordusers-{run}.events"
-    stack = Stack.prepare(
-        options=isolated_stack_options(
-            root=ROOT,
-            run=run,
-            purpose="it_ordusers",
-            log_dir=tmp_path_factory.mktemp("user-service"),
-            only=frozenset({"user-service"}),
-            env_overrides={"user-service": {"EVENTS_EXCHANGE": exchange}},
-        ),
-        infra=infra,
-    )
-    stack.start(health_timeout=60)
-    try:
-        secret = read_env_file(ROOT / ".env.example")["SERVICE_JWT_SECRET"]
-        yield f"127.0.0.1:{stack.port('user-service', 50051)}", secret
-    finally:
-        stack.stop(drop_databases_too=True)
-        asyncio.run(delete_exchange(amqp_url=infra.rabbitmq_url, exchange=exchange))
-
-
 def channel_to(target, secret, counter):
     issuer = ServiceTokenIssuer(service="order-service", secret=secret, ttl_seconds=600)
     return grpc.aio.insecure_channel(
@@ -60,10 +31,9 @@ def channel_to(target, secret, counter):
     )
 
 
-async def test_active_users_may_order_and_unknown_or_suspended_ones_may_not(user_service):
-    target, secret = user_service
+async def test_active_users_may_order_and_unknown_or_suspended_ones_may_not(user_service, secret):
     counter = Counting()
-    async with channel_to(target, secret, counter) as channel:
+    async with channel_to(user_service, secret, counter) as channel:
         stub = user_pb2_grpc.UserServiceStub(channel)
         active = await stub.CreateUser(
             user_pb2.CreateUserRequest(name="A", email=f"a-{uuid.uuid4().hex[:8]}@example.com")

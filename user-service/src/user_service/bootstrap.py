@@ -16,7 +16,7 @@ from interchange_common.contracts import user_pb2_grpc
 from interchange_common.health import HealthCheck
 from interchange_common.migrations import upgrade
 from interchange_common.outbox import OutboxRelay
-from interchange_common.rpc import create_server, serve_with_http
+from interchange_common.rpc import serve_with_http
 from interchange_common.servicejwt import ServiceTokenVerifier
 from interchange_common.tasks import cancel_and_wait
 from user_service.adapters.passwords import Argon2PasswordHasher
@@ -93,17 +93,12 @@ async def serve(*, settings: Settings) -> None:
             health_checks=container.health_checks,
             max_body_bytes=settings.max_body_bytes,
         )
-        grpc_server, health_servicer = create_server(
+        await serve_with_http(
             verifier=container.verifier,
-            service_names=[GRPC_SERVICE_NAME],
+            service_name=GRPC_SERVICE_NAME,
             register=lambda server: user_pb2_grpc.add_UserServiceServicer_to_server(
                 UserServicer(users=container.users), server
             ),
-        )
-        await serve_with_http(
-            grpc_server=grpc_server,
-            health_servicer=health_servicer,
-            service_names=[GRPC_SERVICE_NAME],
             http_app=http_app,
             host=settings.host,
             http_port=settings.http_port,

@@ -1,5 +1,6 @@
 """The internal HTTP API against a real PostgreSQL: service auth, actors, problems."""
 
+import contextlib
 import json
 import uuid
 
@@ -13,8 +14,9 @@ pytestmark = pytest.mark.integration
 SECRET = "integration-secret-" + "y" * 32
 
 
-@pytest.fixture(scope="module")
-async def client(users, tokens):
+@contextlib.asynccontextmanager
+async def client_of(users, tokens):
+    """The HTTP app over ``users``, called as order-service would call it."""
     app = create_http_app(
         users=users,
         verifier=ServiceTokenVerifier(service="user-service", secret=SECRET),
@@ -30,6 +32,12 @@ async def client(users, tokens):
         base_url="http://user-service",
         headers={"authorization": f"Bearer {token}"},
     ) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def client(users, tokens):
+    async with client_of(users, tokens) as client:
         yield client
 
 
@@ -97,19 +105,7 @@ async def test_a_database_outage_is_a_503_problem(tokens):
         hasher=Argon2PasswordHasher(),
         tokens=tokens,
     )
-    app = create_http_app(
-        users=users,
-        verifier=ServiceTokenVerifier(service="user-service", secret=SECRET),
-        jwks=tokens.jwks,
-        health_checks=lambda: [],
-        max_body_bytes=4096,
-    )
-    token = ServiceTokenIssuer(service="order-service", secret=SECRET, ttl_seconds=300).token_for(
-        audience="user-service"
-    )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://u", headers={"authorization": f"Bearer {token}"}
-    ) as client:
+    async with client_of(users, tokens) as client:
         response = await client.get(f"/internal/users/{uuid.uuid4()}")
     await engine.dispose()
     assert response.status_code == 503

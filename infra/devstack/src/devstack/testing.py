@@ -1,6 +1,7 @@
 """Helpers the test suites share: free ports, waiting with a deadline, throwaway
 databases and exchanges, and a private RabbitMQ node that a test may stop."""
 
+import asyncio
 import os
 import secrets
 import shutil
@@ -8,8 +9,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -17,8 +18,9 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 
 from devstack.compose import default_ports, load_compose
-from devstack.infra import create_databases, drop_databases
-from devstack.stack import StackOptions
+from devstack.infra import Infra, create_databases, drop_databases
+from devstack.secrets import ensure_dev_secrets
+from devstack.stack import Stack, StackOptions
 
 T = TypeVar("T")
 
@@ -137,7 +139,7 @@ class PrivateRabbitMQ:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-def isolated_stack_options(
+def _isolated_options(
     *,
     root: Path,
     run: str,
@@ -160,3 +162,37 @@ def isolated_stack_options(
         environ={},
         only=only,
     )
+
+
+@contextmanager
+def isolated_stack(
+    *,
+    root: Path,
+    infra: Infra,
+    run: str,
+    purpose: str,
+    log_dir: Path | None = None,
+    only: frozenset[str] | None = None,
+    env_overrides: Mapping[str, Mapping[str, str]] | None = None,
+    health_timeout: float = 90,
+) -> Iterator[Stack]:
+    """A started native stack that shares nothing with anything else: free ports,
+    databases named after the run, .env.example's values and no variable from this
+    shell; services that publish events do so to this run's own exchange,
+    ``ic-<purpose>-<run>.events``. Afterwards its processes are stopped,
+    its databases dropped and its exchange deleted, whatever happened."""
+    ensure_dev_secrets(root=root)
+    options = _isolated_options(
+        root=root, run=run, purpose=purpose, log_dir=log_dir, only=only, env_overrides=env_overrides
+    )
+    stack = Stack.prepare(options=options, infra=infra)
+    exchange = f"ic-{purpose}-{run}.events"
+    for service in stack.services:
+        if "EVENTS_EXCHANGE" in service.environment:
+            service.environment["EVENTS_EXCHANGE"] = exchange
+    try:
+        stack.start(health_timeout=health_timeout)
+        yield stack
+    finally:
+        stack.stop(drop_databases_too=True)
+        asyncio.run(delete_exchange(amqp_url=infra.rabbitmq_url, exchange=exchange))
