@@ -141,7 +141,9 @@ def test_the_native_runner_runs_what_compose_runs(document):
     assert gateway["USER_SERVICE_URL"] == "http://127.0.0.1:8001"
     assert gateway["SERVICE_JWT_SECRET"] == composed["gateway"]["environment"]["SERVICE_JWT_SECRET"]
     assert native["gateway"].health_url == "http://127.0.0.1:8080/health/live"
-    assert native["gateway"].depends_on == ["user-service"]
+    assert native["gateway"].depends_on == ["user-service", "order-service"]
+    # gRPC addresses are URLs too (grpc://host:port), so they follow the port map.
+    assert native["order-service"].environment["EVENT_STORE_URL"] == "grpc://127.0.0.1:50054"
 
 
 def test_the_native_runner_follows_a_port_map(document):
@@ -158,6 +160,8 @@ def test_the_native_runner_follows_a_port_map(document):
     assert users["GRPC_PORT"] == str(ports[("user-service", 50051)])
     assert users["DATABASE_URL"].endswith("/run1_interchange_users")
     assert native["gateway"].environment["USER_SERVICE_URL"] == f"http://127.0.0.1:{ports[('user-service', 8001)]}"
+    orders = native["order-service"].environment
+    assert orders["USER_SERVICE_URL"] == f"grpc://127.0.0.1:{ports[('user-service', 50051)]}"
 
 
 def test_the_postgres_init_script_creates_every_database_the_services_use(document):

@@ -38,6 +38,7 @@ ATTEMPT_HEADER = "x-attempt"  # failed deliveries so far
 ERROR_HEADER = "x-last-error"
 ORIGINAL_ROUTING_KEY_HEADER = "x-original-routing-key"
 DEAD_AT_HEADER = "x-dead-at"
+FAILED_AT_HEADER = "x-failed-at"  # when each failed attempt ended: the retry timeline
 _MAX_ERROR_LENGTH = 500
 
 
@@ -203,11 +204,14 @@ class Consumer:
         self, *, channel: AbstractChannel, message: AbstractIncomingMessage, delivery: Delivery, error: Exception
     ) -> None:
         detail = f"{type(error).__name__}: {error}"[:_MAX_ERROR_LENGTH]
+        failed_at = delivery.headers.get(FAILED_AT_HEADER)
+        timeline = [*failed_at] if isinstance(failed_at, list) else []
         headers = {
             **delivery.headers,
             ATTEMPT_HEADER: delivery.attempt,
             ERROR_HEADER: detail,
             ORIGINAL_ROUTING_KEY_HEADER: delivery.routing_key,
+            FAILED_AT_HEADER: [*timeline, datetime.now(UTC).isoformat()],
         }
         topology = self.topology
         if delivery.attempt < topology.max_attempts:

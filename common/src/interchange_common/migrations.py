@@ -7,6 +7,7 @@ instances starting together do not race, and on an async engine (asyncpg).
 
 import asyncio
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from alembic import command, context
@@ -28,7 +29,7 @@ def upgrade(*, script_location: Path, database_url: str) -> None:
     command.upgrade(alembic_config(script_location=script_location, database_url=database_url), "head")
 
 
-def run_env(*, target_metadata: MetaData | None, lock_id: int) -> None:
+def run_env(*, target_metadata: MetaData | Sequence[MetaData] | None, lock_id: int) -> None:
     """The body of a service's Alembic env.py."""
     url = context.config.attributes.get("database_url") or os.environ.get("DATABASE_URL")
     if not url:

@@ -13,11 +13,13 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from pydantic import AfterValidator
 
 from interchange_common.errors import ServiceAuthError
 from interchange_common.httpserver import serve_http
@@ -181,6 +183,24 @@ def service_interceptors(*, issuer: ServiceTokenIssuer, audience: str) -> list[g
         _UnaryUnaryMetadata(issuer=issuer, audience=audience),
         _UnaryStreamMetadata(issuer=issuer, audience=audience),
     ]
+
+
+def grpc_target(url: str) -> str:
+    """``grpc://host:port`` → ``host:port``, the form grpc wants. Addresses of gRPC
+    servers are written as URLs so that they read (and are rewritten by tools such
+    as devstack) like every other address in the configuration."""
+    parts = urlsplit(url)
+    if parts.scheme != "grpc" or not parts.hostname or parts.port is None or parts.path.strip("/"):
+        raise ValueError(f"expected grpc://host:port, got {url!r}")
+    return f"{parts.hostname}:{parts.port}"
+
+
+def _checked_grpc_url(url: str) -> str:
+    grpc_target(url)
+    return url
+
+
+GrpcUrl = Annotated[str, AfterValidator(_checked_grpc_url)]
 
 
 def service_channel(*, target: str, issuer: ServiceTokenIssuer, audience: str) -> grpc.aio.Channel:

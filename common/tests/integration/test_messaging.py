@@ -5,6 +5,7 @@ import contextlib
 import itertools
 import time
 import uuid
+from datetime import datetime
 
 import aio_pika
 import orjson
@@ -14,6 +15,7 @@ from devstack.testing import delete_exchange, run_id
 from interchange_common.messaging import (
     ATTEMPT_HEADER,
     ERROR_HEADER,
+    FAILED_AT_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER,
     Consumer,
     ConsumerTopology,
@@ -153,6 +155,10 @@ async def test_a_poison_message_is_dead_lettered_after_growing_delays_and_blocks
     assert dead.headers[ATTEMPT_HEADER] == topology.max_attempts
     assert dead.headers[ORIGINAL_ROUTING_KEY_HEADER] == "order.created"
     assert "cannot handle" in dead.headers[ERROR_HEADER]
+    timeline = [datetime.fromisoformat(str(at)) for at in dead.headers[FAILED_AT_HEADER]]
+    assert len(timeline) == topology.max_attempts
+    recorded_gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(timeline)]
+    assert recorded_gaps == sorted(recorded_gaps)
     await dead.ack()
 
 

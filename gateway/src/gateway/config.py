@@ -15,6 +15,8 @@ class Settings(ServiceSettings):
 
     user_service_url: str
     user_service_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    order_service_url: str
+    order_service_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
     jwt_issuer: str = "interchange"
     jwt_audience: str = "interchange-api"

@@ -2,3 +2,4 @@
 -- compose postgres volume is created; the native runner creates the same names.
 CREATE DATABASE interchange_users;
 CREATE DATABASE interchange_events;
+CREATE DATABASE interchange_orders;

@@ -1,20 +1,27 @@
 """The orders read model, fed by a projection of the real event-store over gRPC."""
 
+import asyncio
 import contextlib
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from devstack.testing import throwaway_database
+from interchange_common.migrations import upgrade
 from interchange_common.projections import GrpcEventSource, ProjectionRunner
 from interchange_common.projections import metadata as checkpoint_metadata
 from interchange_common.tasks import background
 from order_service.adapters.event_store import EventStoreOrders
+from order_service.adapters.idempotency import metadata as idempotency_metadata
 from order_service.adapters.read_model import OrderQueries, project, reset
 from order_service.adapters.read_model import metadata as read_model_metadata
+from order_service.bootstrap import MIGRATIONS
 from order_service.domain.commands import handle
 from order_service.domain.errors import ReadModelLagging
 from order_service.domain.order import CancelOrder, ConfirmOrder, EventContext, Item, PlaceOrder
@@ -25,12 +32,23 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 async def engine(infra):
     async with throwaway_database(server_url=infra.postgres_url, prefix="ic_it_order_reads") as url:
+        await asyncio.to_thread(upgrade, script_location=MIGRATIONS, database_url=url)
         engine = create_async_engine(url)
-        async with engine.begin() as conn:
-            await conn.run_sync(checkpoint_metadata.create_all)
-            await conn.run_sync(read_model_metadata.create_all)
         yield engine
         await engine.dispose()
+
+
+async def test_the_migrations_create_exactly_the_tables_the_code_uses(engine):
+    def differences(conn):
+        context = MigrationContext.configure(conn)
+        combined = MetaData()
+        for metadata in (read_model_metadata, idempotency_metadata, checkpoint_metadata):
+            for table in metadata.tables.values():
+                table.to_metadata(combined)
+        return compare_metadata(context, combined)
+
+    async with engine.connect() as conn:
+        assert await conn.run_sync(differences) == []
 
 
 @contextlib.asynccontextmanager
@@ -57,11 +75,11 @@ async def test_a_client_reads_its_own_writes(engine, channel):
         placed = await place(store, user, "4.75", "0.25")
         row = await queries.get(order_id=placed.id, min_version=placed.version, wait_seconds=10)
         assert row is not None
-        assert (row["status"], row["total"], row["version"]) == ("PLACED", "5.00", 1)
+        assert (row.status, str(row.total), row.version) == ("PLACED", "5.00", 1)
         cancelled = await handle(store=store, order_id=placed.id, command=CancelOrder(), context=context())
         row = await queries.get(order_id=placed.id, min_version=cancelled.version, wait_seconds=10)
         assert row is not None
-        assert (row["status"], row["version"]) == ("CANCELLED", 2)
+        assert (row.status, row.version) == ("CANCELLED", 2)
 
 
 async def test_a_users_orders_are_listed_newest_first_and_only_theirs(engine, channel):
@@ -74,7 +92,7 @@ async def test_a_users_orders_are_listed_newest_first_and_only_theirs(engine, ch
             assert await queries.get(order_id=order.id, min_version=1, wait_seconds=10)
         page, total = await queries.list_for_user(user_id=user, page=1, limit=2)
     assert total == 3
-    assert [row["id"] for row in page] == [str(mine[2].id), str(mine[1].id)]
+    assert [row.id for row in page] == [mine[2].id, mine[1].id]
 
 
 async def test_a_rebuild_from_zero_gives_the_same_rows(engine, channel):

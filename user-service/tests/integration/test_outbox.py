@@ -9,12 +9,13 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
+from interchange_common.actors import Actor
 from interchange_common.messaging import declare_exchange
 from interchange_common.outbox import OutboxRelay, outbox
 from interchange_common.tasks import background
 from user_service.bootstrap import OUTBOX_RELAY_LOCK
 from user_service.domain.errors import EmailTaken
-from user_service.domain.model import Actor, NewUser, UserChanges
+from user_service.domain.model import NewUser, UserChanges
 
 pytestmark = pytest.mark.integration
 

@@ -3,10 +3,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from interchange_common.actors import Actor
 from user_service.domain.errors import InvalidUserData, PermissionDenied, UserNotFound
 from user_service.domain.model import (
     MAX_PAGE_SIZE,
-    Actor,
     UserChanges,
     UserStatus,
     apply_changes,

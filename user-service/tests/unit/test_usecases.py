@@ -2,8 +2,9 @@ import uuid
 
 import pytest
 
+from interchange_common.actors import Actor
 from user_service.domain.errors import EmailTaken, InvalidCredentials, InvalidUserData, PermissionDenied, UserNotFound
-from user_service.domain.model import Actor, NewUser, UserChanges, UserStatus
+from user_service.domain.model import NewUser, UserChanges, UserStatus
 
 
 def new_user(email="ada@example.com", password="correct horse"):

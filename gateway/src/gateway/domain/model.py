@@ -90,7 +90,9 @@ class Route:
     access: Access
     rate_limit: str = "default"
     summary: str = ""
-    forward_headers: tuple[str, ...] = field(default=("content-type", "accept", "if-match", "if-none-match"))
+    forward_headers: tuple[str, ...] = field(
+        default=("content-type", "accept", "if-match", "if-none-match", "idempotency-key")
+    )
 
     def authorize(self, *, principal: Principal | None) -> None:
         """Raise when the caller may not use this route at all (object checks are upstream)."""

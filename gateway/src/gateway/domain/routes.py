@@ -7,6 +7,7 @@ paths overlap: ``/api/users/me`` stands before ``/api/users/{user_id}``.
 from gateway.domain.model import Access, Route
 
 USERS = "users"
+ORDERS = "orders"
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/auth/register", USERS, "/internal/users", Access.PUBLIC, "auth", "Register a user"),
@@ -17,4 +18,39 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/users/{user_id}", USERS, "/internal/users/{user_id}", Access.USER, summary="A user"),
     Route("PATCH", "/api/users/{user_id}", USERS, "/internal/users/{user_id}", Access.USER, summary="Change a user"),
     Route("DELETE", "/api/users/{user_id}", USERS, "/internal/users/{user_id}", Access.USER, summary="Delete a user"),
+    Route("POST", "/api/orders", ORDERS, "/internal/orders", Access.USER, summary="Place an order"),
+    Route("GET", "/api/orders", ORDERS, "/internal/orders", Access.USER, summary="The caller's orders"),
+    Route("GET", "/api/orders/{order_id}", ORDERS, "/internal/orders/{order_id}", Access.USER, summary="An order"),
+    Route(
+        "POST",
+        "/api/orders/{order_id}/cancel",
+        ORDERS,
+        "/internal/orders/{order_id}/cancel",
+        Access.USER,
+        summary="Cancel an order",
+    ),
+    Route(
+        "POST",
+        "/api/orders/{order_id}/confirm",
+        ORDERS,
+        "/internal/orders/{order_id}/confirm",
+        Access.ADMIN,
+        summary="Confirm an order (admin)",
+    ),
+    Route(
+        "POST",
+        "/api/orders/{order_id}/ship",
+        ORDERS,
+        "/internal/orders/{order_id}/ship",
+        Access.ADMIN,
+        summary="Ship an order (admin)",
+    ),
+    Route(
+        "GET",
+        "/api/orders/{order_id}/events",
+        ORDERS,
+        "/internal/orders/{order_id}/events",
+        Access.USER,
+        summary="An order's event history",
+    ),
 )

@@ -18,15 +18,13 @@ from starlette.routing import Route as StarletteRoute
 from gateway.adapters.upstream import UpstreamClient
 from gateway.domain.errors import AuthenticationFailed, Forbidden, UpstreamTimeout, UpstreamUnavailable
 from gateway.domain.model import Access, Principal, RateDecision, RateLimitPolicy, Route
+from interchange_common.actors import ACTOR_ID_HEADER, ACTOR_ROLES_HEADER
 from interchange_common.asgi import ObservabilityMiddleware
 from interchange_common.health import HealthCheck, health_router
 from interchange_common.metrics import metrics_router
 from interchange_common.problems import install_problem_handlers, problem_response
 from interchange_common.requestctx import REQUEST_ID_HEADER, current_request_id
 from interchange_common.servicejwt import ServiceTokenIssuer
-
-ACTOR_ID_HEADER = "x-actor-id"
-ACTOR_ROLES_HEADER = "x-actor-roles"
 
 Verify = Callable[..., Awaitable[Principal]]
 Hit = Callable[..., Awaitable[RateDecision]]

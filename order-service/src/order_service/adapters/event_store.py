@@ -5,13 +5,18 @@ a longer read next time)."""
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import grpc
 import orjson
+import stamina
 from google.protobuf.empty_pb2 import Empty
 
 from interchange_common.contracts import eventstore_pb2 as pb
 from interchange_common.contracts import eventstore_pb2_grpc as pb_grpc
+from interchange_common.events import RecordedEvent
+from interchange_common.projections import from_proto
 from order_service.domain.errors import ConcurrencyConflict, OrderStoreUnavailable
 from order_service.domain.order import (
     Event,
@@ -27,6 +32,17 @@ from order_service.domain.order import (
 )
 
 _log = logging.getLogger(__name__)
+_Reply = TypeVar("_Reply")
+
+
+class _NoSnapshot(Exception):
+    """LoadSnapshot's NOT_FOUND: the stream has no snapshot (yet)."""
+
+
+def _unavailable(error: Exception) -> bool:
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
+
+
 _PAGE = 500
 _SEND_ATTEMPTS = 3
 
@@ -41,15 +57,14 @@ class EventStoreOrders:
         stream = stream_id(order_id)
         state: Order | None = None
         try:
-            snapshot = await self._stub.LoadSnapshot(pb.LoadSnapshotRequest(stream_id=stream), timeout=self._deadline)
+            snapshot = await self._read(self._stub.LoadSnapshot, pb.LoadSnapshotRequest(stream_id=stream))
             state = order_from_snapshot(orjson.loads(snapshot.data), version=snapshot.version)
-        except grpc.aio.AioRpcError as e:
-            if e.code() != grpc.StatusCode.NOT_FOUND:
-                raise
+        except _NoSnapshot:
+            pass
         start = (state.version if state else 0) + 1
         while True:
-            page = await self._stub.ReadStream(
-                pb.ReadStreamRequest(stream_id=stream, from_version=start, limit=_PAGE), timeout=self._deadline
+            page = await self._read(
+                self._stub.ReadStream, pb.ReadStreamRequest(stream_id=stream, from_version=start, limit=_PAGE)
             )
             state = fold(
                 [
@@ -68,6 +83,19 @@ class EventStoreOrders:
             )
             if page.end:
                 return state
+            start = page.next
+
+    async def history(self, *, order_id: uuid.UUID) -> list[RecordedEvent]:
+        events: list[RecordedEvent] = []
+        start = 1
+        while True:
+            page = await self._read(
+                self._stub.ReadStream,
+                pb.ReadStreamRequest(stream_id=stream_id(order_id), from_version=start, limit=_PAGE),
+            )
+            events.extend(from_proto(message) for message in page.events)
+            if page.end:
+                return events
             start = page.next
 
     async def save(self, *, order: Order | None, events: list[Event], order_id: uuid.UUID) -> Order:
@@ -93,6 +121,21 @@ class EventStoreOrders:
         if reply.last_version // self._snapshot_every > expected // self._snapshot_every:
             await self._snapshot(state)
         return state
+
+    async def _read(self, method: Callable[..., Awaitable[_Reply]], request: object) -> _Reply:
+        """A read, retried while the event store is unavailable (reads are safe to
+        repeat), within the deadline; OrderStoreUnavailable when it never answers."""
+        try:
+            async for attempt in stamina.retry_context(
+                on=_unavailable, attempts=_SEND_ATTEMPTS, timeout=self._deadline, wait_initial=0.05, wait_max=0.5
+            ):
+                with attempt:
+                    return await method(request, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                raise _NoSnapshot from e
+            raise OrderStoreUnavailable(f"the event store: {e.code().name}") from e
+        raise AssertionError("stamina retries or raises")
 
     async def _append(self, request: pb.AppendRequest) -> pb.AppendResponse:
         """Append; when the answer is lost (deadline, unavailable), send the very same

@@ -10,6 +10,7 @@ projection of the event store's events (interchange_common.projections).
 
 import asyncio
 import uuid
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, String, Table, Uuid, func, select, update
@@ -19,7 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from interchange_common.events import RecordedEvent
 from interchange_common.signal import Signal
 from order_service.domain.errors import ReadModelLagging
-from order_service.domain.order import OrderPlaced, event_from_stored, evolve, item_data, status_after
+from order_service.domain.order import (
+    Item,
+    Order,
+    OrderPlaced,
+    OrderStatus,
+    event_from_stored,
+    evolve,
+    item_data,
+    status_after,
+)
 
 metadata = MetaData()
 orders = Table(
@@ -72,45 +82,46 @@ async def reset(conn: AsyncConnection) -> None:
     await conn.execute(orders.delete())
 
 
-def _row(row: Any) -> dict[str, Any]:
-    return {
-        "id": str(row.id),
-        "user_id": str(row.user_id),
-        "status": row.status,
-        "items": row.items,
-        "total": str(row.total),
-        "currency": row.currency,
-        "version": row.version,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }
+def _order(row: Any) -> Order:
+    return Order(
+        id=row.id,
+        user_id=row.user_id,
+        status=OrderStatus(row.status),
+        items=tuple(Item(i["sku"], int(i["quantity"]), Decimal(i["unit_price"])) for i in row.items),
+        total=row.total,
+        currency=row.currency,
+        version=row.version,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
 
 
 class OrderQueries:
-    def __init__(self, *, engine: AsyncEngine, applied: Signal) -> None:
+    def __init__(self, *, engine: AsyncEngine, applied: Signal, wait_seconds: float = 2.0) -> None:
         self._engine = engine
         self._applied = applied
+        self._wait_seconds = wait_seconds
 
     async def get(
-        self, *, order_id: uuid.UUID, min_version: int = 0, wait_seconds: float = 2.0
-    ) -> dict[str, Any] | None:
+        self, *, order_id: uuid.UUID, min_version: int = 0, wait_seconds: float | None = None
+    ) -> Order | None:
         """The order's row; with ``min_version``, waits (at most ``wait_seconds``) for
         the projection to reach it, so that a client reads its own write."""
         try:
-            async with asyncio.timeout(wait_seconds):
+            async with asyncio.timeout(self._wait_seconds if wait_seconds is None else wait_seconds):
                 while True:
                     seen = self._applied.generation
                     async with self._engine.connect() as conn:
                         row = (await conn.execute(select(orders).where(orders.c.id == order_id))).first()
                     if row is not None and row.version >= min_version:
-                        return _row(row)
+                        return _order(row)
                     if min_version == 0:
                         return None
                     await self._applied.wait(after=seen)
         except TimeoutError as e:
             raise ReadModelLagging(f"order {order_id} has not reached version {min_version} yet") from e
 
-    async def list_for_user(self, *, user_id: uuid.UUID, page: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+    async def list_for_user(self, *, user_id: uuid.UUID, page: int, limit: int) -> tuple[list[Order], int]:
         """One page of a user's orders, newest first, and how many there are."""
         async with self._engine.connect() as conn:
             rows = (
@@ -123,4 +134,4 @@ class OrderQueries:
                 )
             ).all()
             total = await conn.scalar(select(func.count()).select_from(orders).where(orders.c.user_id == user_id))
-        return [_row(row) for row in rows], int(total or 0)
+        return [_order(row) for row in rows], int(total or 0)

@@ -1,6 +1,7 @@
 """Handling a command: load, decide, save at the expected version, retry on conflict."""
 
 import uuid
+from collections.abc import Callable
 
 from order_service.domain.errors import ConcurrencyConflict
 from order_service.domain.order import Command, EventContext, Order, decide
@@ -9,11 +10,24 @@ from order_service.domain.ports import OrderStore
 MAX_ATTEMPTS = 3
 
 
-async def handle(*, store: OrderStore, order_id: uuid.UUID, command: Command, context: EventContext) -> Order:
+def _anything(_: Order | None) -> None:
+    return None
+
+
+async def handle(
+    *,
+    store: OrderStore,
+    order_id: uuid.UUID,
+    command: Command,
+    context: EventContext,
+    check: Callable[[Order | None], None] = _anything,
+) -> Order:
     """Another writer may record a change between our load and our save; then we
-    decide again on the newer state, a bounded number of times."""
+    decide again on the newer state, a bounded number of times. ``check`` sees each
+    loaded state first and raises to refuse (who may act, which version)."""
     for _ in range(MAX_ATTEMPTS):
         order = await store.load(order_id=order_id)
+        check(order)
         events = decide(command, order, context=context)
         try:
             return await store.save(order=order, events=events, order_id=order_id)

@@ -4,6 +4,9 @@ OrderError
  ├── InvalidOrder           items, quantities, prices or a reason break a rule (422)
  ├── OrderNotFound          no such order, or another user's (404)
  ├── InvalidTransition      the order's status does not allow this (409)
+ ├── VersionMismatch        If-Match named another version than the order's (412)
+ ├── IdempotencyKeyReused   the key was used before with another request body (422)
+ ├── PermissionDenied       the caller's role does not allow this (403)
  ├── ConcurrencyConflict    another change came first and retries ran out (409)
  ├── OrderStoreUnavailable  the event store did not answer in time (503)
  └── ReadModelLagging       the read model has not caught up with a write yet (503)
@@ -24,6 +27,18 @@ class OrderNotFound(OrderError):
 
 class InvalidTransition(OrderError):
     """The order cannot move from its status to the one asked for."""
+
+
+class VersionMismatch(OrderError):
+    """The caller changed an order at a version it no longer has."""
+
+
+class IdempotencyKeyReused(OrderError):
+    """An Idempotency-Key came back with another request than the first time."""
+
+
+class PermissionDenied(OrderError):
+    """The caller may see the order but not do this to it."""
 
 
 class ConcurrencyConflict(OrderError):

@@ -1,8 +1,10 @@
-"""What the order domain needs from storage."""
+"""What the order domain needs from the outside: storage, the user check, the read
+model and idempotency keys. Adapters implement these; tests use fakes."""
 
 import uuid
 from typing import Protocol
 
+from interchange_common.events import RecordedEvent
 from order_service.domain.order import Event, Order
 
 
@@ -13,3 +15,26 @@ class OrderStore(Protocol):
     async def save(self, *, order: Order | None, events: list[Event], order_id: uuid.UUID) -> Order:
         """Append the events after ``order``'s version (ConcurrencyConflict if the
         stream moved on) and return the order after them."""
+
+    async def history(self, *, order_id: uuid.UUID) -> list[RecordedEvent]:
+        """Every event of the order, oldest first (empty: no such order)."""
+
+
+class UserCheck(Protocol):
+    async def ensure_may_order(self, *, user_id: uuid.UUID) -> None:
+        """Return when the user may order; raise an OrderError otherwise."""
+
+
+class OrderReadModel(Protocol):
+    async def get(self, *, order_id: uuid.UUID, min_version: int = 0) -> Order | None:
+        """The order as projected; waits (bounded) until it has reached ``min_version``."""
+
+    async def list_for_user(self, *, user_id: uuid.UUID, page: int, limit: int) -> tuple[list[Order], int]:
+        """One page of the user's orders, newest first, and how many there are."""
+
+
+class IdempotencyKeys(Protocol):
+    async def claim(self, *, user_id: uuid.UUID, key: str, fingerprint: str, order_id: uuid.UUID) -> uuid.UUID:
+        """The order id the user's key stands for: ``order_id`` when the key is new
+        (or expired), the first request's order id when the same request comes
+        again; IdempotencyKeyReused when the key came with another request."""

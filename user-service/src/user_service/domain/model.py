@@ -1,7 +1,7 @@
 """Users, who acts on them, and the rules for both.
 
 User          a user as stored (immutable; changes make a new User)
-Actor         who asks: a user with roles, or a trusted service
+Actor         who asks (interchange_common.actors): a user with roles, or a trusted service
 NewUser       the data to register a user
 UserChanges   a partial update: None means "leave as it is"
 """
@@ -12,10 +12,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
+from interchange_common.actors import ADMIN_ROLE, USER_ROLE, Actor
 from user_service.domain.errors import InvalidUserData, PermissionDenied, UserNotFound
 
-ADMIN_ROLE = "admin"
-USER_ROLE = "user"
 KNOWN_ROLES = frozenset({ADMIN_ROLE, USER_ROLE})
 MAX_NAME_LENGTH = 100
 MAX_EMAIL_LENGTH = 254
@@ -49,28 +48,6 @@ class User:
     @property
     def is_admin(self) -> bool:
         return ADMIN_ROLE in self.roles
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who asks: a signed-in user, a service acting for itself (``service``), or
-    nobody in particular (an anonymous caller of a public route)."""
-
-    user_id: uuid.UUID | None
-    roles: frozenset[str] = frozenset()
-    service: bool = False
-
-    @property
-    def is_admin(self) -> bool:
-        return self.service or ADMIN_ROLE in self.roles
-
-    @classmethod
-    def trusted_service(cls) -> "Actor":
-        return cls(user_id=None, service=True)
-
-    @classmethod
-    def anonymous(cls) -> "Actor":
-        return cls(user_id=None)
 
 
 @dataclass(frozen=True, slots=True)

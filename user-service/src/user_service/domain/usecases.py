@@ -5,11 +5,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from interchange_common.actors import ADMIN_ROLE, USER_ROLE, Actor
 from user_service.domain.errors import EmailTaken, InvalidCredentials, UserNotFound
 from user_service.domain.model import (
-    ADMIN_ROLE,
-    USER_ROLE,
-    Actor,
     NewUser,
     Page,
     User,

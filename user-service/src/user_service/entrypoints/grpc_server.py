@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from interchange_common.actors import Actor
 from interchange_common.contracts import user_pb2, user_pb2_grpc
 from interchange_common.rpc import Context, status_codes
 from user_service.adapters.errors import UserStoreError
@@ -22,7 +23,7 @@ from user_service.domain.errors import (
     UserNotFound,
     UserServiceError,
 )
-from user_service.domain.model import Actor, NewUser, User, UserChanges, UserStatus, parse_user_id
+from user_service.domain.model import NewUser, User, UserChanges, UserStatus, parse_user_id
 from user_service.domain.usecases import Users
 
 SERVICE_NAME = user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name

@@ -6,19 +6,19 @@ behalf it calls (X-Actor-Id, X-Actor-Roles); without those headers the calling
 service acts for itself and may read every user.
 """
 
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from starlette.responses import Response
 
+from interchange_common.actors import Actor, actor_dependency
 from interchange_common.asgi import ObservabilityMiddleware
 from interchange_common.health import HealthCheck, health_router
 from interchange_common.httpauth import service_caller_dependency
 from interchange_common.metrics import metrics_router
 from interchange_common.problems import install_problem_handlers, problem_response
-from interchange_common.servicejwt import ServiceCaller, ServiceTokenVerifier
+from interchange_common.servicejwt import ServiceTokenVerifier
 from user_service.adapters.errors import UserStoreError
 from user_service.domain.errors import (
     EmailTaken,
@@ -31,7 +31,6 @@ from user_service.domain.errors import (
 from user_service.domain.model import (
     MAX_FILTER_LENGTH,
     MAX_PAGE_SIZE,
-    Actor,
     NewUser,
     UserChanges,
     UserStatus,
@@ -39,9 +38,6 @@ from user_service.domain.model import (
 )
 from user_service.domain.usecases import Users
 from user_service.entrypoints.schemas import TokenRequest, TokenResponse, UserCreate, UserList, UserPublic, UserUpdate
-
-ACTOR_ID_HEADER = "x-actor-id"
-ACTOR_ROLES_HEADER = "x-actor-roles"
 
 _STATUS_OF: dict[type[Exception], int] = {
     UserNotFound: 404,
@@ -65,32 +61,6 @@ async def _on_domain_error(_: Request, exc: Exception) -> Response:
 
 async def _on_store_error(_: Request, exc: Exception) -> Response:
     return problem_response(status=503, detail="the user store is unavailable", headers={"Retry-After": "1"})
-
-
-# Callers that forward end users: without actor headers they act for nobody, never
-# as a trusted service (a public route must not run with a service's rights).
-USER_FACING_CALLERS = frozenset({"gateway"})
-
-
-def actor_dependency(
-    *, require_service: Callable[[Request], Awaitable[ServiceCaller]]
-) -> Callable[[Request], Awaitable[Actor]]:
-    async def actor_of(request: Request) -> Actor:
-        caller = await require_service(request)
-        raw_id = request.headers.get(ACTOR_ID_HEADER)
-        if raw_id is None:
-            return Actor.anonymous() if caller.service in USER_FACING_CALLERS else Actor.trusted_service()
-        return _user_actor(raw_id=raw_id, roles=request.headers.get(ACTOR_ROLES_HEADER, ""))
-
-    return actor_of
-
-
-def _user_actor(*, raw_id: str, roles: str) -> Actor:
-    try:
-        user_id = uuid.UUID(raw_id)
-    except ValueError as e:
-        raise InvalidUserData("X-Actor-Id is not a user id") from e
-    return Actor(user_id=user_id, roles=frozenset(role for role in roles.split(",") if role))
 
 
 def create_http_app(

@@ -1,0 +1,3 @@
+from order_service.entrypoints.cli import main
+
+main()

@@ -1,0 +1,63 @@
+"""Idempotency keys in order-service's database: (user, key) → the order it placed.
+
+A key belongs to one user; it stands for the first request's body (a fingerprint)
+and the order id chosen for it, until it expires. Claims are one statement, so two
+concurrent requests with the same key agree on one order id.
+"""
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Uuid, delete, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from order_service.domain.errors import IdempotencyKeyReused
+
+metadata = MetaData()
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("user_id", Uuid, primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("order_id", Uuid, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+
+class SqlIdempotencyKeys:
+    def __init__(self, *, engine: AsyncEngine, ttl: timedelta) -> None:
+        self._engine = engine
+        self._ttl = ttl
+
+    async def claim(self, *, user_id: uuid.UUID, key: str, fingerprint: str, order_id: uuid.UUID) -> uuid.UUID:
+        expires_at = func.now() + self._ttl
+        fresh = insert(idempotency_keys).values(
+            user_id=user_id, key=key, fingerprint=fingerprint, order_id=order_id, expires_at=expires_at
+        )
+        # A new key, or an expired one taken over; a live key is left as it is.
+        claim = fresh.on_conflict_do_update(
+            index_elements=["user_id", "key"],
+            set_={"fingerprint": fingerprint, "order_id": order_id, "expires_at": expires_at},
+            where=idempotency_keys.c.expires_at < func.now(),
+        ).returning(idempotency_keys.c.order_id)
+        async with self._engine.begin() as conn:
+            claimed = await conn.scalar(claim)
+            if claimed is not None:
+                return uuid.UUID(str(claimed))
+            row = (
+                await conn.execute(
+                    select(idempotency_keys.c.fingerprint, idempotency_keys.c.order_id).where(
+                        idempotency_keys.c.user_id == user_id, idempotency_keys.c.key == key
+                    )
+                )
+            ).one()
+        if row.fingerprint != fingerprint:
+            raise IdempotencyKeyReused("this Idempotency-Key was used with another request body")
+        return uuid.UUID(str(row.order_id))
+
+    async def purge_expired(self) -> int:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(delete(idempotency_keys).where(idempotency_keys.c.expires_at < func.now()))
+        return int(result.rowcount or 0)

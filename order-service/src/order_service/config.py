@@ -1,0 +1,36 @@
+"""order-service's settings, from the environment (see docker-compose.yml)."""
+
+from pydantic import Field, SecretStr
+
+from interchange_common.rpc import GrpcUrl
+from interchange_common.settings import ServiceSettings
+
+SERVICE_NAME = "order-service"
+
+
+class Settings(ServiceSettings):
+    http_port: int = 8002
+    # postgresql+asyncpg://user:password@host:port/database: the read model and keys.
+    database_url: SecretStr
+    database_pool_size: int = Field(default=10, ge=1, le=100)
+    migrate_on_start: bool = True
+
+    # gRPC addresses, as grpc://host:port: the event store (the orders) and
+    # user-service (the user check).
+    event_store_url: GrpcUrl
+    user_service_url: GrpcUrl
+    event_store_deadline_seconds: float = Field(default=2.0, gt=0, le=30)
+    user_service_deadline_seconds: float = Field(default=1.0, gt=0, le=30)
+    # The user check's circuit breaker: open after this many failures in a row, for
+    # this long, then let one probe through.
+    user_service_breaker_failures: int = Field(default=5, ge=1)
+    user_service_breaker_open_seconds: float = Field(default=10.0, gt=0)
+
+    idempotency_key_ttl_seconds: int = Field(default=86_400, ge=60)
+    # How long a read waits for the read model to reach a version before it reads
+    # the event store instead.
+    read_your_writes_wait_seconds: float = Field(default=1.0, ge=0, le=30)
+    snapshot_every: int = Field(default=50, ge=2)
+    projection_enabled: bool = True
+
+    max_body_bytes: int = 256 * 1024

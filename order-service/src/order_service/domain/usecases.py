@@ -1,0 +1,205 @@
+"""What order-service does, written against the ports: each entry point calls these.
+
+Writes go to the event store through the decider (``commands.handle``); reads come
+from the read model. Who may do what:
+
+    place              a signed-in user, for themselves; an Idempotency-Key makes a
+                       repeated request return the first one's order
+    get, events        the owner or an admin; anyone else is told "not found"
+    list_own           the caller's own orders
+    cancel             the owner or an admin; with If-Match only at that version
+    confirm, ship      admins (the back office)
+"""
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+
+from interchange_common.actors import Actor
+from interchange_common.events import RecordedEvent
+from order_service.domain.commands import handle
+from order_service.domain.errors import (
+    InvalidOrder,
+    InvalidTransition,
+    OrderNotFound,
+    PermissionDenied,
+    ReadModelLagging,
+    VersionMismatch,
+)
+from order_service.domain.order import (
+    CancelOrder,
+    Command,
+    ConfirmOrder,
+    EventContext,
+    Item,
+    Order,
+    PlaceOrder,
+    ShipOrder,
+    check_items,
+    item_data,
+)
+from order_service.domain.ports import IdempotencyKeys, OrderReadModel, OrderStore, UserCheck
+
+MAX_PAGE_SIZE = 100
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    order: Order
+    created: bool  # False: an earlier request with the same Idempotency-Key placed it
+
+
+def check_idempotency_key(key: str) -> str:
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH or not key.isascii() or not key.isprintable():
+        raise InvalidOrder(f"an Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters")
+    return key
+
+
+def fingerprint(items: tuple[Item, ...]) -> str:
+    """The same request body, however it was spelled (1E+1 or 10.00), has one fingerprint."""
+    return hashlib.sha256(orjson.dumps([item_data(item) for item in items])).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Orders:
+    def __init__(
+        self,
+        *,
+        store: OrderStore,
+        users: UserCheck,
+        read_model: OrderReadModel,
+        keys: IdempotencyKeys,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self._store = store
+        self._users = users
+        self._read_model = read_model
+        self._keys = keys
+        self._clock = clock
+
+    def _context(self, request_id: str) -> EventContext:
+        return EventContext(occurred_at=self._clock(), correlation_id=request_id, causation_id=request_id)
+
+    async def place(
+        self, *, actor: Actor, items: tuple[Item, ...], idempotency_key: str | None, request_id: str
+    ) -> Placed:
+        if actor.user_id is None:
+            raise PermissionDenied("only a signed-in user can place an order")
+        user_id = actor.user_id
+        items = check_items(items)  # a refused body claims no key
+        order_id = uuid.uuid4()
+        if idempotency_key is not None:
+            order_id = await self._keys.claim(
+                user_id=user_id,
+                key=check_idempotency_key(idempotency_key),
+                fingerprint=fingerprint(items),
+                order_id=order_id,
+            )
+            earlier = await self._store.load(order_id=order_id)
+            if earlier is not None:
+                return Placed(order=earlier, created=False)
+        await self._users.ensure_may_order(user_id=user_id)
+        command = PlaceOrder(order_id=order_id, user_id=user_id, items=items)
+        try:
+            order = await handle(
+                store=self._store, order_id=order_id, command=command, context=self._context(request_id)
+            )
+        except InvalidTransition:
+            # A concurrent request with the same key placed it between our load and save.
+            earlier = await self._store.load(order_id=order_id)
+            if idempotency_key is None or earlier is None:
+                raise
+            return Placed(order=earlier, created=False)
+        return Placed(order=order, created=True)
+
+    async def get(self, *, actor: Actor, order_id: uuid.UUID, min_version: int = 0) -> Order:
+        """From the read model, at ``min_version`` or newer (waiting for the projection
+        when it is behind, for a bounded time). An order the model has not seen yet,
+        or not at that version in time, is read from the event store instead: a
+        client always reads its own writes, and a lagging projection costs latency,
+        not errors."""
+        try:
+            order = await self._read_model.get(order_id=order_id, min_version=min_version)
+        except ReadModelLagging:
+            order = None
+        if order is None:
+            order = await self._store.load(order_id=order_id)
+        if order is None or not actor.may_see(owner=order.user_id):
+            raise OrderNotFound("order not found")
+        return order
+
+    async def list_own(self, *, actor: Actor, page: int, limit: int) -> tuple[list[Order], int, int]:
+        """One page of the caller's own orders, the total, and the page size served."""
+        if actor.user_id is None:
+            raise PermissionDenied("only a signed-in user has orders")
+        limit = min(limit, MAX_PAGE_SIZE)
+        found, total = await self._read_model.list_for_user(user_id=actor.user_id, page=page, limit=limit)
+        return found, total, limit
+
+    async def cancel(
+        self, *, actor: Actor, order_id: uuid.UUID, if_match: int | None, reason: str, request_id: str
+    ) -> Order:
+        return await self._change(
+            actor=actor,
+            order_id=order_id,
+            command=CancelOrder(reason=reason),
+            if_match=if_match,
+            admin_only=False,
+            request_id=request_id,
+        )
+
+    async def confirm(self, *, actor: Actor, order_id: uuid.UUID, if_match: int | None, request_id: str) -> Order:
+        return await self._change(
+            actor=actor,
+            order_id=order_id,
+            command=ConfirmOrder(),
+            if_match=if_match,
+            admin_only=True,
+            request_id=request_id,
+        )
+
+    async def ship(self, *, actor: Actor, order_id: uuid.UUID, if_match: int | None, request_id: str) -> Order:
+        return await self._change(
+            actor=actor,
+            order_id=order_id,
+            command=ShipOrder(),
+            if_match=if_match,
+            admin_only=True,
+            request_id=request_id,
+        )
+
+    async def history(self, *, actor: Actor, order_id: uuid.UUID) -> list[RecordedEvent]:
+        events = await self._store.history(order_id=order_id)
+        if not events or not actor.may_see(owner=uuid.UUID(str(events[0].data.get("user_id")))):
+            raise OrderNotFound("order not found")
+        return events
+
+    async def _change(
+        self,
+        *,
+        actor: Actor,
+        order_id: uuid.UUID,
+        command: Command,
+        if_match: int | None,
+        admin_only: bool,
+        request_id: str,
+    ) -> Order:
+        def allowed(order: Order | None) -> None:
+            if order is None or not actor.may_see(owner=order.user_id):
+                raise OrderNotFound("order not found")
+            if admin_only and not actor.is_admin:
+                raise PermissionDenied("only an admin can do this")
+            if if_match is not None and order.version != if_match:
+                raise VersionMismatch(f"the order is at version {order.version}, not {if_match}")
+
+        return await handle(
+            store=self._store, order_id=order_id, command=command, context=self._context(request_id), check=allowed
+        )

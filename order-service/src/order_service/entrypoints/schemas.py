@@ -1,0 +1,98 @@
+"""The HTTP shapes of orders (API.md): what comes in, what goes out."""
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from interchange_common.events import RecordedEvent
+from order_service.domain.order import MAX_ITEMS, MAX_REASON_LENGTH, Item, Order
+
+StatusName = Literal["PLACED", "CONFIRMED", "SHIPPED", "CANCELLED"]
+
+
+class ItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(ge=1, le=10_000)
+    # A JSON number or a decimal string: 12.5 and "12.50" are the same price.
+    unit_price: Decimal = Field(ge=0, le=1_000_000, allow_inf_nan=False)
+
+    def to_item(self) -> Item:
+        return Item(sku=self.sku, quantity=self.quantity, unit_price=self.unit_price)
+
+
+class OrderCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ItemIn] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=MAX_REASON_LENGTH)
+
+
+class ItemOut(BaseModel):
+    sku: str
+    quantity: int
+    unit_price: str  # a decimal string: money never goes through a float
+
+
+class OrderPublic(BaseModel):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    status: StatusName
+    items: list[ItemOut]
+    total: str
+    currency: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, order: Order) -> "OrderPublic":
+        return cls(
+            id=order.id,
+            user_id=order.user_id,
+            status=order.status.value,
+            items=[ItemOut(sku=i.sku, quantity=i.quantity, unit_price=str(i.unit_price)) for i in order.items],
+            total=str(order.total),
+            currency=order.currency,
+            version=order.version,
+            created_at=order.created_at,
+            updated_at=order.updated_at,
+        )
+
+
+class OrderList(BaseModel):
+    items: list[OrderPublic]
+    total: int
+    page: int
+    limit: int
+
+
+class OrderEvent(BaseModel):
+    id: uuid.UUID
+    type: str
+    version: int
+    position: int | None  # None for the moment between commit and sequencing
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: datetime
+
+    @classmethod
+    def of(cls, event: RecordedEvent) -> "OrderEvent":
+        return cls(
+            id=event.id,
+            type=event.type,
+            version=event.version,
+            position=event.position,
+            data=event.data,
+            metadata=event.metadata,
+            recorded_at=event.recorded_at,
+        )

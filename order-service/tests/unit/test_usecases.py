@@ -1,0 +1,247 @@
+"""The use cases against in-memory fakes of the ports: who may do what, idempotency,
+If-Match, and reading your own writes when the read model lags."""
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from interchange_common.actors import Actor
+from interchange_common.events import RecordedEvent
+from order_service.domain.errors import (
+    ConcurrencyConflict,
+    IdempotencyKeyReused,
+    InvalidOrder,
+    InvalidTransition,
+    OrderNotFound,
+    PermissionDenied,
+    ReadModelLagging,
+    VersionMismatch,
+)
+from order_service.domain.order import Event, Item, Order, OrderStatus, check_items, event_data, evolve
+from order_service.domain.usecases import Orders, fingerprint
+
+ITEMS = (Item("A-1", 2, Decimal("4.75")),)
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.streams: dict[uuid.UUID, list[Event]] = {}
+        self.before_save: list[asyncio.Event] = []
+
+    async def load(self, *, order_id):
+        state = None
+        for version, event in enumerate(self.streams.get(order_id, []), start=1):
+            state = evolve(state, event, version=version)
+        return state
+
+    async def save(self, *, order, events, order_id):
+        if self.before_save:
+            await self.before_save.pop(0).wait()
+        stream = self.streams.setdefault(order_id, [])
+        if len(stream) != (order.version if order else 0):
+            raise ConcurrencyConflict("moved on")
+        stream.extend(events)
+        state = order
+        for event in events:
+            state = evolve(state, event, version=len(stream))
+        return state
+
+    async def history(self, *, order_id):
+        return [
+            RecordedEvent(event.id, f"order-{order_id}", event.type, event_data(event), {}, v, v, datetime.now(UTC))
+            for v, event in enumerate(self.streams.get(order_id, []), start=1)
+        ]
+
+
+class FakeUsers:
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def ensure_may_order(self, *, user_id):
+        self.asked += 1
+
+
+class LaggingReadModel:
+    """A read model that never catches up: every read must fall back to the store."""
+
+    async def get(self, *, order_id, min_version=0):
+        if min_version:
+            raise ReadModelLagging("behind")
+        return None
+
+    async def list_for_user(self, *, user_id, page, limit):
+        return [], 0
+
+
+class FakeKeys:
+    def __init__(self) -> None:
+        self.keys: dict[tuple[uuid.UUID, str], tuple[str, uuid.UUID]] = {}
+
+    async def claim(self, *, user_id, key, fingerprint, order_id):
+        known = self.keys.setdefault((user_id, key), (fingerprint, order_id))
+        if known[0] != fingerprint:
+            raise IdempotencyKeyReused("other body")
+        return known[1]
+
+
+@pytest.fixture
+def store():
+    return FakeStore()
+
+
+@pytest.fixture
+def users():
+    return FakeUsers()
+
+
+@pytest.fixture
+def orders(store, users):
+    return Orders(store=store, users=users, read_model=LaggingReadModel(), keys=FakeKeys())
+
+
+def user() -> Actor:
+    return Actor(user_id=uuid.uuid4(), roles=frozenset({"user"}))
+
+
+ADMIN = Actor(user_id=uuid.uuid4(), roles=frozenset({"admin", "user"}))
+
+
+async def place(orders: Orders, actor: Actor, *, key: str | None = None, items=ITEMS) -> Order:
+    placed = await orders.place(actor=actor, items=items, idempotency_key=key, request_id="req")
+    return placed.order
+
+
+async def test_an_order_is_placed_for_the_caller_and_read_back_even_when_the_read_model_lags(orders, store):
+    me = user()
+    order = await place(orders, me)
+    assert (order.user_id, order.status, order.total, order.version) == (
+        me.user_id,
+        OrderStatus.PLACED,
+        Decimal("9.50"),
+        1,
+    )
+    assert await orders.get(actor=me, order_id=order.id, min_version=order.version) == order
+
+
+async def test_the_same_key_and_body_give_the_same_order_and_check_the_user_once(orders, store, users):
+    me = user()
+    first = await orders.place(actor=me, items=ITEMS, idempotency_key="k-1", request_id="a")
+    again = await orders.place(
+        actor=me, items=(Item("A-1", 2, Decimal("4.750")),), idempotency_key="k-1", request_id="b"
+    )
+    assert (first.created, again.created, again.order.id) == (True, False, first.order.id)
+    assert len(store.streams) == 1
+    assert users.asked == 1
+
+
+async def test_concurrent_requests_with_one_key_place_one_order(orders, store):
+    me = user()
+    gate = asyncio.Event()
+    store.before_save.append(gate)
+    slow = asyncio.create_task(orders.place(actor=me, items=ITEMS, idempotency_key="k", request_id="a"))
+    await asyncio.sleep(0)  # the first request is now waiting inside save
+    fast = await orders.place(actor=me, items=ITEMS, idempotency_key="k", request_id="b")
+    gate.set()
+    slow_result = await slow
+    assert fast.order.id == slow_result.order.id
+    assert sorted([fast.created, slow_result.created]) == [False, True]
+    assert [len(events) for events in store.streams.values()] == [1]
+
+
+async def test_the_same_key_with_another_body_is_refused_and_changes_nothing(orders, store):
+    me = user()
+    await place(orders, me, key="k")
+    with pytest.raises(IdempotencyKeyReused):
+        await place(orders, me, key="k", items=(Item("B-2", 1, Decimal("1.00")),))
+    assert len(store.streams) == 1
+
+
+async def test_keys_belong_to_one_user(orders, store):
+    mine = await place(orders, user(), key="shared")
+    theirs = await place(orders, user(), key="shared")
+    assert mine.id != theirs.id
+
+
+async def test_a_refused_body_claims_no_key(orders):
+    me = user()
+    with pytest.raises(InvalidOrder):
+        await place(orders, me, key="k", items=(Item("A-1", 0, Decimal(1)),))
+    assert (await place(orders, me, key="k")).status is OrderStatus.PLACED
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "naïve"])
+async def test_malformed_keys_are_refused(orders, key):
+    with pytest.raises(InvalidOrder):
+        await place(orders, user(), key=key)
+
+
+async def test_another_users_order_is_not_found_anywhere(orders):
+    owner, stranger = user(), user()
+    order = await place(orders, owner)
+    with pytest.raises(OrderNotFound):
+        await orders.get(actor=stranger, order_id=order.id)
+    with pytest.raises(OrderNotFound):
+        await orders.history(actor=stranger, order_id=order.id)
+    with pytest.raises(OrderNotFound):
+        await orders.cancel(actor=stranger, order_id=order.id, if_match=None, reason="", request_id="r")
+    assert (await orders.get(actor=owner, order_id=order.id)).status is OrderStatus.PLACED
+
+
+async def test_an_admin_sees_and_moves_any_order(orders):
+    order = await place(orders, user())
+    assert (await orders.get(actor=ADMIN, order_id=order.id)).id == order.id
+    confirmed = await orders.confirm(actor=ADMIN, order_id=order.id, if_match=1, request_id="r")
+    shipped = await orders.ship(actor=ADMIN, order_id=order.id, if_match=None, request_id="r")
+    assert (confirmed.status, shipped.status, shipped.version) == (OrderStatus.CONFIRMED, OrderStatus.SHIPPED, 3)
+
+
+async def test_only_admins_confirm(orders):
+    me = user()
+    order = await place(orders, me)
+    with pytest.raises(PermissionDenied):
+        await orders.confirm(actor=me, order_id=order.id, if_match=None, request_id="r")
+
+
+async def test_if_match_on_an_old_version_is_refused_and_changes_nothing(orders, store):
+    me = user()
+    order = await place(orders, me)
+    await orders.confirm(actor=ADMIN, order_id=order.id, if_match=None, request_id="r")
+    with pytest.raises(VersionMismatch):
+        await orders.cancel(actor=me, order_id=order.id, if_match=1, reason="", request_id="r")
+    assert (await store.load(order_id=order.id)).status is OrderStatus.CONFIRMED
+    cancelled = await orders.cancel(actor=me, order_id=order.id, if_match=2, reason="changed my mind", request_id="r")
+    assert (cancelled.status, cancelled.version) == (OrderStatus.CANCELLED, 3)
+
+
+async def test_cancelling_twice_is_a_conflict(orders):
+    me = user()
+    order = await place(orders, me)
+    await orders.cancel(actor=me, order_id=order.id, if_match=None, reason="", request_id="r")
+    with pytest.raises(InvalidTransition):
+        await orders.cancel(actor=me, order_id=order.id, if_match=None, reason="", request_id="r")
+
+
+async def test_history_is_oldest_first(orders):
+    me = user()
+    order = await place(orders, me)
+    await orders.cancel(actor=me, order_id=order.id, if_match=None, reason="", request_id="r")
+    history = await orders.history(actor=me, order_id=order.id)
+    assert [(event.type, event.version) for event in history] == [("order.placed", 1), ("order.cancelled", 2)]
+
+
+async def test_anonymous_callers_cannot_order_or_list(orders):
+    with pytest.raises(PermissionDenied):
+        await place(orders, Actor.anonymous())
+    with pytest.raises(PermissionDenied):
+        await orders.list_own(actor=Actor.anonymous(), page=1, limit=10)
+
+
+def test_the_fingerprint_of_checked_items_ignores_how_a_price_was_spelled():
+    def of(quantity, price):
+        return fingerprint(check_items((Item("A", quantity, Decimal(price)),)))
+
+    assert of(1, "1E+1") == of(1, "10.00") == of(1, "10")
+    assert of(1, "10") != of(2, "10")
