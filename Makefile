@@ -12,16 +12,21 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard protos/*.proto)
 CONTRACTS := common/src/interchange_common/contracts
-PACKAGES := common user-service gateway event-store order-service infra/devstack
+# Every package: the internal library, the services and the dev tooling.
+PACKAGES := common user-service gateway event-store order-service notification-service infra/devstack
+# Packages with a tests/integration suite (real PostgreSQL, Redis, RabbitMQ, processes).
+INTEGRATED := common user-service gateway event-store order-service notification-service
 PYPROJECTS := $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
-MYPY_PACKAGES := -p interchange_common -p user_service -p gateway -p event_store -p order_service -p devstack
+MYPY_PACKAGES := -p interchange_common -p user_service -p gateway -p event_store -p order_service \
+	-p notification_service -p devstack
 PYTEST := $(BIN)/pytest
 
-.PHONY: help up down test lint typecheck protos check-protos setup infra secrets unit integration e2e deploy-check bench clean
+.PHONY: help up down test lint typecheck protos check-protos setup infra secrets unit integration e2e fault deploy-check \
+	bench clean
 
 help:
 	@echo "make up            run the deployment (Docker if an engine answers, else local processes)"
-	@echo "make test          lint, type check, unit, integration, deployment and end-to-end tests"
+	@echo "make test          lint, type check, unit, integration, deployment, end-to-end and fault tests"
 	@echo "make down          stop what 'make up' started"
 	@echo "make lint          ruff and mypy (strict for source)"
 	@echo "make protos        regenerate code from protos/"
@@ -78,7 +83,7 @@ lint: $(INSTALLED)
 	$(BIN)/mypy $(MYPY_PACKAGES)
 	@# Tests are typed more loosely (see pyproject.toml), one package at a time so
 	@# that the many tests/ folders do not collide as module names.
-	for d in . common user-service gateway event-store order-service infra/devstack; do (cd $$d && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml tests); done
+	for d in . $(PACKAGES); do (cd $$d && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml tests); done
 
 typecheck: lint
 
@@ -87,19 +92,10 @@ typecheck: lint
 pytest_in = $(PYTEST) -q -c pyproject.toml --rootdir=$(1) $(2)
 
 unit: setup
-	$(call pytest_in,common,common/tests/unit)
-	$(call pytest_in,user-service,user-service/tests/unit)
-	$(call pytest_in,gateway,gateway/tests/unit)
-	$(call pytest_in,event-store,event-store/tests/unit)
-	$(call pytest_in,order-service,order-service/tests/unit)
-	$(call pytest_in,infra/devstack,infra/devstack/tests/unit)
+	$(foreach p,$(PACKAGES),$(call pytest_in,$(p),$(p)/tests/unit) &&) true
 
 integration: setup infra
-	$(call pytest_in,common,-m integration common/tests/integration)
-	$(call pytest_in,user-service,-m integration user-service/tests/integration)
-	$(call pytest_in,gateway,-m integration gateway/tests/integration)
-	$(call pytest_in,event-store,-m integration event-store/tests/integration)
-	$(call pytest_in,order-service,-m integration order-service/tests/integration)
+	$(foreach p,$(INTEGRATED),$(call pytest_in,$(p),-m integration $(p)/tests/integration) &&) true
 
 deploy-check: setup
 	$(PYTEST) -q tests/deploy
@@ -107,7 +103,11 @@ deploy-check: setup
 e2e: setup infra
 	$(PYTEST) -q -m e2e tests/e2e
 
-test: setup check-protos lint unit integration deploy-check e2e
+# Each module kills, stops or restarts parts of a stack of its own.
+fault: setup infra
+	$(PYTEST) -q -m fault tests/fault
+
+test: setup check-protos lint unit integration deploy-check e2e fault
 
 bench: setup infra
 	$(BIN)/python tests/bench/bench_gateway.py

@@ -9,7 +9,6 @@ E2E_USER_SERVICE_GRPC and E2E_SERVICE_JWT_SECRET, and skip (saying so) without t
 """
 
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +17,15 @@ import httpx
 import pytest
 from redis import Redis
 
+from devstack.accounts import Account, register, sign_in
 from devstack.compose import read_env_file
+from devstack.mailsink import MailSink
 from devstack.secrets import JWT_KEY_FILE
 from devstack.stack import Stack
 from devstack.testing import isolated_stack, run_id
 
 ROOT = Path(__file__).resolve().parents[2]
+RETRY_DELAYS = "0.5,1,2"
 ENV_EXAMPLE = ROOT / ".env.example"
 
 
@@ -38,6 +40,10 @@ class Target:
     signing_key: Path | None = None
     log_dir: Path | None = None
     stack: Stack | None = None
+    # Behind the scenes, for tests of the messaging backbone (native stacks only).
+    rabbitmq_url: str | None = None
+    events_exchange: str | None = None
+    mail: MailSink | None = None
 
     def need(self, *fields: str) -> None:
         missing = [name for name in fields if getattr(self, name) is None]
@@ -63,7 +69,9 @@ def _native(infra, tmp_path_factory) -> Iterator[Target]:
                     "REDIS_KEY_PREFIX": prefix,
                     "RATE_LIMIT_REQUESTS": "100000",
                     "AUTH_RATE_LIMIT_REQUESTS": "10000",
-                }
+                },
+                # Short retries, so that a poison message reaches the dead letters quickly.
+                "notification-service": {"RETRY_DELAYS": RETRY_DELAYS},
             },
         ) as stack:
             yield Target(
@@ -76,6 +84,9 @@ def _native(infra, tmp_path_factory) -> Iterator[Target]:
                 signing_key=ROOT / JWT_KEY_FILE,
                 log_dir=log_dir,
                 stack=stack,
+                rabbitmq_url=infra.rabbitmq_url,
+                events_exchange=stack.environment("event-store")["EVENTS_EXCHANGE"],
+                mail=stack.mail,
             )
     finally:
         redis = Redis.from_url(infra.redis_url)
@@ -110,44 +121,17 @@ def gateway(target) -> Iterator[httpx.Client]:
         yield client
 
 
-def unique_email(tag: str = "user") -> str:
-    return f"{tag}-{uuid.uuid4().hex[:12]}@example.com"
-
-
-@dataclass
-class Account:
-    id: str
-    email: str
-    password: str
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-def login(gateway: httpx.Client, *, email: str, password: str) -> str:
-    response = gateway.post("/api/auth/token", json={"email": email, "password": password})
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
-
-
 @pytest.fixture
 def new_account(gateway):
     def make(name: str = "E2E User") -> Account:
-        email, password = unique_email(), f"pw-{uuid.uuid4().hex}"
-        response = gateway.post("/api/auth/register", json={"name": name, "email": email, "password": password})
-        assert response.status_code == 201, response.text
-        return Account(response.json()["id"], email, password, login(gateway, email=email, password=password))
+        return register(gateway, name=name)
 
     return make
 
 
 @pytest.fixture(scope="session")
 def admin(gateway, target) -> Account:
-    token = login(gateway, email=target.admin_email, password=target.admin_password)
-    me = gateway.get("/api/users/me", headers={"Authorization": f"Bearer {token}"}).json()
-    return Account(me["id"], target.admin_email, target.admin_password, token)
+    return sign_in(gateway, email=target.admin_email, password=target.admin_password)
 
 
 def pytest_collection_modifyitems(items):

@@ -12,7 +12,7 @@ def test_health_aggregates_every_dependency(gateway):
     body = response.json()
     assert body["status"] == "healthy"
     services = {item["service"]: item for item in body["services"]}
-    assert set(services) == {"user-service", "redis"}
+    assert set(services) == {"user-service", "order-service", "notification-service", "redis"}
     for item in services.values():
         assert item["status"] == "healthy"
         assert item["response_time_ms"] >= 0

@@ -1,5 +1,7 @@
 """RabbitMQ for services: topology, publishing with confirms, consuming with retries.
 
+    Topology           every exchange, queue and binding as data: declared by the
+                       services, and written to infra/rabbitmq/definitions.json
     declare_consumer   a consumer's durable queue bound to a topic exchange, one retry
                        queue per delay (a failed message waits there, then the broker
                        routes it back to the main queue), and a dead-letter queue.
@@ -71,40 +73,135 @@ class ConsumerTopology:
 _UNROUTED_MAX = 100_000
 
 
+@dataclass(frozen=True, slots=True)
+class ExchangeSpec:
+    name: str
+    type: str  # "topic" or "fanout"
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    name: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BindingSpec:
+    exchange: str
+    queue: str
+    routing_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """Every exchange, queue and binding, all durable: what the services declare at
+    start-up and what infra/rabbitmq/definitions.json holds, from this one source."""
+
+    exchanges: tuple[ExchangeSpec, ...] = ()
+    queues: tuple[QueueSpec, ...] = ()
+    bindings: tuple[BindingSpec, ...] = ()
+
+    def __add__(self, other: "Topology") -> "Topology":
+        def merged(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+            return a + tuple(item for item in b if item not in a)
+
+        return Topology(
+            exchanges=merged(self.exchanges, other.exchanges),
+            queues=merged(self.queues, other.queues),
+            bindings=merged(self.bindings, other.bindings),
+        )
+
+    def definitions(self) -> dict[str, Any]:
+        """RabbitMQ's definitions format (rabbitmqctl import_definitions, POST /api/definitions)."""
+        return {
+            "vhosts": [{"name": "/"}],
+            "exchanges": [
+                {
+                    "name": e.name,
+                    "vhost": "/",
+                    "type": e.type,
+                    "durable": True,
+                    "auto_delete": False,
+                    "internal": False,
+                    "arguments": dict(e.arguments),
+                }
+                for e in self.exchanges
+            ],
+            "queues": [
+                {"name": q.name, "vhost": "/", "durable": True, "auto_delete": False, "arguments": dict(q.arguments)}
+                for q in self.queues
+            ],
+            "bindings": [
+                {
+                    "source": b.exchange,
+                    "vhost": "/",
+                    "destination": b.queue,
+                    "destination_type": "queue",
+                    "routing_key": b.routing_key,
+                    "arguments": {},
+                }
+                for b in self.bindings
+            ],
+        }
+
+
+def exchange_topology(name: str) -> Topology:
+    """A topic exchange whose unroutable messages go to ``<name>.unrouted`` (nothing
+    recorded is dropped because nobody listens yet). When that queue is full it
+    refuses new messages (the publisher's confirm fails and it retries later) rather
+    than drop the oldest."""
+    unrouted = f"{name}.unrouted"
+    return Topology(
+        exchanges=(
+            ExchangeSpec(unrouted, "fanout"),
+            ExchangeSpec(name, "topic", {"alternate-exchange": unrouted}),
+        ),
+        queues=(QueueSpec(unrouted, {"x-max-length": _UNROUTED_MAX, "x-overflow": "reject-publish"}),),
+        bindings=(BindingSpec(unrouted, unrouted, ""),),
+    )
+
+
+def consumer_topology(topology: ConsumerTopology) -> Topology:
+    """A consumer's durable queue bound to the exchange, one retry queue per delay
+    (no consumer reads it: a message waits out its expiration, then is dead-lettered
+    through the default exchange straight back to the queue), and a dead-letter queue."""
+    retries = tuple(
+        QueueSpec(
+            topology.retry_queue(attempt),
+            {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": topology.queue},
+        )
+        for attempt in range(1, topology.max_attempts)
+    )
+    return exchange_topology(topology.exchange) + Topology(
+        queues=(QueueSpec(topology.queue), *retries, QueueSpec(topology.dead_letter_queue)),
+        bindings=tuple(BindingSpec(topology.exchange, topology.queue, key) for key in topology.bindings),
+    )
+
+
+async def declare(*, channel: AbstractChannel, topology: Topology) -> None:
+    """Declare everything (idempotent; RabbitMQ refuses a declaration whose arguments
+    differ from the existing one's, so every service declares through here)."""
+    exchanges = {}
+    for spec in topology.exchanges:
+        exchanges[spec.name] = await channel.declare_exchange(
+            spec.name, aio_pika.ExchangeType(spec.type), durable=True, arguments=dict(spec.arguments)
+        )
+    queues = {}
+    for queue in topology.queues:
+        queues[queue.name] = await channel.declare_queue(queue.name, durable=True, arguments=dict(queue.arguments))
+    for binding in topology.bindings:
+        await queues[binding.queue].bind(exchanges[binding.exchange], routing_key=binding.routing_key)
+
+
 async def declare_exchange(*, channel: AbstractChannel, name: str) -> AbstractExchange:
-    """A durable topic exchange whose unroutable messages go to ``<name>.unrouted``
-    (nothing recorded is dropped because nobody listens yet). Every publisher and
-    consumer of an exchange declares it this one way: RabbitMQ refuses a second
-    declaration with other arguments."""
-    unrouted = await channel.declare_exchange(f"{name}.unrouted", aio_pika.ExchangeType.FANOUT, durable=True)
-    # Full: refuse new messages (the publisher's confirm fails and it retries later)
-    # rather than drop the oldest.
-    queue = await channel.declare_queue(
-        f"{name}.unrouted",
-        durable=True,
-        arguments={"x-max-length": _UNROUTED_MAX, "x-overflow": "reject-publish"},
-    )
-    await queue.bind(unrouted)
-    return await channel.declare_exchange(
-        name, aio_pika.ExchangeType.TOPIC, durable=True, arguments={"alternate-exchange": f"{name}.unrouted"}
-    )
+    await declare(channel=channel, topology=exchange_topology(name))
+    return await channel.get_exchange(name, ensure=False)
 
 
 async def declare_consumer(*, channel: AbstractChannel, topology: ConsumerTopology) -> AbstractQueue:
-    exchange = await declare_exchange(channel=channel, name=topology.exchange)
-    queue = await channel.declare_queue(topology.queue, durable=True)
-    for binding in topology.bindings:
-        await queue.bind(exchange, routing_key=binding)
-    for attempt in range(1, topology.max_attempts):
-        # No consumer reads a retry queue: a message waits out its expiration, then
-        # is dead-lettered through the default exchange straight back to the queue.
-        await channel.declare_queue(
-            topology.retry_queue(attempt),
-            durable=True,
-            arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": topology.queue},
-        )
-    await channel.declare_queue(topology.dead_letter_queue, durable=True)
-    return queue
+    await declare(channel=channel, topology=consumer_topology(topology))
+    return await channel.get_queue(topology.queue, ensure=False)
 
 
 async def publish(

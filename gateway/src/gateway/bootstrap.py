@@ -9,7 +9,7 @@ from gateway.adapters.tokens import JwksTokenVerifier
 from gateway.adapters.upstream import UpstreamClient
 from gateway.config import SERVICE_NAME, Settings
 from gateway.domain.model import RateLimitPolicy, Upstream
-from gateway.domain.routes import ORDERS, ROUTES, USERS
+from gateway.domain.routes import NOTIFICATIONS, ORDERS, ROUTES, USERS
 from gateway.entrypoints.http import create_app
 from interchange_common.health import HealthCheck, Probe
 from interchange_common.httpserver import serve_http
@@ -32,6 +32,12 @@ def upstreams(*, settings: Settings) -> dict[str, Upstream]:
             url=settings.order_service_url.rstrip("/"),
             audience="order-service",
             timeout_seconds=settings.order_service_timeout_seconds,
+        ),
+        NOTIFICATIONS: Upstream(
+            name=NOTIFICATIONS,
+            url=settings.notification_service_url.rstrip("/"),
+            audience="notification-service",
+            timeout_seconds=settings.notification_service_timeout_seconds,
         ),
     }
 

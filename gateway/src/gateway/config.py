@@ -17,6 +17,8 @@ class Settings(ServiceSettings):
     user_service_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     order_service_url: str
     order_service_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    notification_service_url: str
+    notification_service_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
     jwt_issuer: str = "interchange"
     jwt_audience: str = "interchange-api"

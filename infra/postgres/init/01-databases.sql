@@ -3,3 +3,4 @@
 CREATE DATABASE interchange_users;
 CREATE DATABASE interchange_events;
 CREATE DATABASE interchange_orders;
+CREATE DATABASE interchange_notifications;

@@ -8,6 +8,7 @@ from gateway.domain.model import Access, Route
 
 USERS = "users"
 ORDERS = "orders"
+NOTIFICATIONS = "notifications"
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/auth/register", USERS, "/internal/users", Access.PUBLIC, "auth", "Register a user"),
@@ -52,5 +53,37 @@ ROUTES: tuple[Route, ...] = (
         "/internal/orders/{order_id}/events",
         Access.USER,
         summary="An order's event history",
+    ),
+    Route(
+        "GET",
+        "/api/notifications",
+        NOTIFICATIONS,
+        "/internal/notifications",
+        Access.USER,
+        summary="The caller's notifications",
+    ),
+    Route(
+        "GET",
+        "/api/admin/dead-letters",
+        NOTIFICATIONS,
+        "/internal/admin/dead-letters",
+        Access.ADMIN,
+        summary="Messages that exhausted their retries (admin)",
+    ),
+    Route(
+        "POST",
+        "/api/admin/dead-letters/{letter_id}/replay",
+        NOTIFICATIONS,
+        "/internal/admin/dead-letters/{letter_id}/replay",
+        Access.ADMIN,
+        summary="Replay a dead letter (admin)",
+    ),
+    Route(
+        "DELETE",
+        "/api/admin/dead-letters/{letter_id}",
+        NOTIFICATIONS,
+        "/internal/admin/dead-letters/{letter_id}",
+        Access.ADMIN,
+        summary="Discard a dead letter (admin)",
     ),
 )

@@ -135,6 +135,33 @@ class NativeStack:
             return ""
         return f" (log: {self.log_dir / (running.service.name + '.log')})"
 
+    def _running(self, name: str) -> RunningService:
+        for running in self.running:
+            if running.service.name == name:
+                return running
+        raise KeyError(f"{name} is not running here")
+
+    def kill(self, name: str, *, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Signal one service's process group (fault tests) and, for SIGKILL, reap it."""
+        running = self._running(name)
+        _signal_group(running.process, sig)
+        if sig is signal.SIGKILL:
+            running.process.wait()
+
+    def restart(self, name: str, *, environment: Mapping[str, str] | None = None, health_timeout: float = 60.0) -> None:
+        """Start one service again (after ``kill``), optionally with changed variables,
+        and wait until it is healthy."""
+        old = self._running(name)
+        _signal_group(old.process, signal.SIGTERM)
+        old.process.wait()
+        if old.log is not None:
+            old.log.close()
+        self.running.remove(old)
+        if environment:
+            old.service.environment.update(environment)
+        self._spawn(old.service)
+        self._wait_healthy(self.running[-1], deadline=time.monotonic() + health_timeout)
+
     def exited(self) -> list[str]:
         """Names of services whose process has ended."""
         return [running.service.name for running in self.running if running.process.poll() is not None]

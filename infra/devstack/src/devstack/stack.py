@@ -13,7 +13,10 @@ from urllib.parse import urlsplit
 
 from devstack.compose import AddressMap, NativeService, default_ports, load_compose, native_services, secret_files
 from devstack.infra import Infra, create_databases, drop_databases
+from devstack.mailsink import MailSink
 from devstack.runner import NativeStack
+
+MAIL_SERVICE = "mailpit"  # compose's mail catcher; natively a MailSink
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,9 @@ class StackOptions:
     environ: Mapping[str, str] | None = None
     # Start only these services (and what they depend on); None starts them all.
     only: frozenset[str] | None = None
+    # The local SMTP sink that stands in for compose's mailpit (see devstack.mailsink).
+    mail_port: int = 1025
+    mail_dir: Path | None = None  # None: <root>/.run/mail
 
 
 def plan(*, options: StackOptions, infra: Infra) -> list[NativeService]:
@@ -36,7 +42,10 @@ def plan(*, options: StackOptions, infra: Infra) -> list[NativeService]:
         compose_file=options.root / "docker-compose.yml", env_file=options.env_file, environ=options.environ
     )
     addresses = AddressMap(
-        infra_urls={name: infra.url_of(name) for name in ("postgres", "redis", "rabbitmq")},
+        infra_urls={
+            **{name: infra.url_of(name) for name in ("postgres", "redis", "rabbitmq")},
+            MAIL_SERVICE: f"smtp://127.0.0.1:{options.mail_port}",
+        },
         ports=dict(options.ports) if options.ports is not None else default_ports(document),
         secret_files=secret_files(document=document, root=options.root),
         database_name=options.database_name,
@@ -81,21 +90,39 @@ class Stack:
     infra: Infra
     services: list[NativeService]
     native: NativeStack
+    mail: MailSink | None = None
 
     @classmethod
     def prepare(cls, *, options: StackOptions, infra: Infra) -> "Stack":
         services = plan(options=options, infra=infra)
         native = NativeStack(services=services, bin_dir=options.root / ".venv" / "bin", log_dir=options.log_dir)
-        return cls(options=options, infra=infra, services=services, native=native)
+        sends_mail = any(value.startswith("smtp://") for s in services for value in s.environment.values())
+        mail = (
+            MailSink(maildir=options.mail_dir or options.root / ".run" / "mail", port=options.mail_port)
+            if sends_mail
+            else None
+        )
+        return cls(options=options, infra=infra, services=services, native=native, mail=mail)
 
     def start(self, *, health_timeout: float = 60.0) -> None:
         asyncio.run(create_databases(server_url=self.infra.postgres_url, names=database_names(self.services)))
+        if self.mail is not None:
+            self.mail.start()
         self.native.start(health_timeout=health_timeout)
 
     def stop(self, *, drop_databases_too: bool = False) -> None:
         self.native.stop()
+        if self.mail is not None:
+            self.mail.stop()
         if drop_databases_too:
             asyncio.run(drop_databases(server_url=self.infra.postgres_url, names=database_names(self.services)))
+
+    def environment(self, service: str) -> Mapping[str, str]:
+        """The variables a service runs with (after every rewrite and override)."""
+        for candidate in self.services:
+            if candidate.name == service:
+                return candidate.environment
+        raise KeyError(f"no service {service}")
 
     def port(self, service: str, container_port: int) -> int:
         for candidate in self.services:

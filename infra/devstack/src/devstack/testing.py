@@ -9,7 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -23,6 +23,9 @@ from devstack.secrets import ensure_dev_secrets
 from devstack.stack import Stack, StackOptions
 
 T = TypeVar("T")
+
+
+_MAX_RETRY_QUEUES = 10  # a consumer has at most this many retry delays in tests
 
 
 def free_port() -> int:
@@ -48,12 +51,17 @@ def wait_for(condition: Callable[[], T | None], *, timeout: float, interval: flo
         time.sleep(interval)
 
 
-async def delete_exchange(*, amqp_url: str, exchange: str) -> None:
-    """Remove a test run's events exchange, with its alternate exchange and queue."""
+async def delete_exchange(*, amqp_url: str, exchange: str, queues: Iterable[str] = ()) -> None:
+    """Remove a test run's events exchange, with its alternate exchange and queue,
+    and the run's consumer ``queues`` with their retry and dead-letter queues."""
+    names = [f"{exchange}.unrouted"]
+    for queue in queues:
+        names += [queue, f"{queue}.dead", *(f"{queue}.retry.{n}" for n in range(1, _MAX_RETRY_QUEUES + 1))]
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
-        await channel.queue_delete(f"{exchange}.unrouted")
+        for name in names:
+            await channel.queue_delete(name)  # deleting a queue that is not there is fine
         await channel.exchange_delete(exchange)
         await channel.exchange_delete(f"{exchange}.unrouted")
     finally:
@@ -161,6 +169,8 @@ def _isolated_options(
         log_dir=log_dir,
         environ={},
         only=only,
+        mail_port=free_port(),
+        mail_dir=(log_dir or Path(tempfile.mkdtemp(prefix=f"ic-{purpose}-{run}-"))) / "mail",
     )
 
 
@@ -179,7 +189,8 @@ def isolated_stack(
     """A started native stack that shares nothing with anything else: free ports,
     databases named after the run, .env.example's values and no variable from this
     shell; services that publish events do so to this run's own exchange,
-    ``ic-<purpose>-<run>.events``. Afterwards its processes are stopped,
+    ``ic-<purpose>-<run>.events``, and consumers read their own queues; mail goes to
+    the run's own SMTP sink (``stack.mail``). Afterwards its processes are stopped,
     its databases dropped and its exchange deleted, whatever happened."""
     ensure_dev_secrets(root=root)
     options = _isolated_options(
@@ -187,12 +198,17 @@ def isolated_stack(
     )
     stack = Stack.prepare(options=options, infra=infra)
     exchange = f"ic-{purpose}-{run}.events"
+    queues = set()
     for service in stack.services:
         if "EVENTS_EXCHANGE" in service.environment:
             service.environment["EVENTS_EXCHANGE"] = exchange
+        if "EVENTS_QUEUE" in service.environment:
+            queue = f"ic-{purpose}-{run}.{service.environment['EVENTS_QUEUE']}"
+            service.environment["EVENTS_QUEUE"] = queue
+            queues.add(queue)
     try:
         stack.start(health_timeout=health_timeout)
         yield stack
     finally:
         stack.stop(drop_databases_too=True)
-        asyncio.run(delete_exchange(amqp_url=infra.rabbitmq_url, exchange=exchange))
+        asyncio.run(delete_exchange(amqp_url=infra.rabbitmq_url, exchange=exchange, queues=queues))

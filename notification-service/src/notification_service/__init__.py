@@ -1,0 +1,1 @@
+"""notification-service: order and user events become mail and stored notifications."""

@@ -1,0 +1,3 @@
+from notification_service.entrypoints.cli import main
+
+main()

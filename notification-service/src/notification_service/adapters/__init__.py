@@ -1,0 +1,1 @@
+"""notification-service's adapters: PostgreSQL, RabbitMQ, SMTP."""

@@ -1,0 +1,26 @@
+"""Failures of the infrastructure behind notification-service's adapters.
+
+NotificationServiceError (domain.errors)
+ ├── NotificationStoreError   the database did not do what was asked (driver errors wrapped)
+ ├── ReplayFailed             the broker did not confirm a replayed message
+ ├── MailServerUnavailable    the SMTP server could not take a mail now
+ └── ConsumerDisconnected     a consumer is not connected to the broker (a health probe)
+"""
+
+from notification_service.domain.errors import NotificationServiceError
+
+
+class NotificationStoreError(NotificationServiceError):
+    """The database failed; the original driver error is the cause."""
+
+
+class ReplayFailed(NotificationServiceError):
+    """The broker did not confirm a replayed message; the dead letter is kept."""
+
+
+class MailServerUnavailable(NotificationServiceError):
+    """The SMTP server could not take a mail now; it stays queued and is tried again."""
+
+
+class ConsumerDisconnected(NotificationServiceError):
+    """A consumer is not connected to the broker at the moment."""

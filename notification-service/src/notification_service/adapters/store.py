@@ -1,0 +1,281 @@
+"""The stores on PostgreSQL, through SQLAlchemy Core with asyncpg.
+
+SqlNotificationStore   one transaction per message (SqlInbox), and the users' lists
+SqlDeadLetterStore     dead letters: add (idempotent), list, take under a row lock, delete
+"""
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from notification_service.adapters.errors import NotificationStoreError
+from notification_service.adapters.orm import (
+    dead_letters,
+    mail_outbox,
+    notifications,
+    orders,
+    processed_messages,
+    recipients,
+)
+from notification_service.domain.errors import DeadLetterNotFound
+from notification_service.domain.model import (
+    DeadLetter,
+    KnownOrder,
+    Mail,
+    Notification,
+    OrderItem,
+    Page,
+    Recipient,
+)
+
+MAIL_CHANNEL = "mail_outbox"  # NOTIFY'd when a mail is queued: wakes the dispatchers
+
+
+class _StoreErrors:
+    """Translate driver errors at the adapter boundary into NotificationStoreError (the
+    cause kept), which the consumer retries and the HTTP API answers with 503."""
+
+    def __init__(self, action: str) -> None:
+        self._action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        # A refused or timed-out connection reaches us as OSError/TimeoutError, not wrapped.
+        if isinstance(error, SQLAlchemyError | OSError | TimeoutError):
+            raise NotificationStoreError(f"could not {self._action}") from error
+
+
+def _row_to_notification(row: Any) -> Notification:
+    return Notification(
+        id=row.id,
+        user_id=row.user_id,
+        type=row.type,
+        title=row.title,
+        body=row.body,
+        data=dict(row.data),
+        event_id=row.event_id,
+        created_at=row.created_at,
+    )
+
+
+def _row_to_dead_letter(row: Any) -> DeadLetter:
+    return DeadLetter(
+        id=row.id,
+        message_id=row.message_id,
+        routing_key=row.routing_key,
+        body=bytes(row.body),
+        headers=dict(row.headers),
+        correlation_id=row.correlation_id,
+        error=row.error,
+        attempts=row.attempts,
+        failed_at=tuple(row.failed_at),
+        dead_at=row.dead_at,
+        stored_at=row.stored_at,
+    )
+
+
+class SqlInbox:
+    """One message's transaction (see domain.ports.Inbox)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def mark_handled(self, *, message_id: str, routing_key: str) -> bool:
+        # A concurrent handler of the same id waits here on the unique index until the
+        # first commits, then finds it taken: one effect, whoever is first.
+        inserted = await self._conn.execute(
+            insert(processed_messages)
+            .values(message_id=message_id, routing_key=routing_key)
+            .on_conflict_do_nothing(index_elements=["message_id"])
+            .returning(processed_messages.c.message_id)
+        )
+        return inserted.first() is not None
+
+    async def recipient(self, *, user_id: uuid.UUID) -> Recipient | None:
+        row = (
+            await self._conn.execute(select(recipients).where(recipients.c.user_id == user_id).with_for_update())
+        ).first()
+        if row is None:
+            return None
+        return Recipient(user_id=row.user_id, email=row.email, name=row.name, deleted=row.deleted, as_of=row.as_of)
+
+    async def save_recipient(self, *, recipient: Recipient) -> None:
+        values = {
+            "user_id": recipient.user_id,
+            "email": recipient.email,
+            "name": recipient.name,
+            "deleted": recipient.deleted,
+            "as_of": recipient.as_of,
+        }
+        statement = insert(recipients).values(**values)
+        # The domain decided under the row lock; the guard repeats "older never wins"
+        # for the one case a lock cannot cover: two first events for a user at once.
+        await self._conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["user_id"],
+                set_={key: statement.excluded[key] for key in values if key != "user_id"},
+                where=recipients.c.as_of <= statement.excluded.as_of,
+            )
+        )
+
+    async def order(self, *, order_id: uuid.UUID) -> KnownOrder | None:
+        row = (await self._conn.execute(select(orders).where(orders.c.order_id == order_id))).first()
+        if row is None:
+            return None
+        return KnownOrder(
+            order_id=row.order_id,
+            user_id=row.user_id,
+            items=tuple(
+                OrderItem(sku=item["sku"], quantity=int(item["quantity"]), unit_price=Decimal(item["unit_price"]))
+                for item in row.items
+            ),
+            total=Decimal(row.total),
+            currency=row.currency,
+        )
+
+    async def save_order(self, *, order: KnownOrder) -> None:
+        items = [
+            {"sku": item.sku, "quantity": item.quantity, "unit_price": str(item.unit_price)} for item in order.items
+        ]
+        await self._conn.execute(
+            insert(orders)
+            .values(
+                order_id=order.order_id,
+                user_id=order.user_id,
+                items=items,
+                total=order.total,
+                currency=order.currency,
+            )
+            .on_conflict_do_nothing(index_elements=["order_id"])
+        )
+
+    async def add_notification(self, *, notification: Notification) -> None:
+        await self._conn.execute(
+            insert(notifications)
+            .values(
+                id=notification.id,
+                user_id=notification.user_id,
+                type=notification.type,
+                title=notification.title,
+                body=notification.body,
+                data=notification.data,
+                event_id=notification.event_id,
+                created_at=notification.created_at,
+            )
+            .on_conflict_do_nothing(index_elements=["event_id"])
+        )
+
+    async def queue_mail(self, *, mail: Mail) -> None:
+        await self._conn.execute(
+            insert(mail_outbox)
+            .values(
+                id=mail.id,
+                event_id=mail.event_id,
+                to_address=mail.to_address,
+                to_name=mail.to_name,
+                subject=mail.subject,
+                body=mail.body,
+                created_at=mail.created_at,
+            )
+            .on_conflict_do_nothing(index_elements=["event_id"])
+        )
+        # Delivered at commit, and only if the transaction commits.
+        await self._conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": MAIL_CHANNEL})
+
+
+class SqlNotificationStore:
+    def __init__(self, *, engine: AsyncEngine) -> None:
+        self._engine = engine
+        # Single-statement reads need no transaction: autocommit saves the BEGIN and ROLLBACK.
+        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlInbox]:
+        with _StoreErrors("store the message's effect"):
+            async with self._engine.begin() as conn:
+                yield SqlInbox(conn)
+
+    async def list_for_user(self, *, user_id: uuid.UUID, page: Page) -> tuple[list[Notification], int]:
+        query = (
+            select(notifications)
+            .where(notifications.c.user_id == user_id)
+            .order_by(notifications.c.created_at.desc(), notifications.c.id.desc())
+            .limit(page.limit)
+            .offset(page.offset)
+        )
+        count = select(func.count()).select_from(notifications).where(notifications.c.user_id == user_id)
+        with _StoreErrors("list notifications"):
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+                total = (await conn.execute(count)).scalar_one()
+        return [_row_to_notification(row) for row in rows], int(total)
+
+
+class SqlDeadLetterStore:
+    def __init__(self, *, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def add(self, *, dead_letter: DeadLetter) -> None:
+        with _StoreErrors("store the dead letter"):
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    insert(dead_letters)
+                    .values(
+                        id=dead_letter.id,
+                        message_id=dead_letter.message_id,
+                        routing_key=dead_letter.routing_key,
+                        body=dead_letter.body,
+                        headers=dead_letter.headers,
+                        correlation_id=dead_letter.correlation_id,
+                        error=dead_letter.error,
+                        attempts=dead_letter.attempts,
+                        failed_at=list(dead_letter.failed_at),
+                        dead_at=dead_letter.dead_at,
+                        stored_at=dead_letter.stored_at,
+                    )
+                    .on_conflict_do_nothing(constraint="dead_letters_message_dead_at_key")
+                )
+
+    async def list(self, *, page: Page) -> tuple[list[DeadLetter], int]:
+        query = (
+            select(dead_letters)
+            .order_by(dead_letters.c.dead_at.desc(), dead_letters.c.id.desc())
+            .limit(page.limit)
+            .offset(page.offset)
+        )
+        with _StoreErrors("list dead letters"):
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+                total = (await conn.execute(select(func.count()).select_from(dead_letters))).scalar_one()
+        return [_row_to_dead_letter(row) for row in rows], int(total)
+
+    @contextlib.asynccontextmanager
+    async def take(self, *, dead_letter_id: uuid.UUID) -> AsyncIterator[DeadLetter]:
+        with _StoreErrors("take the dead letter"):
+            async with self._engine.begin() as conn:
+                row = (
+                    await conn.execute(
+                        select(dead_letters).where(dead_letters.c.id == dead_letter_id).with_for_update()
+                    )
+                ).first()
+                if row is None:
+                    raise DeadLetterNotFound(str(dead_letter_id))
+                yield _row_to_dead_letter(row)
+                await conn.execute(delete(dead_letters).where(dead_letters.c.id == dead_letter_id))
+
+    async def delete(self, *, dead_letter_id: uuid.UUID) -> None:
+        with _StoreErrors("delete the dead letter"):
+            async with self._engine.begin() as conn:
+                result = await conn.execute(delete(dead_letters).where(dead_letters.c.id == dead_letter_id))
+        if result.rowcount == 0:
+            raise DeadLetterNotFound(str(dead_letter_id))

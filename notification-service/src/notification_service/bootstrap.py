@@ -1,0 +1,157 @@
+"""The one place that builds notification-service: adapters created, wired to the domain, served.
+
+    events consumer        <EVENTS_QUEUE> on EVENTS_EXCHANGE (order.#, user.#) → Notifications.handle
+    dead-letter consumer   <EVENTS_QUEUE>.dead → the dead_letters table
+    mail dispatcher        mail_outbox → SMTP
+    HTTP                   notifications, dead-letter admin, /health, /metrics
+
+Nothing is created at import time; ``serve`` owns every resource it opens and closes
+them when the server stops (SIGTERM or SIGINT).
+"""
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from interchange_common.health import HealthCheck
+from interchange_common.httpserver import serve_http
+from interchange_common.messaging import Consumer, ConsumerTopology
+from interchange_common.migrations import upgrade
+from interchange_common.servicejwt import ServiceTokenVerifier
+from interchange_common.tasks import cancel_and_wait
+from notification_service.adapters.broker import AmqpRepublisher, DeadLetterConsumer
+from notification_service.adapters.errors import ConsumerDisconnected
+from notification_service.adapters.mail import MailDispatcher, SmtpSettings
+from notification_service.adapters.store import SqlDeadLetterStore, SqlNotificationStore
+from notification_service.config import SERVICE_NAME, Settings
+from notification_service.domain.model import DeadLetter
+from notification_service.domain.usecases import DeadLetters, Notifications
+from notification_service.entrypoints.consumer import message_handler
+from notification_service.entrypoints.http import create_http_app
+
+_log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+BINDINGS = ("order.#", "user.#")
+
+
+def topology_of(settings: Settings) -> ConsumerTopology:
+    return ConsumerTopology(
+        exchange=settings.events_exchange,
+        queue=settings.events_queue,
+        bindings=BINDINGS,
+        retry_delays=settings.retry_delays,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    settings: Settings
+    engine: AsyncEngine
+    notifications: Notifications
+    dead_letters: DeadLetters
+    verifier: ServiceTokenVerifier
+    consumer: Consumer
+    dead_letter_consumer: DeadLetterConsumer
+    dispatcher: MailDispatcher
+    republisher: AmqpRepublisher
+
+    def health_checks(self) -> list[HealthCheck]:
+        async def database() -> None:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+
+        async def rabbitmq() -> None:
+            if not self.consumer.ready.is_set():
+                raise ConsumerDisconnected(self.settings.events_queue)
+            if not self.dead_letter_consumer.ready.is_set():
+                raise ConsumerDisconnected(f"{self.settings.events_queue}.dead")
+
+        return [HealthCheck(name="postgres", probe=database), HealthCheck(name="rabbitmq", probe=rabbitmq)]
+
+    def http_app(self) -> FastAPI:
+        return create_http_app(
+            notifications=self.notifications,
+            dead_letters=self.dead_letters,
+            verifier=self.verifier,
+            health_checks=self.health_checks,
+            max_body_bytes=self.settings.max_body_bytes,
+        )
+
+    def background(self) -> dict[str, Coroutine[Any, Any, None]]:
+        """The work that runs beside the HTTP server, by task name."""
+        return {
+            "events-consumer": self.consumer.run(),
+            "dead-letter-consumer": self.dead_letter_consumer.run(),
+            "mail-dispatcher": self.dispatcher.run(),
+        }
+
+    async def close(self) -> None:
+        await self.republisher.close()
+        await self.engine.dispose()
+
+
+def build(*, settings: Settings) -> Container:
+    database_url = settings.database_url.get_secret_value()
+    amqp_url = settings.rabbitmq_url.get_secret_value()
+    engine = create_async_engine(database_url, pool_size=settings.database_pool_size, pool_pre_ping=True)
+    notifications = Notifications(store=SqlNotificationStore(engine=engine))
+    republisher = AmqpRepublisher(amqp_url=amqp_url, queue=settings.events_queue)
+    dead_letters = DeadLetters(store=SqlDeadLetterStore(engine=engine), republisher=republisher)
+    topology = topology_of(settings)
+    consumer = Consumer(
+        amqp_url=amqp_url,
+        topology=topology,
+        handler=message_handler(notifications=notifications, crash_after_commit=settings.crash_after_commit_before_ack),
+        prefetch=settings.consumer_prefetch,
+    )
+
+    async def record(dead_letter: DeadLetter) -> None:
+        await dead_letters.record(dead_letter=dead_letter)
+
+    smtp_host, smtp_port = settings.smtp_address
+    dispatcher = MailDispatcher(
+        dsn=database_url,
+        smtp=SmtpSettings(
+            host=smtp_host,
+            port=smtp_port,
+            timeout_seconds=settings.smtp_timeout_seconds,
+            start_tls=settings.smtp_starttls,
+            sender=settings.mail_from,
+        ),
+    )
+    return Container(
+        settings=settings,
+        engine=engine,
+        notifications=notifications,
+        dead_letters=dead_letters,
+        verifier=ServiceTokenVerifier(service=SERVICE_NAME, secret=settings.service_jwt_secret.get_secret_value()),
+        consumer=consumer,
+        dead_letter_consumer=DeadLetterConsumer(amqp_url=amqp_url, topology=topology, record=record),
+        dispatcher=dispatcher,
+        republisher=republisher,
+    )
+
+
+def migrate(*, settings: Settings) -> None:
+    """Bring the schema to the newest migration (several instances may race: env.py locks)."""
+    upgrade(script_location=MIGRATIONS, database_url=settings.database_url.get_secret_value())
+
+
+async def serve(*, settings: Settings) -> None:
+    container = build(settings=settings)
+    tasks = [asyncio.create_task(work, name=name) for name, work in container.background().items()]
+    if settings.crash_after_commit_before_ack:
+        _log.warning("fault injection on: the process kills itself after a commit that queued a mail")
+    try:
+        await serve_http(app=container.http_app(), host=settings.host, port=settings.http_port)
+    finally:
+        await cancel_and_wait(tasks)
+        await container.close()
+        _log.info("stopped")

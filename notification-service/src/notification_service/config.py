@@ -1,0 +1,97 @@
+"""notification-service's settings, from the environment (see docker-compose.yml)."""
+
+import email.utils
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from interchange_common.settings import ServiceSettings
+
+SERVICE_NAME = "notification-service"
+MAX_RETRIES = 10
+
+
+def _smtp_address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 25
+    except ValueError as e:
+        raise ValueError("SMTP_URL has a bad port") from e
+    if parts.scheme != "smtp" or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError("SMTP_URL must look like smtp://host:port")
+    return parts.hostname, port
+
+
+class Settings(ServiceSettings):
+    http_port: int = 8003
+    # postgresql+asyncpg://user:password@host:port/interchange_notifications
+    database_url: SecretStr
+    database_pool_size: int = Field(default=10, ge=1, le=100)
+    migrate_on_start: bool = True
+
+    # amqp://user:password@host:port/vhost
+    rabbitmq_url: SecretStr
+    events_exchange: str = "interchange.events"
+    # The consumer's durable queue; <queue>.retry.N and <queue>.dead are named after it.
+    events_queue: str = Field(default="notification-service", min_length=1, max_length=200)
+    # Seconds before attempts 2, 3, …: "1,5,30" (each varies by ±20%). After the last,
+    # a failing message goes to the dead-letter queue.
+    retry_delays: Annotated[tuple[float, ...], NoDecode] = (1.0, 5.0, 30.0)
+    consumer_prefetch: int = Field(default=20, ge=1, le=1000)
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    # smtp://host:port, the form compose uses (the native runner rewrites it to its
+    # local sink like any other URL); when set it wins over SMTP_HOST and SMTP_PORT.
+    smtp_url: str | None = None
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    smtp_starttls: bool = False
+    mail_from: str = "Interchange <no-reply@interchange.local>"
+
+    max_body_bytes: int = 64 * 1024
+
+    # Fault injection for the tests (development only): after a message's effect that
+    # queued a mail has committed, and before the ack, the process SIGKILLs itself.
+    crash_after_commit_before_ack: bool = False
+
+    @field_validator("retry_delays", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _sensible_delays(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if len(value) > MAX_RETRIES or any(not 0 < delay <= 86_400 for delay in value):
+            raise ValueError(f"RETRY_DELAYS takes up to {MAX_RETRIES} delays of more than 0 and at most 86400 s")
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _an_smtp_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            _smtp_address(value)
+        return value
+
+    @property
+    def smtp_address(self) -> tuple[str, int]:
+        """Where the SMTP server listens: SMTP_URL when given, else SMTP_HOST and SMTP_PORT."""
+        return _smtp_address(self.smtp_url) if self.smtp_url else (self.smtp_host, self.smtp_port)
+
+    @field_validator("mail_from")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        _, address = email.utils.parseaddr(value)
+        if "@" not in address:
+            raise ValueError("MAIL_FROM must be an address, e.g. 'Interchange <no-reply@example.com>'")
+        return value
+
+    @model_validator(mode="after")
+    def _fault_injection_in_development_only(self) -> "Settings":
+        if self.crash_after_commit_before_ack and self.environment != "development":
+            raise ValueError("CRASH_AFTER_COMMIT_BEFORE_ACK is a test switch: refused outside ENVIRONMENT=development")
+        return self

@@ -1,0 +1,44 @@
+"""What can go wrong in notification-service (the adapters' failures are here too).
+
+NotificationServiceError
+ ├── InvalidMessage            a message of a known type whose body does not fit it
+ ├── RecipientUnknown          an order event for a user not heard of (yet)
+ ├── OrderUnknown              a change to an order whose order.placed has not arrived (yet)
+ ├── InvalidRequest            a query value breaks a rule (page, limit)
+ ├── NotSignedIn               no end user behind the call
+ ├── PermissionDenied          the actor may not do this (admin only)
+ ├── DeadLetterNotFound        no dead letter with that id
+ └── (adapters.errors)         NotificationStoreError, ReplayFailed, MailServerUnavailable
+"""
+
+
+class NotificationServiceError(Exception):
+    """Base of every error notification-service raises."""
+
+
+class InvalidMessage(NotificationServiceError):
+    """A message of a known type whose body does not have the shape of that type."""
+
+
+class RecipientUnknown(NotificationServiceError):
+    """An order event names a user whose user.created has not been seen yet."""
+
+
+class OrderUnknown(NotificationServiceError):
+    """An order event names an order whose order.placed has not been seen yet."""
+
+
+class InvalidRequest(NotificationServiceError):
+    """A request value breaks one of the rules (page, limit)."""
+
+
+class NotSignedIn(NotificationServiceError):
+    """The call carries no end user, and the route is about one."""
+
+
+class PermissionDenied(NotificationServiceError):
+    """The actor may not do this."""
+
+
+class DeadLetterNotFound(NotificationServiceError):
+    """No dead letter has this id (or it was replayed or discarded meanwhile)."""

@@ -1,0 +1,75 @@
+"""The mail dispatcher against a real SMTP server: one sender per mail, and refusals."""
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from interchange_common.tasks import background
+from notification_service.adapters.mail import MailDispatcher, SmtpSettings
+from notification_service.adapters.store import SqlNotificationStore
+from notification_service.domain.model import Mail
+
+pytestmark = pytest.mark.integration
+
+
+def mail_to(address):
+    event_id = uuid.uuid4()
+    return Mail(
+        id=uuid.uuid4(),
+        event_id=event_id,
+        to_address=address,
+        to_name="Test",
+        subject=f"about {event_id}",
+        body="Hello\n",
+        created_at=datetime.now(UTC),
+    )
+
+
+async def queue(database_url, mails):
+    engine = create_async_engine(database_url)
+    try:
+        async with SqlNotificationStore(engine=engine).transaction() as inbox:
+            for mail in mails:
+                await inbox.queue_mail(mail=mail)
+    finally:
+        await engine.dispose()
+
+
+def dispatcher(database_url, smtp):
+    settings = SmtpSettings(
+        host="127.0.0.1", port=smtp.port, timeout_seconds=5, start_tls=False, sender="Interchange <no-reply@i.local>"
+    )
+    return MailDispatcher(dsn=database_url, smtp=settings)
+
+
+async def test_two_dispatchers_send_each_mail_once(database_url, db, smtp, eventually):
+    mails = [mail_to(f"m{n}@example.com") for n in range(40)]
+    await queue(database_url, mails)
+    async with background(dispatcher(database_url, smtp).run(), dispatcher(database_url, smtp).run()):
+        for mail in mails:
+            await smtp.wait_for(mail.event_id)
+        await eventually(
+            lambda: db.fetchval("SELECT count(*) = 0 FROM mail_outbox WHERE sent_at IS NULL"), what="all marked sent"
+        )
+    sent = [message["X-Interchange-Event-Id"] for message in smtp.mails]
+    assert sorted(sent) == sorted(str(mail.event_id) for mail in mails)  # each once
+
+
+async def test_a_mail_refused_for_good_is_given_up_and_blocks_nobody(database_url, db, smtp, eventually):
+    refused, fine = mail_to("nobody@example.com"), mail_to("somebody@example.com")
+    smtp.refuse.add(refused.to_address)
+    await queue(database_url, [refused, fine])
+    async with background(dispatcher(database_url, smtp).run()):
+        await smtp.wait_for(fine.event_id)
+        row = await eventually(
+            lambda: db.fetchrow(
+                "SELECT attempts, last_error FROM mail_outbox WHERE event_id = $1 AND given_up_at IS NOT NULL",
+                refused.event_id,
+            ),
+            what="the refused mail to be given up",
+        )
+    assert row["attempts"] == 1
+    assert "550" in row["last_error"]
+    assert smtp.with_event(refused.event_id) == []

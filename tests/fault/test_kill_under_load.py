@@ -1,0 +1,164 @@
+"""SIGKILL order-service, event-store (and with it the relay to RabbitMQ) and
+user-service (and with it the outbox relay) at random moments while several clients
+place 200 orders. Clients do what real ones do: on an error they send the same
+request again with the same Idempotency-Key.
+
+Afterwards every order the API confirmed has exactly one mail and one notification,
+nobody has an order they were not confirmed, and the read model matches the event
+store."""
+
+import functools
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import httpx
+
+from devstack.accounts import Account, register
+from devstack.mailsink import body_of
+from devstack.shop import ITEMS
+from devstack.testing import wait_for
+
+ORDERS = 200
+CLIENTS = 5
+SEED = random.randrange(1_000_000)
+
+
+# A short open breaker: user-service answers again a second or two after its restart.
+SHOP_ENV = {"order-service": {"USER_SERVICE_BREAKER_OPEN_SECONDS": "1"}}
+
+
+class Ledger:
+    """What the API confirmed, filled by the client threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.confirmed: dict[str, Account] = {}
+        self.failures = Counter[str]()
+
+    def confirm(self, order_id: str, account: Account) -> None:
+        with self._lock:
+            self.confirmed[order_id] = account
+
+    def failed(self, why: str) -> None:
+        with self._lock:
+            self.failures[why] += 1
+
+    def reached(self, count: int) -> bool:
+        return len(self) >= count
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self.confirmed)
+
+
+def place_until_confirmed(http: httpx.Client, account: Account, ledger: Ledger) -> None:
+    key = str(uuid.uuid4())
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            answer = http.post(
+                "/api/orders", json={"items": ITEMS}, headers={**account.headers, "Idempotency-Key": key}
+            )
+        except httpx.TransportError as e:
+            ledger.failed(type(e).__name__)
+            continue
+        if answer.status_code in (200, 201):
+            ledger.confirm(answer.json()["id"], account)
+            return
+        assert answer.status_code in (502, 503, 504), answer.text  # only "not now" answers are retried
+        ledger.failed(str(answer.status_code))
+        time.sleep(0.05)  # a client's pause before retrying, not a wait for a condition
+    raise AssertionError(f"an order was not confirmed within 90 s (seed {SEED})")
+
+
+def client(base_url: str, account: Account, count: int, ledger: Ledger) -> None:
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        for _ in range(count):
+            place_until_confirmed(http, account, ledger)
+
+
+def test_killed_processes_lose_and_duplicate_nothing(shop):
+    rng = random.Random(SEED)
+    native = shop.stack.native
+    accounts = [register(shop.gateway, name=f"Client {n}") for n in range(CLIENTS)]
+    ledger = Ledger()
+    base_url = str(shop.gateway.base_url)
+    per_client = ORDERS // (CLIENTS + 1)
+    threads = [
+        threading.Thread(target=client, args=(base_url, account, per_client, ledger), daemon=True)
+        for account in accounts
+    ]
+    for thread in threads:
+        thread.start()
+
+    # The chaos: each process once, at a random point of the run.
+    late: list[Account] = []
+    for victim, (low, high) in zip(
+        ["order-service", "event-store", "user-service"], [(10, 40), (50, 90), (100, 130)], strict=True
+    ):
+        moment = rng.randint(low, high)
+        wait_for(functools.partial(ledger.reached, moment), timeout=120, what=f"{moment} orders before {victim}")
+        if victim == "user-service":
+            # A registration committed just before the kill: its user.created event
+            # sits in the outbox until the restarted relay publishes it.
+            late.append(register(shop.gateway, name="Late Client"))
+        native.kill(victim)
+        native.restart(victim)
+    remaining = ORDERS - per_client * CLIENTS
+    late_thread = threading.Thread(target=client, args=(base_url, late[0], remaining, ledger), daemon=True)
+    late_thread.start()
+    for thread in [*threads, late_thread]:
+        thread.join(timeout=180)
+        assert not thread.is_alive(), f"a client did not finish (seed {SEED})"
+    assert len(ledger) == ORDERS
+    assert ledger.failures, "the kills were never felt: nothing was tested"
+
+    # Exactly one mail per confirmed order, and none for anything else.
+    def mails_by_order() -> Counter[str] | None:
+        counted = Counter(
+            order_id
+            for message in shop.mail.messages()
+            if "confirm" in str(message["Subject"]).lower()
+            for order_id in ledger.confirmed
+            if order_id in body_of(message)
+        )
+        return counted if len(counted) == ORDERS else None
+
+    counted = wait_for(mails_by_order, timeout=90, what="a mail for every confirmed order")
+    assert set(counted.values()) == {1}, [order for order, n in counted.items() if n > 1]
+    confirmation_mails = [m for m in shop.mail.messages() if "confirm" in str(m["Subject"]).lower()]
+    assert len(confirmation_mails) == ORDERS
+
+    for account in [*accounts, *late]:
+        mine = {order for order, owner in ledger.confirmed.items() if owner == account}
+        placed = [n for n in shop.notifications(account) if n["type"] == "order.placed"]
+        assert Counter(n["data"]["order_id"] for n in placed) == Counter(mine)
+        # The read model: exactly the confirmed orders, each at its event store version.
+        listed = wait_for(
+            functools.partial(_listed_when_complete, shop, account, mine), timeout=30, what="the read model"
+        )
+        for order in listed:
+            history = shop.gateway.get(f"/api/orders/{order['id']}/events", headers=account.headers).json()
+            assert [e["type"] for e in history] == ["order.placed"]
+            assert order["version"] == history[-1]["version"]
+            assert order["total"] == history[0]["data"]["total"]
+
+
+def _listed_when_complete(shop, account: Account, mine: set[str]) -> list[dict[str, Any]] | None:
+    listed, page = [], 1
+    while True:
+        body = shop.gateway.get("/api/orders", params={"page": page, "limit": 100}, headers=account.headers).json()
+        listed += body["items"]
+        if len(listed) >= body["total"] or not body["items"]:
+            break
+        page += 1
+    ids = Counter(order["id"] for order in listed)
+    if set(ids) != mine:
+        assert set(ids) <= mine, f"orders nobody was confirmed: {set(ids) - mine}"
+        return None
+    assert set(ids.values()) == {1}
+    return listed
