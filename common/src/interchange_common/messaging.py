@@ -250,8 +250,10 @@ Handler = Callable[[Delivery], Awaitable[None]]
 
 
 def _attempt_of(message: AbstractIncomingMessage) -> int:
+    """This delivery's attempt, 1 for the first; a header that is not a sensible count
+    (from a buggy or hostile publisher) counts as none."""
     failed = (message.headers or {}).get(ATTEMPT_HEADER, 0)
-    return int(failed) + 1 if isinstance(failed, int) else 1
+    return max(failed, 0) + 1 if isinstance(failed, int) and not isinstance(failed, bool) else 1
 
 
 @dataclass
@@ -326,12 +328,27 @@ class Consumer:
                 "message dead-lettered",
                 extra={"queue": topology.queue, "message_id": delivery.message_id, "attempts": delivery.attempt},
             )
-        await publish(
-            exchange=channel.default_exchange,
-            routing_key=target,
-            body=message.body,
-            message_id=delivery.message_id,
-            headers=headers,
-            expiration_seconds=expiration,
-            correlation_id=message.correlation_id,
-        )
+        try:
+            await publish(
+                exchange=channel.default_exchange,
+                routing_key=target,
+                body=message.body,
+                message_id=delivery.message_id,
+                headers=headers,
+                expiration_seconds=expiration,
+                correlation_id=message.correlation_id,
+            )
+        except PublishFailed:
+            if target == topology.dead_letter_queue:
+                raise  # the broker itself is in trouble: unacked, the message comes back
+            # The retry path is broken (a queue deleted by hand, say): the message must
+            # not come back to the head of the queue for ever, so it is dead-lettered.
+            _log.exception("retry queue unusable, dead-lettering", extra={"queue": target})
+            await publish(
+                exchange=channel.default_exchange,
+                routing_key=topology.dead_letter_queue,
+                body=message.body,
+                message_id=delivery.message_id,
+                headers={**headers, DEAD_AT_HEADER: datetime.now(UTC).isoformat()},
+                correlation_id=message.correlation_id,
+            )

@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
+import stamina
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic import AfterValidator
@@ -192,7 +193,8 @@ def grpc_target(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme != "grpc" or not parts.hostname or parts.port is None or parts.path.strip("/"):
         raise ValueError(f"expected grpc://host:port, got {url!r}")
-    return f"{parts.hostname}:{parts.port}"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6 keeps its brackets
+    return f"{host}:{parts.port}"
 
 
 def _checked_grpc_url(url: str) -> str:
@@ -213,6 +215,7 @@ Abort = Callable[[Context, Exception], Awaitable[NoReturn]]
 _Servicer = TypeVar("_Servicer")
 _Request = TypeVar("_Request")
 _Reply = TypeVar("_Reply")
+_Answer = TypeVar("_Answer")
 UnaryMethod = Callable[[_Servicer, _Request, Context], Awaitable[_Reply]]
 
 
@@ -257,3 +260,31 @@ async def serve_with_http(
         await serve_http(app=http_app, host=host, port=http_port)
     finally:
         await grpc_server.stop(grace=grace_seconds)
+
+
+async def call_within(
+    method: Callable[..., Awaitable[_Answer]],
+    request: object,
+    *,
+    deadline: float,
+    retry_on: frozenset[grpc.StatusCode],
+    attempts: int = 3,
+) -> _Answer:
+    """Call a unary gRPC method, retrying the given status codes with capped, jittered
+    backoff (stamina), all within one deadline: each attempt gets what is left of it,
+    so the caller waits at most ``deadline`` seconds (plus one backoff pause). Raises
+    the last AioRpcError, or TimeoutError when the deadline has passed."""
+    started = time.monotonic()
+
+    def retried(error: Exception) -> bool:
+        return isinstance(error, grpc.aio.AioRpcError) and error.code() in retry_on
+
+    async for attempt in stamina.retry_context(
+        on=retried, attempts=attempts, timeout=deadline, wait_initial=0.05, wait_max=0.5, wait_jitter=0.05
+    ):
+        with attempt:
+            left = deadline - (time.monotonic() - started)
+            if left <= 0:
+                raise TimeoutError(f"no answer within {deadline} s")
+            return await method(request, timeout=left)
+    raise AssertionError("stamina retries or raises")

@@ -52,9 +52,17 @@ async def wait_alive(conn: Probe, event: asyncio.Event) -> None:
     socket that died without a FIN (a cut network, a paused host) would otherwise
     leave the session waiting for ever; this raises instead, and run_forever starts
     a new one."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        # A library swallowed our cancellation on its way here (a client that turns
+        # it into an error it then handles, say): honour it now rather than wait.
+        raise asyncio.CancelledError
     while not event.is_set():
         try:
-            await asyncio.wait_for(event.wait(), timeout=KEEPALIVE_SECONDS)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation
+            # that arrives just as the event is set, and the session would go on.
+            async with asyncio.timeout(KEEPALIVE_SECONDS):
+                await event.wait()
         except TimeoutError:
             await conn.fetchval("SELECT 1", timeout=KEEPALIVE_TIMEOUT_SECONDS)
 
@@ -81,6 +89,11 @@ async def run_forever(*, name: str, session: Session) -> None:
         try:
             await session(connected)
         except Exception as e:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A library turned our cancellation into an error of its own (a client
+                # closing its connection in a ``finally``, say): stop all the same.
+                raise asyncio.CancelledError from e
             _log.warning(f"{name} interrupted", extra={"error": type(e).__name__, "attempt": attempt + 1})
         attempt += 1
         pause = min(_MAX_PAUSE_SECONDS, 0.1 * 2 ** min(attempt, 10))

@@ -173,3 +173,21 @@ async def test_an_event_nobody_listens_for_is_kept_not_lost(channel, topology):
     exchange = await declare_exchange(channel=channel, name=topology.exchange)
     await publish(exchange=exchange, routing_key="nobody.listens", body=b"{}", message_id=str(uuid.uuid4()))
     assert await queue_depth(channel, f"{topology.exchange}.unrouted") == 1
+
+
+async def test_a_broken_retry_path_dead_letters_instead_of_looping(infra, channel, topology):
+    poison = str(uuid.uuid4())
+    recorder = Recorder(fail_times={poison: 99})
+    async with consuming(infra, topology, recorder):
+        await channel.queue_delete(topology.retry_queue(1))  # deleted by hand while it runs
+        await send(channel, topology, poison)
+        await recorder.until(lambda: len(recorder.of(poison)) == 1, timeout=10)
+
+        async def dead_lettered():
+            return await queue_depth(channel, topology.dead_letter_queue) == 1
+
+        async with asyncio.timeout(10):
+            while not await dead_lettered():
+                await asyncio.sleep(0.05)
+        assert await queue_depth(channel, topology.queue) == 0
+    assert len(recorder.of(poison)) == 1

@@ -37,3 +37,20 @@ async def test_cancel_and_wait_waits_for_all_and_logs_failures(caplog):
     assert broken.done()
     assert idle.cancelled()
     assert any(record.message == "background task failed" for record in caplog.records)
+
+
+async def test_run_forever_stops_when_a_session_turns_its_cancellation_into_an_error():
+    started = asyncio.Event()
+
+    async def session(connected):
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        finally:
+            raise ConnectionResetError("closing the client while cancelled")  # what some clients do
+
+    task = asyncio.create_task(tasks.run_forever(name="stubborn", session=session))
+    await started.wait()
+    task.cancel()
+    await asyncio.wait({task}, timeout=5)
+    assert task.cancelled(), "run_forever went on after it was cancelled"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -24,12 +25,14 @@ from interchange_common.health import HealthCheck
 from interchange_common.httpserver import serve_http
 from interchange_common.messaging import Consumer, ConsumerTopology
 from interchange_common.migrations import upgrade
-from interchange_common.servicejwt import ServiceTokenVerifier
+from interchange_common.rpc import grpc_target, service_channel
+from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
 from interchange_common.tasks import cancel_and_wait
 from notification_service.adapters.broker import AmqpRepublisher, DeadLetterConsumer
 from notification_service.adapters.errors import ConsumerDisconnected
 from notification_service.adapters.mail import MailDispatcher, SmtpSettings
 from notification_service.adapters.store import SqlDeadLetterStore, SqlNotificationStore
+from notification_service.adapters.users import GrpcUserDirectory
 from notification_service.config import SERVICE_NAME, Settings
 from notification_service.domain.model import DeadLetter
 from notification_service.domain.usecases import DeadLetters, Notifications
@@ -61,6 +64,7 @@ class Container:
     dead_letter_consumer: DeadLetterConsumer
     dispatcher: MailDispatcher
     republisher: AmqpRepublisher
+    users_channel: grpc.aio.Channel | None
 
     def health_checks(self) -> list[HealthCheck]:
         async def database() -> None:
@@ -93,6 +97,8 @@ class Container:
         }
 
     async def close(self) -> None:
+        if self.users_channel is not None:
+            await self.users_channel.close()
         await self.republisher.close()
         await self.engine.dispose()
 
@@ -101,7 +107,23 @@ def build(*, settings: Settings) -> Container:
     database_url = settings.database_url.get_secret_value()
     amqp_url = settings.rabbitmq_url.get_secret_value()
     engine = create_async_engine(database_url, pool_size=settings.database_pool_size, pool_pre_ping=True)
-    notifications = Notifications(store=SqlNotificationStore(engine=engine))
+    users_channel = (
+        None
+        if settings.user_service_url is None
+        else service_channel(
+            target=grpc_target(settings.user_service_url),
+            issuer=ServiceTokenIssuer(
+                service=SERVICE_NAME, secret=settings.service_jwt_secret.get_secret_value(), ttl_seconds=300
+            ),
+            audience="user-service",
+        )
+    )
+    notifications = Notifications(
+        store=SqlNotificationStore(engine=engine),
+        directory=None
+        if users_channel is None
+        else GrpcUserDirectory(channel=users_channel, deadline_seconds=settings.user_service_deadline_seconds),
+    )
     republisher = AmqpRepublisher(amqp_url=amqp_url, queue=settings.events_queue)
     dead_letters = DeadLetters(store=SqlDeadLetterStore(engine=engine), republisher=republisher)
     topology = topology_of(settings)
@@ -136,6 +158,7 @@ def build(*, settings: Settings) -> Container:
         dead_letter_consumer=DeadLetterConsumer(amqp_url=amqp_url, topology=topology, record=record),
         dispatcher=dispatcher,
         republisher=republisher,
+        users_channel=users_channel,
     )
 
 

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from interchange_common.rpc import GrpcUrl
 from interchange_common.settings import ServiceSettings
 
 SERVICE_NAME = "notification-service"
@@ -40,6 +41,11 @@ class Settings(ServiceSettings):
     # a failing message goes to the dead-letter queue.
     retry_delays: Annotated[tuple[float, ...], NoDecode] = (1.0, 5.0, 30.0)
     consumer_prefetch: int = Field(default=20, ge=1, le=1000)
+
+    # gRPC address of user-service, grpc://host:port: an order whose user is not known
+    # yet is looked up there. Unset: such an order waits (retries) for user.created.
+    user_service_url: GrpcUrl | None = None
+    user_service_deadline_seconds: float = Field(default=1.0, gt=0, le=30)
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=1025, ge=1, le=65535)

@@ -61,12 +61,15 @@ class SmtpSink:
         self.port = port
         self.mails: list[email.message.EmailMessage] = []
         self.refuse: set[str] = set()  # recipients answered with 550
+        self.defer: set[str] = set()  # recipients answered with 450 (mailbox busy: try later)
         self._arrived = asyncio.Event()
         self._server: asyncio.Server | None = None
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]):
         if address in self.refuse:
             return "550 5.1.1 no such mailbox"
+        if address in self.defer:
+            return "450 4.2.1 mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

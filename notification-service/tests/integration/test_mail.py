@@ -73,3 +73,44 @@ async def test_a_mail_refused_for_good_is_given_up_and_blocks_nobody(database_ur
     assert row["attempts"] == 1
     assert "550" in row["last_error"]
     assert smtp.with_event(refused.event_id) == []
+
+
+async def test_a_mail_refused_for_now_waits_for_its_turn_and_blocks_nobody(database_url, db, smtp, eventually):
+    busy, fine = mail_to("busy@example.com"), mail_to("free@example.com")
+    smtp.defer.add(busy.to_address)
+    await queue(database_url, [busy, fine])
+    async with background(dispatcher(database_url, smtp).run()):
+        await smtp.wait_for(fine.event_id)
+        row = await eventually(
+            lambda: db.fetchrow(
+                "SELECT attempts, last_error, next_attempt_at - now() AS wait, given_up_at FROM mail_outbox"
+                " WHERE event_id = $1 AND attempts > 0",
+                busy.event_id,
+            ),
+            what="the busy mailbox's mail to be put off",
+        )
+        assert (row["attempts"], row["given_up_at"]) == (1, None)
+        assert "450" in row["last_error"]
+        assert row["wait"].total_seconds() > 30  # about a minute: not tried again at once
+        # Its time comes (moved forward here instead of waiting a minute): sent once.
+        smtp.defer.clear()
+        await db.execute("UPDATE mail_outbox SET next_attempt_at = now() WHERE event_id = $1", busy.event_id)
+        await db.execute("NOTIFY mail_outbox")
+        await smtp.wait_for(busy.event_id)
+    assert len(smtp.with_event(busy.event_id)) == 1
+
+
+async def test_a_mail_that_cannot_be_sent_as_it_is_is_given_up_and_blocks_nobody(database_url, db, smtp, eventually):
+    unsendable, fine = mail_to("jörg@example.com"), mail_to("joerg@example.com")
+    await queue(database_url, [unsendable, fine])
+    async with background(dispatcher(database_url, smtp).run()):
+        await smtp.wait_for(fine.event_id)
+        row = await eventually(
+            lambda: db.fetchrow(
+                "SELECT attempts, last_error FROM mail_outbox WHERE event_id = $1 AND given_up_at IS NOT NULL",
+                unsendable.event_id,
+            ),
+            what="the unsendable mail to be given up",
+        )
+    assert row["attempts"] == 1
+    assert smtp.with_event(unsendable.event_id) == []

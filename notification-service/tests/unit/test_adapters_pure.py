@@ -1,5 +1,5 @@
 """The adapters' pure parts: mails built from outbox rows, dead letters read from AMQP
-messages, replay headers, and which SMTP answers mean "never"."""
+messages, replay headers, and what each failed send means."""
 
 import uuid
 from dataclasses import dataclass, field
@@ -18,7 +18,7 @@ from interchange_common.messaging import (
     ORIGINAL_ROUTING_KEY_HEADER,
 )
 from notification_service.adapters.broker import dead_letter_of, json_safe, replay_headers
-from notification_service.adapters.mail import EVENT_ID_HEADER, _refused_for_good, build_message
+from notification_service.adapters.mail import EVENT_ID_HEADER, Verdict, build_message, retry_delay, verdict_on
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -45,18 +45,49 @@ def test_a_mail_is_the_same_message_however_often_it_is_built():
 
 
 @pytest.mark.parametrize(
-    ("error", "never"),
+    ("error", "verdict"),
     [
-        (aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(550, "no such user", "x@y")]), True),
-        (aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(451, "try later", "x@y")]), False),
-        (aiosmtplib.SMTPDataError(554, "rejected"), True),
-        (aiosmtplib.SMTPDataError(421, "closing"), False),
-        (aiosmtplib.SMTPConnectError("refused"), False),
-        (ConnectionRefusedError(), False),
+        (
+            aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(550, "no user", "x@y")]),
+            Verdict.NEVER,
+        ),
+        (aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(450, "busy", "x@y")]), Verdict.LATER),
+        (aiosmtplib.SMTPDataError(554, "rejected"), Verdict.NEVER),
+        (aiosmtplib.SMTPDataError(451, "local error"), Verdict.LATER),
+        (aiosmtplib.SMTPNotSupported("SMTPUTF8 is needed for this address"), Verdict.NEVER),
+        (UnicodeEncodeError("ascii", "jörg", 1, 2, "not ASCII"), Verdict.NEVER),
+        (ValueError("Header values may not contain linefeed"), Verdict.NEVER),
+        (aiosmtplib.SMTPConnectError("refused"), Verdict.SERVER_DOWN),
+        (aiosmtplib.SMTPServerDisconnected("gone"), Verdict.SERVER_DOWN),
+        (aiosmtplib.SMTPTimeoutError("slow"), Verdict.SERVER_DOWN),
+        (ConnectionRefusedError(), Verdict.SERVER_DOWN),
     ],
 )
-def test_only_a_5xx_about_the_mail_gives_up(error, never):
-    assert _refused_for_good(error) is never
+def test_only_the_servers_state_stops_the_line(error, verdict):
+    assert verdict_on(error) is verdict
+
+
+def test_mails_refused_for_now_wait_longer_each_time_up_to_an_hour():
+    waits = [retry_delay(n).total_seconds() for n in range(1, 12)]
+    assert waits[:3] == [60, 120, 240]
+    assert waits == sorted(waits)
+    assert max(waits) == 3600
+
+
+def test_nothing_a_user_typed_can_add_a_header():
+    row = {
+        "event_id": uuid.uuid4(),
+        "to_address": "mallory@example.com",
+        "to_name": "Mallory\r\nBcc: victim@example.com",
+        "subject": "Order confirmed\nX-Evil: 1",
+        "body": "Hello\n",
+        "created_at": T0,
+    }
+    message = build_message(row=row, sender="Interchange <no-reply@interchange.local>")
+    assert message["Bcc"] is None
+    assert message["X-Evil"] is None
+    assert parseaddr(message["To"]) == ("Mallory Bcc: victim@example.com", "mallory@example.com")
+    assert b"\nBcc:" not in message.as_bytes()
 
 
 @dataclass

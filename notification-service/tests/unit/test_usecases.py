@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from interchange_common.actors import Actor
-from notification_service.adapters.errors import ReplayFailed
+from notification_service.adapters.errors import ReplayFailed, UserDirectoryUnavailable
 from notification_service.domain.errors import (
     DeadLetterNotFound,
     InvalidMessage,
@@ -17,7 +17,7 @@ from notification_service.domain.errors import (
     PermissionDenied,
     RecipientUnknown,
 )
-from notification_service.domain.model import DeadLetter
+from notification_service.domain.model import DeadLetter, Recipient
 from notification_service.domain.usecases import Notifications, Outcome
 
 
@@ -225,3 +225,50 @@ async def test_unknown_or_malformed_ids_are_not_found(dead_letters, raw):
         await dead_letters.discard(actor=ADMIN, dead_letter_id=raw)
     with pytest.raises(DeadLetterNotFound):
         await dead_letters.replay(actor=ADMIN, dead_letter_id=raw)
+
+
+class FakeDirectory:
+    """user-service as the lookup sees it: known users, or down."""
+
+    def __init__(self, *, users=None, down=False):
+        self.users = users or {}
+        self.down = down
+        self.asked = []
+
+    async def lookup(self, *, user_id):
+        self.asked.append(user_id)
+        if self.down:
+            raise UserDirectoryUnavailable("user-service: UNAVAILABLE")
+        return self.users.get(user_id)
+
+
+def recipient(user_id, *, email="late@example.com", as_of=datetime(2026, 11, 27, 12, tzinfo=UTC)):
+    return Recipient(user_id=user_id, email=email, name="Late", deleted=False, as_of=as_of)
+
+
+async def test_an_order_before_its_user_event_asks_user_service_and_remembers(store, events):
+    user_id = uuid.uuid4()
+    directory = FakeDirectory(users={user_id: recipient(user_id)})
+    notifications = Notifications(store=store, directory=directory)
+    handled = await deliver(notifications, events.order(order_id=uuid.uuid4(), user_id=user_id))
+    assert handled.outcome is Outcome.APPLIED
+    assert handled.mail is not None
+    assert handled.mail.to_address == "late@example.com"
+    await deliver(notifications, events.order(order_id=uuid.uuid4(), user_id=user_id))
+    assert directory.asked == [user_id]  # the answer was kept
+
+
+async def test_a_user_service_that_does_not_know_the_user_leaves_the_order_to_retry(store, events):
+    notifications = Notifications(store=store, directory=FakeDirectory())
+    message = events.order(order_id=uuid.uuid4(), user_id=uuid.uuid4())
+    with pytest.raises(RecipientUnknown):
+        await deliver(notifications, message)
+    assert message.message_id not in store.state.handled
+
+
+async def test_a_user_service_that_is_down_leaves_nothing_behind(store, events):
+    notifications = Notifications(store=store, directory=FakeDirectory(down=True))
+    message = events.order(order_id=uuid.uuid4(), user_id=uuid.uuid4())
+    with pytest.raises(UserDirectoryUnavailable):
+        await deliver(notifications, message)
+    assert (store.state.handled, store.state.orders, store.state.mails) == ({}, {}, {})

@@ -13,6 +13,7 @@ from user_service.domain.model import (
     ensure_can_view,
     make_page,
     normalize_email,
+    normalize_name,
     normalize_roles,
     parse_user_id,
 )
@@ -90,3 +91,13 @@ def test_another_users_record_is_not_found_for_a_plain_user(make_user):
     stranger = Actor(user_id=uuid.uuid4(), roles=frozenset({"user"}))
     with pytest.raises(UserNotFound):
         apply_changes(user=user, changes=UserChanges(name="x"), actor=stranger, now=NOW)
+
+
+@pytest.mark.parametrize("name", ["Mallory\nBcc: x@example.com", "Tab\there", "Bell\x07", "Line\u2028break"])
+def test_names_with_line_breaks_or_control_characters_are_refused(name):
+    with pytest.raises(InvalidUserData, match="line breaks"):
+        normalize_name(name)
+
+
+def test_a_name_keeps_its_inner_spaces_and_accents():
+    assert normalize_name("  Ada  Lovelace-Byron é ") == "Ada  Lovelace-Byron é"

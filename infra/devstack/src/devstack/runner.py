@@ -9,6 +9,7 @@ has not exited after the grace period.
 
 import ctypes
 import ctypes.util
+import dataclasses
 import json
 import os
 import signal
@@ -82,6 +83,9 @@ class NativeStack:
     log_dir: Path | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
     running: list[RunningService] = field(default_factory=list)
+    # Each restarted service's variables as first started: a restart's extra variables
+    # hold for that run only.
+    _base_environment: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def start(self, *, health_timeout: float = 60.0) -> None:
         try:
@@ -148,18 +152,28 @@ class NativeStack:
         if sig is signal.SIGKILL:
             running.process.wait()
 
-    def restart(self, name: str, *, environment: Mapping[str, str] | None = None, health_timeout: float = 60.0) -> None:
-        """Start one service again (after ``kill``), optionally with changed variables,
-        and wait until it is healthy."""
+    def restart(
+        self,
+        name: str,
+        *,
+        environment: Mapping[str, str] | None = None,
+        health_timeout: float = 60.0,
+        grace_seconds: float = 10.0,
+    ) -> None:
+        """Start one service again (stopping it first if it still runs), with these
+        extra variables for this run only, and wait until it is healthy."""
         old = self._running(name)
         _signal_group(old.process, signal.SIGTERM)
-        old.process.wait()
+        try:
+            old.process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            _signal_group(old.process, signal.SIGKILL)
+            old.process.wait()
         if old.log is not None:
             old.log.close()
         self.running.remove(old)
-        if environment:
-            old.service.environment.update(environment)
-        self._spawn(old.service)
+        base = self._base_environment.setdefault(name, dict(old.service.environment))
+        self._spawn(dataclasses.replace(old.service, environment={**base, **(environment or {})}))
         self._wait_healthy(self.running[-1], deadline=time.monotonic() + health_timeout)
 
     def exited(self) -> list[str]:

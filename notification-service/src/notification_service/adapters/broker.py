@@ -11,6 +11,7 @@ AmqpRepublisher      sends a dead letter back to the consumer's queue (default
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -51,11 +52,14 @@ def _clean_text(value: str) -> str:
 
 
 def json_safe(value: Any) -> Any:
-    """An AMQP header value as JSON: bytes decoded, times in RFC 3339, decimals as strings."""
+    """An AMQP header value as JSON: bytes decoded, times in RFC 3339, decimals and
+    non-finite floats as strings."""
     if isinstance(value, bytes | bytearray | memoryview):
         return _clean_text(bytes(value).decode("utf-8", errors="replace"))
     if isinstance(value, str):
         return _clean_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON (and jsonb) has no NaN or infinity
     if isinstance(value, bool | int | float) or value is None:
         return value
     if isinstance(value, datetime):

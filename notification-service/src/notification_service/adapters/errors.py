@@ -4,6 +4,7 @@ NotificationServiceError (domain.errors)
  ├── NotificationStoreError   the database did not do what was asked (driver errors wrapped)
  ├── ReplayFailed             the broker did not confirm a replayed message
  ├── MailServerUnavailable    the SMTP server could not take a mail now
+ ├── UserDirectoryUnavailable user-service could not be asked about a user
  └── ConsumerDisconnected     a consumer is not connected to the broker (a health probe)
 """
 
@@ -20,6 +21,10 @@ class ReplayFailed(NotificationServiceError):
 
 class MailServerUnavailable(NotificationServiceError):
     """The SMTP server could not take a mail now; it stays queued and is tried again."""
+
+
+class UserDirectoryUnavailable(NotificationServiceError):
+    """user-service did not answer a lookup in time; the message is retried."""
 
 
 class ConsumerDisconnected(NotificationServiceError):

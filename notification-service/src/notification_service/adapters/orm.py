@@ -87,8 +87,11 @@ mail_outbox = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("last_error", Text, nullable=True),
     Column("sent_at", DateTime(timezone=True), nullable=True),
-    # Set when the SMTP server refused the mail for good (a 5xx): it is not tried again.
+    # Set when the mail was given up (refused for good, unsendable, or refused for now
+    # too often): it is not tried again.
     Column("given_up_at", DateTime(timezone=True), nullable=True),
+    # A mail refused for now (4xx) waits until then for its next attempt.
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("mail_outbox_pending", "seq", postgresql_where=text("sent_at IS NULL AND given_up_at IS NULL")),
 )
 

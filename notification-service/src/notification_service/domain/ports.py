@@ -53,6 +53,12 @@ class DeadLetterStore(Protocol):
         """Remove the dead letter, or DeadLetterNotFound."""
 
 
+class UserDirectory(Protocol):
+    async def lookup(self, *, user_id: uuid.UUID) -> Recipient | None:
+        """The user as its owner (user-service) knows it now, or None when there is no
+        such user; raises when the owner cannot be asked."""
+
+
 class Republisher(Protocol):
     async def republish(self, *, dead_letter: DeadLetter) -> None:
         """Send the message back to the consumer's queue as a first attempt, confirmed

@@ -23,7 +23,7 @@ from notification_service.domain.events import (
     parse_event,
 )
 from notification_service.domain.model import DeadLetter, Mail, Notification, Page, make_page, parse_dead_letter_id
-from notification_service.domain.ports import DeadLetterStore, Inbox, NotificationStore, Republisher
+from notification_service.domain.ports import DeadLetterStore, Inbox, NotificationStore, Republisher, UserDirectory
 from notification_service.domain.rules import Effect, known_order, order_effect, recipient_after, welcome
 
 MAX_MESSAGE_ID_LENGTH = 200
@@ -49,8 +49,15 @@ class Handled:
 class Notifications:
     """Events in, notifications and mail out; and the notifications a user reads."""
 
-    def __init__(self, *, store: NotificationStore, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(
+        self,
+        *,
+        store: NotificationStore,
+        directory: UserDirectory | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
         self._store = store
+        self._directory = directory
         self._clock = clock
 
     async def handle(self, *, message_id: str, routing_key: str, body: Any) -> Handled:
@@ -99,6 +106,12 @@ class Notifications:
                 raise OrderUnknown(f"order {event.order_id} is not known yet")
             order = found
         recipient = await inbox.recipient(user_id=order.user_id)
+        if recipient is None and self._directory is not None:
+            # Its user.created has not arrived (its outbox relay may be down): ask the
+            # user's owner rather than wait, and remember the answer.
+            recipient = await self._directory.lookup(user_id=order.user_id)
+            if recipient is not None:
+                await inbox.save_recipient(recipient=recipient)
         return order_effect(event=event, order=order, recipient=recipient, now=now)
 
     async def list(self, *, actor: Actor, page: int, limit: int) -> tuple[list[Notification], int, Page]:

@@ -10,13 +10,13 @@ from typing import TypeVar
 
 import grpc
 import orjson
-import stamina
 from google.protobuf.empty_pb2 import Empty
 
 from interchange_common.contracts import eventstore_pb2 as pb
 from interchange_common.contracts import eventstore_pb2_grpc as pb_grpc
 from interchange_common.events import RecordedEvent
 from interchange_common.projections import from_proto
+from interchange_common.rpc import call_within
 from order_service.domain.errors import ConcurrencyConflict, OrderStoreUnavailable
 from order_service.domain.order import (
     Event,
@@ -39,8 +39,10 @@ class _NoSnapshot(Exception):
     """LoadSnapshot's NOT_FOUND: the stream has no snapshot (yet)."""
 
 
-def _unavailable(error: Exception) -> bool:
-    return isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
+_RETRIED_READS = frozenset({grpc.StatusCode.UNAVAILABLE})
+# An append whose answer was lost may have committed: resending the same events is
+# safe (the event store recognises their ids), so a deadline is retried too.
+_RETRIED_APPENDS = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 _PAGE = 500
@@ -123,35 +125,28 @@ class EventStoreOrders:
         return state
 
     async def _read(self, method: Callable[..., Awaitable[_Reply]], request: object) -> _Reply:
-        """A read, retried while the event store is unavailable (reads are safe to
-        repeat), within the deadline; OrderStoreUnavailable when it never answers."""
+        """A read: safe to repeat, so retried while the event store is unavailable."""
         try:
-            async for attempt in stamina.retry_context(
-                on=_unavailable, attempts=_SEND_ATTEMPTS, timeout=self._deadline, wait_initial=0.05, wait_max=0.5
-            ):
-                with attempt:
-                    return await method(request, timeout=self._deadline)
+            return await call_within(method, request, deadline=self._deadline, retry_on=_RETRIED_READS)
+        except TimeoutError as e:
+            raise OrderStoreUnavailable("the event store did not answer within the deadline") from e
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 raise _NoSnapshot from e
             raise OrderStoreUnavailable(f"the event store: {e.code().name}") from e
-        raise AssertionError("stamina retries or raises")
 
     async def _append(self, request: pb.AppendRequest) -> pb.AppendResponse:
         """Append; when the answer is lost (deadline, unavailable), send the very same
         request again: the event ids make it safe, and a first attempt that did commit
         comes back as already recorded instead of a duplicate or a false conflict."""
-        for attempt in range(_SEND_ATTEMPTS):
-            try:
-                return await self._stub.Append(request, timeout=self._deadline)
-            except grpc.aio.AioRpcError as e:
-                if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                    raise ConcurrencyConflict(str(e.details())) from e
-                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise
-                if attempt == _SEND_ATTEMPTS - 1:
-                    raise OrderStoreUnavailable("the event store did not answer") from e
-        raise AssertionError("unreachable")
+        try:
+            return await call_within(self._stub.Append, request, deadline=self._deadline, retry_on=_RETRIED_APPENDS)
+        except TimeoutError as e:
+            raise OrderStoreUnavailable("the event store did not answer within the deadline") from e
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise ConcurrencyConflict(str(e.details())) from e
+            raise OrderStoreUnavailable(f"the event store: {e.code().name}") from e
 
     async def _snapshot(self, order: Order) -> None:
         try:

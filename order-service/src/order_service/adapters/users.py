@@ -1,8 +1,9 @@
 """May this user order? Asked of user-service over gRPC (``user.UserService/GetUser``).
 
-Each call has a deadline. Only UNAVAILABLE is retried, because then the call was
-not processed; the retries use capped, jittered backoff (stamina) and stop at the
-caller's deadline. A circuit breaker (purgatory) around the whole check fails fast
+The check has one deadline for all its attempts. Only UNAVAILABLE is retried,
+because then the call was not processed; the retries use capped, jittered backoff
+(interchange_common.rpc.call_within, on stamina) and stop at the deadline. A
+circuit breaker (purgatory) around the whole check fails fast
 while user-service keeps failing, and lets a probe through after ``open_seconds``.
 An unknown or inactive user is an answer, not a failure: it never opens the breaker.
 """
@@ -10,11 +11,11 @@ An unknown or inactive user is an answer, not a failure: it never opens the brea
 import uuid
 
 import grpc
-import stamina
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
 from interchange_common.contracts import user_pb2, user_pb2_grpc
+from interchange_common.rpc import call_within
 from order_service.domain.errors import OrderError
 
 BREAKER = "user-service"
@@ -26,10 +27,6 @@ class UserCheckUnavailable(OrderError):
 
 class UserMayNotOrder(OrderError):
     """The user is unknown or not active (422)."""
-
-
-def _not_processed(error: Exception) -> bool:
-    return isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def _an_answer(error: BaseException) -> bool:
@@ -69,19 +66,16 @@ class UserDirectory:
             if _an_answer(e):
                 raise UserMayNotOrder("unknown user") from e
             raise UserCheckUnavailable(f"user-service: {e.code().name}") from e
+        except TimeoutError as e:
+            raise UserCheckUnavailable("user-service did not answer within the deadline") from e
         if user.status != user_pb2.ACTIVE:
             raise UserMayNotOrder("only active users may order")
 
     async def _get(self, user_id: uuid.UUID) -> user_pb2.User:
-        request = user_pb2.GetUserRequest(id=str(user_id))
-        async for attempt in stamina.retry_context(
-            on=_not_processed,
+        return await call_within(
+            self._stub.GetUser,
+            user_pb2.GetUserRequest(id=str(user_id)),
+            deadline=self._deadline,
+            retry_on=frozenset({grpc.StatusCode.UNAVAILABLE}),
             attempts=self._attempts,
-            timeout=self._deadline * self._attempts,
-            wait_initial=0.05,
-            wait_max=0.5,
-            wait_jitter=0.05,
-        ):
-            with attempt:
-                return await self._stub.GetUser(request, timeout=self._deadline)
-        raise AssertionError("stamina retries or raises")
+        )

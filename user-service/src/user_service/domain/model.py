@@ -98,6 +98,9 @@ def normalize_name(name: str) -> str:
     name = check_text(name, what="name").strip()
     if not name or len(name) > MAX_NAME_LENGTH:
         raise InvalidUserData(f"name must be 1 to {MAX_NAME_LENGTH} characters")
+    if not name.isprintable():
+        # Names go into mail headers and logs: no line breaks or control characters.
+        raise InvalidUserData("name must not contain line breaks or control characters")
     return name
 
 

@@ -12,10 +12,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from starlette.responses import Response
 
-from interchange_common.actors import Actor, actor_dependency
+from interchange_common.actors import Actor
 from interchange_common.asgi import ObservabilityMiddleware
 from interchange_common.health import HealthCheck, health_router
-from interchange_common.httpauth import service_caller_dependency
+from interchange_common.httpauth import actor_dependency, service_caller_dependency
 from interchange_common.metrics import metrics_router
 from interchange_common.problems import install_problem_handlers, problem_response
 from interchange_common.servicejwt import ServiceTokenVerifier

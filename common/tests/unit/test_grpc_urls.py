@@ -1,0 +1,27 @@
+import pytest
+from pydantic import BaseModel
+
+from interchange_common.rpc import GrpcUrl, grpc_target
+
+
+@pytest.mark.parametrize(
+    ("url", "target"),
+    [
+        ("grpc://event-store:50054", "event-store:50054"),
+        ("grpc://127.0.0.1:1", "127.0.0.1:1"),
+        ("grpc://[::1]:50051", "[::1]:50051"),
+    ],
+)
+def test_a_grpc_url_becomes_a_grpc_target(url, target):
+    assert grpc_target(url) == target
+
+
+@pytest.mark.parametrize(
+    "url", ["event-store:50054", "http://event-store:50054", "grpc://event-store", "grpc://h:1/path", "grpc://:1"]
+)
+def test_anything_else_is_refused_when_settings_load(url):
+    class Settings(BaseModel):
+        target: GrpcUrl
+
+    with pytest.raises(ValueError, match="grpc://host:port"):
+        Settings(target=url)

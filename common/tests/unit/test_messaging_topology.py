@@ -1,0 +1,46 @@
+"""The pure parts of messaging: attempts read from headers, and the topology as data."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from interchange_common.messaging import ConsumerTopology, _attempt_of, consumer_topology
+
+
+@dataclass
+class Incoming:
+    headers: dict[str, Any] = field(default_factory=dict)
+
+
+@pytest.mark.parametrize(
+    ("headers", "attempt"),
+    [
+        ({}, 1),
+        ({"x-attempt": 0}, 1),
+        ({"x-attempt": 2}, 3),
+        ({"x-attempt": -1}, 1),
+        ({"x-attempt": -4}, 1),
+        ({"x-attempt": True}, 1),
+        ({"x-attempt": "3"}, 1),
+        ({"x-attempt": 2.5}, 1),
+    ],
+)
+def test_an_attempt_count_from_a_header_is_never_below_one(headers, attempt):
+    assert _attempt_of(Incoming(headers)) == attempt  # type: ignore[arg-type]
+
+
+def test_a_consumer_gets_a_queue_a_retry_queue_per_delay_and_a_dead_letter_queue():
+    topology = consumer_topology(ConsumerTopology(exchange="ex", queue="q", bindings=("a.#",), retry_delays=(1, 5)))
+    assert [q.name for q in topology.queues] == ["ex.unrouted", "q", "q.retry.1", "q.retry.2", "q.dead"]
+    retry = next(q for q in topology.queues if q.name == "q.retry.1")
+    assert retry.arguments == {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "q"}
+    assert [(b.exchange, b.queue, b.routing_key) for b in topology.bindings] == [
+        ("ex.unrouted", "ex.unrouted", ""),
+        ("ex", "q", "a.#"),
+    ]
+    definitions = topology.definitions()
+    assert {e["name"]: e["arguments"] for e in definitions["exchanges"]} == {
+        "ex.unrouted": {},
+        "ex": {"alternate-exchange": "ex.unrouted"},
+    }
