@@ -13,7 +13,8 @@
                        the next retry queue (attempt count and error in the headers,
                        delay with jitter), after the last attempt to the dead-letter
                        queue. Nothing is acked and dropped; other messages keep
-                       flowing while one waits for its retry. Reconnects by itself.
+                       flowing while one waits for its retry, and a handler that
+                       hangs times out and counts as failed. Reconnects by itself.
 
 Delivery is at least once; handlers make effects idempotent (by message id).
 """
@@ -262,6 +263,9 @@ class Consumer:
     topology: ConsumerTopology
     handler: Handler
     prefetch: int = 20
+    # A handler that takes longer has failed (TimeoutError): the message goes down the
+    # retry path and the queue moves on, instead of one hung call holding it for ever.
+    handler_timeout_seconds: float = 30.0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
@@ -293,7 +297,8 @@ class Consumer:
             attempt=_attempt_of(message),
         )
         try:
-            await self.handler(delivery)
+            async with asyncio.timeout(self.handler_timeout_seconds):
+                await self.handler(delivery)
         except Exception as e:  # a failing handler must not stop the others
             await self._fail(channel=channel, message=message, delivery=delivery, error=e)
         # Acked only now: after the effect (or after the failure was safely moved on).

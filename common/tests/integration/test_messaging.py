@@ -191,3 +191,25 @@ async def test_a_broken_retry_path_dead_letters_instead_of_looping(infra, channe
                 await asyncio.sleep(0.05)
         assert await queue_depth(channel, topology.queue) == 0
     assert len(recorder.of(poison)) == 1
+
+
+async def test_a_handler_that_hangs_times_out_and_the_queue_moves_on(infra, channel, topology):
+    hung, healthy = str(uuid.uuid4()), str(uuid.uuid4())
+    handled: list[tuple[str, int]] = []
+    done = asyncio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        handled.append((delivery.message_id, delivery.attempt))
+        if delivery.message_id == hung and delivery.attempt == 1:
+            await asyncio.Event().wait()  # never returns by itself
+        if delivery.message_id == hung:
+            done.set()
+
+    consumer = Consumer(amqp_url=infra.rabbitmq_url, topology=topology, handler=handler, handler_timeout_seconds=0.3)
+    async with background(consumer.run()):
+        await asyncio.wait_for(consumer.ready.wait(), timeout=10)
+        await send(channel, topology, hung)
+        await send(channel, topology, healthy)
+        await asyncio.wait_for(done.wait(), timeout=10)
+    assert handled[:2] == [(hung, 1), (healthy, 1)]  # the hung call gave way
+    assert (hung, 2) in handled  # and its message came back through the retry path
