@@ -98,3 +98,16 @@ async def run_forever(*, name: str, session: Session) -> None:
         attempt += 1
         pause = min(_MAX_PAUSE_SECONDS, 0.1 * 2 ** min(attempt, 10))
         await asyncio.sleep(random.uniform(0, pause))  # noqa: S311  # jitter
+
+
+async def every(*, name: str, seconds: float, job: Callable[[], Awaitable[object]]) -> None:
+    """Run ``job`` now and then every ``seconds`` until cancelled (housekeeping such as
+    purges); a run that fails is logged and tried again with run_forever's backoff."""
+
+    async def session(connected: Callable[[], None]) -> None:
+        while True:
+            await job()
+            connected()
+            await asyncio.sleep(seconds)
+
+    await run_forever(name=name, session=session)

@@ -54,3 +54,26 @@ async def test_run_forever_stops_when_a_session_turns_its_cancellation_into_an_e
     task.cancel()
     await asyncio.wait({task}, timeout=5)
     assert task.cancelled(), "run_forever went on after it was cancelled"
+
+
+async def test_every_runs_the_job_again_after_each_pause_and_after_failures(monkeypatch):
+    pauses: list[float] = []
+
+    async def no_pause(seconds):
+        pauses.append(seconds)
+
+    monkeypatch.setattr("interchange_common.tasks.asyncio.sleep", no_pause)
+    runs = 0
+
+    async def job():
+        nonlocal runs
+        runs += 1
+        if runs == 2:
+            raise ConnectionRefusedError  # the database was away for a moment
+        if runs == 5:
+            raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await tasks.every(name="purge", seconds=600, job=job)
+    assert runs == 5
+    assert pauses.count(600) == 3  # after runs 1, 3 and 4; run 2's failure paused by backoff

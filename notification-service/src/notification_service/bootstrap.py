@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from interchange_common.messaging import Consumer, ConsumerTopology
 from interchange_common.migrations import upgrade
 from interchange_common.rpc import grpc_target, service_channel
 from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
-from interchange_common.tasks import cancel_and_wait
+from interchange_common.tasks import cancel_and_wait, every
 from notification_service.adapters.broker import AmqpRepublisher, DeadLetterConsumer
 from notification_service.adapters.errors import ConsumerDisconnected
 from notification_service.adapters.mail import MailDispatcher, SmtpSettings
@@ -42,6 +43,7 @@ from notification_service.entrypoints.http import create_http_app
 _log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 BINDINGS = ("order.#", "user.#")
+PURGE_INTERVAL_SECONDS = 3600.0
 
 
 def topology_of(settings: Settings) -> ConsumerTopology:
@@ -65,6 +67,7 @@ class Container:
     dispatcher: MailDispatcher
     republisher: AmqpRepublisher
     users_channel: grpc.aio.Channel | None
+    store: SqlNotificationStore
 
     def health_checks(self) -> list[HealthCheck]:
         async def database() -> None:
@@ -94,7 +97,13 @@ class Container:
             "events-consumer": self.consumer.run(),
             "dead-letter-consumer": self.dead_letter_consumer.run(),
             "mail-dispatcher": self.dispatcher.run(),
+            "retention": every(name="retention purge", seconds=PURGE_INTERVAL_SECONDS, job=self._purge),
         }
+
+    async def _purge(self) -> None:
+        purged = await self.store.purge(older_than=timedelta(days=self.settings.retention_days))
+        if purged:
+            _log.info("old rows purged", extra={"count": purged})
 
     async def close(self) -> None:
         if self.users_channel is not None:
@@ -118,8 +127,9 @@ def build(*, settings: Settings) -> Container:
             audience="user-service",
         )
     )
+    store = SqlNotificationStore(engine=engine)
     notifications = Notifications(
-        store=SqlNotificationStore(engine=engine),
+        store=store,
         directory=None
         if users_channel is None
         else GrpcUserDirectory(channel=users_channel, deadline_seconds=settings.user_service_deadline_seconds),
@@ -159,6 +169,7 @@ def build(*, settings: Settings) -> Container:
         dispatcher=dispatcher,
         republisher=republisher,
         users_channel=users_channel,
+        store=store,
     )
 
 

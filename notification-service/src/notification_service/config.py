@@ -57,6 +57,8 @@ class Settings(ServiceSettings):
     mail_from: str = "Interchange <no-reply@interchange.local>"
 
     max_body_bytes: int = 64 * 1024
+    # Handled message ids, and mails sent or given up, are forgotten after this long.
+    retention_days: int = Field(default=7, ge=1, le=3650)
 
     # Fault injection for the tests (development only): after a message's effect that
     # queued a mail has committed, and before the ack, the process SIGKILLs itself.

@@ -1,7 +1,7 @@
 """The mail dispatcher against a real SMTP server: one sender per mail, and refusals."""
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -114,3 +114,25 @@ async def test_a_mail_that_cannot_be_sent_as_it_is_is_given_up_and_blocks_nobody
         )
     assert row["attempts"] == 1
     assert smtp.with_event(unsendable.event_id) == []
+
+
+async def test_old_handled_ids_and_old_mails_are_purged_and_new_ones_kept(database_url, db, smtp, eventually):
+    old, new = mail_to("old@example.com"), mail_to("new@example.com")
+    await queue(database_url, [old, new])
+    async with background(dispatcher(database_url, smtp).run()):
+        await smtp.wait_for(old.event_id)
+        await smtp.wait_for(new.event_id)
+        await eventually(
+            lambda: db.fetchval("SELECT count(*) = 0 FROM mail_outbox WHERE sent_at IS NULL"), what="all sent"
+        )
+    await db.execute("INSERT INTO processed_messages (message_id, routing_key) VALUES ('old', 'x'), ('new', 'x')")
+    await db.execute("UPDATE processed_messages SET processed_at = now() - interval '8 days' WHERE message_id = 'old'")
+    await db.execute("UPDATE mail_outbox SET sent_at = now() - interval '8 days' WHERE event_id = $1", old.event_id)
+    engine = create_async_engine(database_url)
+    try:
+        purged = await SqlNotificationStore(engine=engine).purge(older_than=timedelta(days=7))
+    finally:
+        await engine.dispose()
+    assert purged == 2
+    assert await db.fetchval("SELECT array_agg(message_id) FROM processed_messages") == ["new"]
+    assert await db.fetchval("SELECT array_agg(event_id) FROM mail_outbox") == [new.event_id]

@@ -24,7 +24,7 @@ from interchange_common.migrations import upgrade
 from interchange_common.projections import GrpcEventSource, ProjectionRunner
 from interchange_common.rpc import grpc_target, service_channel
 from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
-from interchange_common.tasks import cancel_and_wait, run_forever
+from interchange_common.tasks import cancel_and_wait, every, run_forever
 from order_service.adapters.event_store import EventStoreOrders
 from order_service.adapters.idempotency import SqlIdempotencyKeys
 from order_service.adapters.read_model import OrderQueries, project
@@ -139,20 +139,17 @@ async def _project(container: Container) -> None:
 
 
 async def _purge_keys(keys: SqlIdempotencyKeys) -> None:
-    async def session(connected: Callable[[], None]) -> None:
-        while True:
-            purged = await keys.purge_expired()
-            connected()
-            if purged:
-                _log.info("expired idempotency keys purged", extra={"count": purged})
-            await asyncio.sleep(KEY_PURGE_INTERVAL_SECONDS)
-
-    await run_forever(name="idempotency key purge", session=session)
+    purged = await keys.purge_expired()
+    if purged:
+        _log.info("expired idempotency keys purged", extra={"count": purged})
 
 
 async def serve(*, settings: Settings) -> None:
     container = build(settings=settings)
-    background = [asyncio.create_task(_purge_keys(container.keys), name="key-purge")]
+    purge = every(
+        name="idempotency key purge", seconds=KEY_PURGE_INTERVAL_SECONDS, job=lambda: _purge_keys(container.keys)
+    )
+    background = [asyncio.create_task(purge, name="key-purge")]
     if settings.projection_enabled:
         background.append(asyncio.create_task(_project(container), name="projection"))
     try:

@@ -37,6 +37,7 @@ processed_messages = Table(
     Column("message_id", Text, primary_key=True),
     Column("routing_key", Text, nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("processed_messages_processed_at", "processed_at"),
 )
 
 recipients = Table(

@@ -7,6 +7,7 @@ SqlDeadLetterStore     dead letters: add (idempotent), list, take under a row lo
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from decimal import Decimal
 from types import TracebackType
 from typing import Any
@@ -219,6 +220,20 @@ class SqlNotificationStore:
                 rows = (await conn.execute(query)).all()
                 total = (await conn.execute(count)).scalar_one()
         return [_row_to_notification(row) for row in rows], int(total)
+
+    async def purge(self, *, older_than: timedelta) -> int:
+        """Forget message ids handled, and mails sent or given up, longer ago than
+        ``older_than``: a redelivery comes within minutes, not days."""
+        cutoff = func.now() - older_than
+        with _StoreErrors("purge old rows"):
+            async with self._engine.begin() as conn:
+                handled = await conn.execute(
+                    delete(processed_messages).where(processed_messages.c.processed_at < cutoff)
+                )
+                mailed = await conn.execute(
+                    delete(mail_outbox).where(func.coalesce(mail_outbox.c.sent_at, mail_outbox.c.given_up_at) < cutoff)
+                )
+        return int(handled.rowcount or 0) + int(mailed.rowcount or 0)
 
 
 class SqlDeadLetterStore:
