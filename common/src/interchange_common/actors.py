@@ -39,3 +39,19 @@ class Actor:
     @classmethod
     def anonymous(cls) -> "Actor":
         return cls(user_id=None)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedInUser:
+    """A user whose access token was verified, until the token expires."""
+
+    user_id: uuid.UUID
+    roles: frozenset[str]
+    expires_at: float  # seconds since the epoch
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_ROLE in self.roles
+
+    def actor(self) -> Actor:
+        return Actor(user_id=self.user_id, roles=self.roles)

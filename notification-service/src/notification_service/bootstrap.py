@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from interchange_common.accesstokens import AccessTokenRejected, AccessTokenVerifier
+from interchange_common.actors import SignedInUser
 from interchange_common.health import HealthCheck
 from interchange_common.httpserver import serve_http
 from interchange_common.messaging import Consumer, ConsumerTopology
@@ -35,10 +38,12 @@ from notification_service.adapters.mail import MailDispatcher, SmtpSettings
 from notification_service.adapters.store import SqlDeadLetterStore, SqlNotificationStore
 from notification_service.adapters.users import GrpcUserDirectory
 from notification_service.config import SERVICE_NAME, Settings
-from notification_service.domain.model import DeadLetter
+from notification_service.domain.model import DeadLetter, Notification
 from notification_service.domain.usecases import DeadLetters, Notifications
 from notification_service.entrypoints.consumer import message_handler
 from notification_service.entrypoints.http import create_http_app
+from notification_service.entrypoints.schemas import NotificationPublic
+from notification_service.entrypoints.tcp_feed import Authenticate, Rejected, TcpFeed
 
 _log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
@@ -68,6 +73,7 @@ class Container:
     republisher: AmqpRepublisher
     users_channel: grpc.aio.Channel | None
     store: SqlNotificationStore
+    tcp_feed: TcpFeed
 
     def health_checks(self) -> list[HealthCheck]:
         async def database() -> None:
@@ -106,6 +112,7 @@ class Container:
             _log.info("old rows purged", extra={"count": purged})
 
     async def close(self) -> None:
+        await self.tcp_feed.close()
         if self.users_channel is not None:
             await self.users_channel.close()
         await self.republisher.close()
@@ -137,10 +144,21 @@ def build(*, settings: Settings) -> Container:
     republisher = AmqpRepublisher(amqp_url=amqp_url, queue=settings.events_queue)
     dead_letters = DeadLetters(store=SqlDeadLetterStore(engine=engine), republisher=republisher)
     topology = topology_of(settings)
+    tcp_feed = TcpFeed(authenticate=_authenticator(settings), max_line_bytes=settings.tcp_max_line_bytes)
+
+    def push(notification: Notification) -> None:
+        tcp_feed.notify(
+            user_id=notification.user_id, notification=NotificationPublic.of(notification).model_dump(mode="json")
+        )
+
     consumer = Consumer(
         amqp_url=amqp_url,
         topology=topology,
-        handler=message_handler(notifications=notifications, crash_after_commit=settings.crash_after_commit_before_ack),
+        handler=message_handler(
+            notifications=notifications,
+            crash_after_commit=settings.crash_after_commit_before_ack,
+            on_notification=push,
+        ),
         prefetch=settings.consumer_prefetch,
     )
 
@@ -170,6 +188,7 @@ def build(*, settings: Settings) -> Container:
         republisher=republisher,
         users_channel=users_channel,
         store=store,
+        tcp_feed=tcp_feed,
     )
 
 
@@ -178,8 +197,37 @@ def migrate(*, settings: Settings) -> None:
     upgrade(script_location=MIGRATIONS, database_url=settings.database_url.get_secret_value())
 
 
+def _authenticator(settings: Settings) -> Authenticate:
+    """Access tokens checked against user-service's published keys (JWKS_URL)."""
+    jwks_url = settings.jwks_url
+    if jwks_url is None:
+
+        async def nobody(_: str) -> SignedInUser:
+            raise Rejected("signing in is not configured here")
+
+        return nobody
+
+    async def fetch_jwks() -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=5) as client:
+            response = await client.get(jwks_url)
+            response.raise_for_status()
+            document: dict[str, Any] = response.json()
+            return document
+
+    verifier = AccessTokenVerifier(fetch_jwks=fetch_jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+
+    async def authenticate(token: str) -> SignedInUser:
+        try:
+            return await verifier.verify(token=token)
+        except AccessTokenRejected as e:
+            raise Rejected(str(e)) from e
+
+    return authenticate
+
+
 async def serve(*, settings: Settings) -> None:
     container = build(settings=settings)
+    await container.tcp_feed.start(host=settings.host, port=settings.tcp_port)
     tasks = [asyncio.create_task(work, name=name) for name, work in container.background().items()]
     if settings.crash_after_commit_before_ack:
         _log.warning("fault injection on: the process kills itself after a commit that queued a mail")

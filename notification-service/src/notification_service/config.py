@@ -27,6 +27,14 @@ def _smtp_address(url: str) -> tuple[str, int]:
 
 class Settings(ServiceSettings):
     http_port: int = 8003
+    # The TCP feed (API.md "Raw protocols"): newline-delimited JSON for terminals.
+    tcp_port: int = 9000
+    tcp_max_line_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+    # Users sign in to the feeds with their access tokens, checked against these keys.
+    # Unset: nobody can sign in (the feeds still greet and echo).
+    jwks_url: str | None = None
+    jwt_issuer: str = "interchange"
+    jwt_audience: str = "interchange-api"
     # postgresql+asyncpg://user:password@host:port/interchange_notifications
     database_url: SecretStr
     database_pool_size: int = Field(default=10, ge=1, le=100)

@@ -1,118 +1,20 @@
-"""Verifies users' access tokens against the keys user-service publishes (JWKS).
-
-The algorithm is pinned to RS256; exp, iat, iss, aud and sub are required. Keys are
-fetched at start and again when a token names a ``kid`` we do not know (a key
-rotation), at most once per ``refresh_interval``, so a flood of made-up kids cannot
-turn into a flood of JWKS fetches. A token that verified once is remembered until
-it expires: the gateway does not redo RSA work on every request.
-"""
-
-import asyncio
-import logging
-import time
-import uuid
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-import jwt
+"""The gateway's access-token check: interchange_common.accesstokens, with its
+refusals as the gateway's AuthenticationFailed (401)."""
 
 from gateway.domain.errors import AuthenticationFailed
 from gateway.domain.model import Principal
-
-ALGORITHM = "RS256"
-_REQUIRED = ["exp", "iat", "iss", "aud", "sub"]
-_log = logging.getLogger(__name__)
-
-JwksFetcher = Callable[[], Awaitable[dict[str, Any]]]
+from interchange_common.accesstokens import AccessTokenRejected, AccessTokenVerifier
 
 
-class JwksTokenVerifier:
-    def __init__(
-        self,
-        *,
-        fetch_jwks: JwksFetcher,
-        issuer: str,
-        audience: str,
-        leeway_seconds: int = 30,
-        refresh_interval_seconds: float = 10.0,
-        cache_size: int = 10_000,
-    ) -> None:
-        self._fetch_jwks = fetch_jwks
-        self._issuer = issuer
-        self._audience = audience
-        self._leeway = leeway_seconds
-        self._refresh_interval = refresh_interval_seconds
-        self._keys: dict[str, Any] = {}
-        self._last_refresh = float("-inf")
-        self._refresh_lock = asyncio.Lock()
-        self._cache: OrderedDict[str, Principal] = OrderedDict()
-        self._cache_size = cache_size
-
-    async def refresh(self) -> None:
-        """Fetch the key set now; keeps the old keys if user-service does not answer."""
-        async with self._refresh_lock:
-            self._last_refresh = time.monotonic()
-            try:
-                document = await self._fetch_jwks()
-                keys = {jwk["kid"]: jwt.PyJWK(jwk).key for jwk in document["keys"] if jwk.get("kid")}
-            except Exception as e:  # the next unknown kid retries; known keys keep working
-                _log.warning("jwks refresh failed", extra={"error": type(e).__name__})
-                return
-            self._keys = keys
-
-    async def _key_for(self, *, kid: str) -> Any:
-        key = self._keys.get(kid)
-        if key is None and time.monotonic() - self._last_refresh >= self._refresh_interval:
-            await self.refresh()
-            key = self._keys.get(kid)
-        if key is None:
-            raise AuthenticationFailed("token signed by an unknown key")
-        return key
-
+class JwksTokenVerifier(AccessTokenVerifier):
     async def verify(self, *, token: str) -> Principal:
-        principal = self._cache.get(token)
-        if principal is not None:
-            if principal.expires_at + self._leeway > time.time():
-                return principal
-            del self._cache[token]
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as e:
-            raise AuthenticationFailed("malformed token") from e
-        if header.get("alg") != ALGORITHM or not isinstance(header.get("kid"), str):
-            raise AuthenticationFailed("token must be RS256 with a kid")
-        key = await self._key_for(kid=header["kid"])
-        try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[ALGORITHM],
-                audience=self._audience,
-                issuer=self._issuer,
-                leeway=self._leeway,
-                options={"require": _REQUIRED},
-            )
-            user_id = uuid.UUID(str(claims["sub"]))
-        except (jwt.PyJWTError, ValueError) as e:
-            raise AuthenticationFailed("invalid token") from e
-        roles = claims.get("roles", [])
-        principal = Principal(
-            user_id=user_id,
-            roles=frozenset(role for role in roles if isinstance(role, str))
-            if isinstance(roles, list)
-            else frozenset(),
-            expires_at=float(claims["exp"]),
-        )
-        self._cache[token] = principal
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return principal
+            return await super().verify(token=token)
+        except AccessTokenRejected as e:
+            raise AuthenticationFailed(str(e)) from e
 
     async def verify_authorization(self, *, header: str | None) -> Principal:
-        if not header:
-            raise AuthenticationFailed("authentication required")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise AuthenticationFailed("authentication required")
-        return await self.verify(token=token.strip())
+        try:
+            return await super().verify_authorization(header=header)
+        except AccessTokenRejected as e:
+            raise AuthenticationFailed(str(e)) from e

@@ -10,11 +10,11 @@ RateDecision      the answer of the limiter for one request
 """
 
 import re
-import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 
 from gateway.domain.errors import AuthenticationFailed, Forbidden
+from interchange_common.actors import SignedInUser
 
 ADMIN_ROLE = "admin"
 
@@ -61,15 +61,8 @@ class RateDecision:
         return headers
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    user_id: uuid.UUID
-    roles: frozenset[str]
-    expires_at: float
-
-    @property
-    def is_admin(self) -> bool:
-        return ADMIN_ROLE in self.roles
+# The signed-in caller, from a verified access token.
+Principal = SignedInUser
 
 
 # Path parameters are copied into upstream paths: only plain segments may pass.
