@@ -43,7 +43,9 @@ from notification_service.domain.usecases import DeadLetters, Notifications
 from notification_service.entrypoints.consumer import message_handler
 from notification_service.entrypoints.http import create_http_app
 from notification_service.entrypoints.schemas import NotificationPublic
-from notification_service.entrypoints.tcp_feed import Authenticate, Rejected, TcpFeed
+from notification_service.entrypoints.signin import Authenticate, Rejected
+from notification_service.entrypoints.tcp_feed import TcpFeed
+from notification_service.entrypoints.udp_feed import UdpFeed
 
 _log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
@@ -74,6 +76,7 @@ class Container:
     users_channel: grpc.aio.Channel | None
     store: SqlNotificationStore
     tcp_feed: TcpFeed
+    udp_feed: UdpFeed
 
     def health_checks(self) -> list[HealthCheck]:
         async def database() -> None:
@@ -113,6 +116,7 @@ class Container:
 
     async def close(self) -> None:
         await self.tcp_feed.close()
+        await self.udp_feed.close()
         if self.users_channel is not None:
             await self.users_channel.close()
         await self.republisher.close()
@@ -144,7 +148,8 @@ def build(*, settings: Settings) -> Container:
     republisher = AmqpRepublisher(amqp_url=amqp_url, queue=settings.events_queue)
     dead_letters = DeadLetters(store=SqlDeadLetterStore(engine=engine), republisher=republisher)
     topology = topology_of(settings)
-    tcp_feed = TcpFeed(authenticate=_authenticator(settings), max_line_bytes=settings.tcp_max_line_bytes)
+    authenticate = _authenticator(settings)
+    tcp_feed = TcpFeed(authenticate=authenticate, max_line_bytes=settings.tcp_max_line_bytes)
 
     def push(notification: Notification) -> None:
         tcp_feed.notify(
@@ -189,6 +194,7 @@ def build(*, settings: Settings) -> Container:
         users_channel=users_channel,
         store=store,
         tcp_feed=tcp_feed,
+        udp_feed=UdpFeed(authenticate=authenticate, max_datagram_bytes=settings.udp_max_datagram_bytes),
     )
 
 
@@ -228,6 +234,7 @@ def _authenticator(settings: Settings) -> Authenticate:
 async def serve(*, settings: Settings) -> None:
     container = build(settings=settings)
     await container.tcp_feed.start(host=settings.host, port=settings.tcp_port)
+    await container.udp_feed.start(host=settings.host, port=settings.udp_port)
     tasks = [asyncio.create_task(work, name=name) for name, work in container.background().items()]
     if settings.crash_after_commit_before_ack:
         _log.warning("fault injection on: the process kills itself after a commit that queued a mail")

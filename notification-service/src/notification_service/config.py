@@ -30,6 +30,9 @@ class Settings(ServiceSettings):
     # The TCP feed (API.md "Raw protocols"): newline-delimited JSON for terminals.
     tcp_port: int = 9000
     tcp_max_line_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+    # The UDP feed: one JSON object per datagram.
+    udp_port: int = 9001
+    udp_max_datagram_bytes: int = Field(default=8 * 1024, ge=256, le=65_507)
     # Users sign in to the feeds with their access tokens, checked against these keys.
     # Unset: nobody can sign in (the feeds still greet and echo).
     jwks_url: str | None = None

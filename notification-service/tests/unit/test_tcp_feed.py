@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from interchange_common.actors import SignedInUser
-from notification_service.entrypoints.tcp_feed import Rejected, TcpFeed
+from notification_service.entrypoints.signin import Rejected
+from notification_service.entrypoints.tcp_feed import TcpFeed
 
 USERS = {
     "ada-token": SignedInUser(user_id=uuid.uuid4(), roles=frozenset({"user"}), expires_at=time.time() + 3600),

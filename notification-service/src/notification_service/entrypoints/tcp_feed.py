@@ -21,21 +21,15 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from interchange_common.actors import SignedInUser
+from notification_service.entrypoints.signin import Authenticate, Rejected
 
 _log = logging.getLogger(__name__)
-
-Authenticate = Callable[[str], Awaitable[SignedInUser]]
-
-
-class Rejected(Exception):
-    """The token did not verify (raised by ``authenticate``)."""
 
 
 @dataclass(eq=False)

@@ -1,5 +1,6 @@
-"""The TCP feed of a running stack (API.md "Raw protocols"): a terminal signs in with
-its access token and sees its own notifications arrive as lines."""
+"""The raw feeds of a running stack (API.md "Raw protocols"): a TCP terminal signs in
+with its access token and sees its own notifications arrive as lines; UDP devices
+ping and broadcast to each other with real tokens."""
 
 import socket
 import uuid
@@ -62,3 +63,53 @@ def test_a_forged_token_is_refused_on_the_feed(terminal):
     assert terminal.receive()["type"] == "error"
     terminal.send({"ping": 1})
     assert terminal.receive()["type"] == "echo"
+
+
+class Device:
+    def __init__(self, port: int) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.settimeout(10)
+        self.socket.connect(("127.0.0.1", port))
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.socket.send(orjson.dumps(message))
+
+    def receive(self) -> dict[str, Any]:
+        return orjson.loads(self.socket.recv(65_536))
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+@pytest.fixture
+def devices(target):
+    target.need("stack")
+    opened: list[Device] = []
+
+    def open_device() -> Device:
+        opened.append(Device(target.stack.port("notification-service", 9001)))
+        return opened[-1]
+
+    yield open_device
+    for device in opened:
+        device.close()
+
+
+def test_udp_devices_ping_and_broadcast_to_each_other_with_real_tokens(new_account, devices):
+    ada, bob = new_account(), new_account()
+    first, second = devices(), devices()
+    for device, account in ((first, ada), (second, bob)):
+        device.send({"type": "ping", "id": 1, "token": account.token})
+        assert device.receive() == {"type": "ack", "id": 1}
+        assert device.receive() == {"type": "pong"}
+    first.send({"type": "broadcast", "data": {"hello": "bob"}, "token": ada.token})
+    assert first.receive()["type"] == "ack"
+    assert second.receive() == {"type": "broadcast", "from": ada.id, "data": {"hello": "bob"}}
+
+
+def test_udp_without_a_valid_token_gets_no_further_than_pong(devices):
+    device = devices()
+    device.send({"type": "broadcast", "data": "x", "token": "eyJhbGciOiJub25lIn0.e30."})
+    assert device.receive()["type"] == "error"
+    device.send({"type": "ping"})
+    assert [device.receive()["type"], device.receive()["type"]] == ["ack", "pong"]
