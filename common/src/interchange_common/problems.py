@@ -3,7 +3,7 @@
 Entry points raise or return these; nothing else in a service builds error bodies.
 """
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -45,6 +45,31 @@ def problem_response(
         media_type=PROBLEM_CONTENT_TYPE,
         headers=headers,
     )
+
+
+ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def problem_handler(
+    *,
+    statuses: Mapping[type[Exception], int],
+    details: Mapping[type[Exception], str] | None = None,
+    default_status: int = 400,
+) -> ExceptionHandler:
+    """A FastAPI exception handler for a service's own error family: the status by the
+    error's type (or its nearest listed base class), the error's text as detail unless a fixed one is given (a 404 must
+    not say what exists), ``WWW-Authenticate`` with a 401 and ``Retry-After`` with a 503."""
+    fixed = details or {}
+
+    def nearest(table: Mapping[type[Exception], Any], exc: Exception) -> Any:
+        return next((table[kind] for kind in type(exc).__mro__ if kind in table), None)
+
+    async def handle(_: Request, exc: Exception) -> Response:
+        status = nearest(statuses, exc) or default_status
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {"Retry-After": "1"} if status == 503 else None
+        return problem_response(status=status, detail=nearest(fixed, exc) or str(exc), headers=headers)
+
+    return handle
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:

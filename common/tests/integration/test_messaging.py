@@ -11,7 +11,7 @@ import aio_pika
 import orjson
 import pytest
 
-from devstack.testing import delete_exchange, run_id
+from devstack.testing import delete_exchange, eventually, run_id
 from interchange_common.messaging import (
     ATTEMPT_HEADER,
     ERROR_HEADER,
@@ -140,9 +140,7 @@ async def test_a_poison_message_is_dead_lettered_after_growing_delays_and_blocks
         async def dead_lettered():
             return await queue_depth(channel, topology.dead_letter_queue) == 1
 
-        async with asyncio.timeout(10):
-            while not await dead_lettered():
-                await asyncio.sleep(0.05)
+        await eventually(dead_lettered, timeout=10, what="the message in the dead-letter queue")
     times = [at for at, _ in recorder.of(poison)]
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert [d.attempt for _, d in recorder.of(poison)] == [1, 2, 3, 4]
@@ -186,9 +184,7 @@ async def test_a_broken_retry_path_dead_letters_instead_of_looping(infra, channe
         async def dead_lettered():
             return await queue_depth(channel, topology.dead_letter_queue) == 1
 
-        async with asyncio.timeout(10):
-            while not await dead_lettered():
-                await asyncio.sleep(0.05)
+        await eventually(dead_lettered, timeout=10, what="the message in the dead-letter queue")
         assert await queue_depth(channel, topology.queue) == 0
     assert len(recorder.of(poison)) == 1
 

@@ -23,6 +23,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from devstack.compose import NativeService
 from devstack.runner import NativeStack
 from devstack.testing import delete_exchange, free_port, run_id, throwaway_database
+from devstack.testing import eventually as devstack_eventually
 from interchange_common.messaging import declare_exchange, publish
 from interchange_common.migrations import upgrade
 from interchange_common.servicejwt import ServiceTokenIssuer
@@ -35,22 +36,10 @@ SECRET = "notification-service-test-secret-" + "n" * 24
 RETRY_DELAYS = (0.2, 0.4, 0.8)
 
 
-async def _eventually(probe, *, timeout=15.0, what="a condition"):
-    """Await ``probe()`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 def eventually():
     """Waits for a condition with a deadline (never a fixed sleep)."""
-    return _eventually
+    return devstack_eventually
 
 
 class SmtpSink:

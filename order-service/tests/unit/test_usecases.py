@@ -30,8 +30,10 @@ class FakeStore:
     def __init__(self) -> None:
         self.streams: dict[uuid.UUID, list[Event]] = {}
         self.before_save: list[asyncio.Event] = []
+        self.loads = 0
 
     async def load(self, *, order_id):
+        self.loads += 1
         state = None
         for version, event in enumerate(self.streams.get(order_id, []), start=1):
             state = evolve(state, event, version=version)
@@ -124,6 +126,11 @@ async def test_an_order_is_placed_for_the_caller_and_read_back_even_when_the_rea
         1,
     )
     assert await orders.get(actor=me, order_id=order.id, min_version=order.version) == order
+
+
+async def test_a_new_order_is_not_looked_up_before_it_is_placed(orders, store):
+    await place(orders, user())
+    assert store.loads == 0  # a fresh id cannot exist: placing it is one append
 
 
 async def test_the_same_key_and_body_give_the_same_order_and_check_the_user_once(orders, store, users):

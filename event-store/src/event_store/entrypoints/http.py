@@ -31,7 +31,7 @@ from interchange_common.asgi import ObservabilityMiddleware
 from interchange_common.health import HealthCheck, health_router
 from interchange_common.httpauth import service_caller_dependency
 from interchange_common.metrics import metrics_router
-from interchange_common.problems import install_problem_handlers, problem_response
+from interchange_common.problems import install_problem_handlers, problem_handler, problem_response
 from interchange_common.servicejwt import ServiceTokenVerifier
 
 _STATUS_OF: dict[type[Exception], int] = {
@@ -48,10 +48,6 @@ async def _on_domain_error(_: Request, exc: Exception) -> Response:
     return problem_response(status=_STATUS_OF.get(type(exc), 400), detail=str(exc))
 
 
-async def _on_unavailable(_: Request, exc: Exception) -> Response:
-    return problem_response(status=503, detail="the event store is unavailable", headers={"Retry-After": "1"})
-
-
 def create_http_app(
     *,
     store: EventStore,
@@ -62,7 +58,13 @@ def create_http_app(
     app = FastAPI(title="event-store", version="1.0.0", docs_url=None, redoc_url=None)
     install_problem_handlers(app)
     app.add_exception_handler(EventStoreError, _on_domain_error)
-    app.add_exception_handler(EventStorageUnavailable, _on_unavailable)
+    app.add_exception_handler(
+        EventStorageUnavailable,
+        problem_handler(
+            statuses={EventStorageUnavailable: 503},
+            details={EventStorageUnavailable: "the event store is unavailable"},
+        ),
+    )
     app.add_middleware(ObservabilityMiddleware, max_body_bytes=max_body_bytes)
     app.include_router(health_router(checks=health_checks))
     app.include_router(metrics_router())

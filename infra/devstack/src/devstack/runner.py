@@ -83,9 +83,6 @@ class NativeStack:
     log_dir: Path | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
     running: list[RunningService] = field(default_factory=list)
-    # Each restarted service's variables as first started: a restart's extra variables
-    # hold for that run only.
-    _base_environment: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def start(self, *, health_timeout: float = 60.0) -> None:
         try:
@@ -172,8 +169,9 @@ class NativeStack:
         if old.log is not None:
             old.log.close()
         self.running.remove(old)
-        base = self._base_environment.setdefault(name, dict(old.service.environment))
-        self._spawn(dataclasses.replace(old.service, environment={**base, **(environment or {})}))
+        # From the service as planned: a restart's extra variables hold for that run only.
+        planned = next(service for service in self.services if service.name == name)
+        self._spawn(dataclasses.replace(planned, environment={**planned.environment, **(environment or {})}))
         self._wait_healthy(self.running[-1], deadline=time.monotonic() + health_timeout)
 
     def exited(self) -> list[str]:

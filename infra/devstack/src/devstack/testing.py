@@ -9,7 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -49,6 +49,24 @@ def wait_for(condition: Callable[[], T | None], *, timeout: float, interval: flo
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout} s waiting for {what or condition}")
         time.sleep(interval)
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 15.0,  # noqa: ASYNC109  # the same call as wait_for, for async probes
+    interval: float = 0.05,
+    what: str = "",
+) -> T:
+    """``wait_for`` for async probes: await ``probe()`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what or probe}")
+        await asyncio.sleep(interval)
 
 
 async def delete_exchange(*, amqp_url: str, exchange: str, queues: Iterable[str] = ()) -> None:

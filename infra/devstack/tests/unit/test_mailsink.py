@@ -21,5 +21,13 @@ def test_it_keeps_every_message_in_arrival_order(tmp_path):
     assert sink.url == f"smtp://127.0.0.1:{sink.port}"
 
 
-def test_stopping_a_sink_that_never_started_is_harmless(tmp_path):
-    MailSink(maildir=tmp_path / "mail", port=free_port()).stop()
+def test_stopping_a_sink_that_never_started_leaves_its_port_free(tmp_path):
+    port = free_port()
+    MailSink(maildir=tmp_path / "unused", port=port).stop()
+    sink = MailSink(maildir=tmp_path / "mail", port=port)
+    sink.start()  # would fail if the first one had bound the port
+    try:
+        with smtplib.SMTP(sink.host, sink.port, timeout=5) as client:
+            assert client.noop()[0] == 250
+    finally:
+        sink.stop()

@@ -13,7 +13,7 @@ behalf it calls (X-Actor-Id, X-Actor-Roles; see interchange_common.actors).
 from collections.abc import Callable, Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query
 from starlette.responses import Response
 
 from interchange_common.actors import Actor
@@ -21,7 +21,7 @@ from interchange_common.asgi import ObservabilityMiddleware
 from interchange_common.health import HealthCheck, health_router
 from interchange_common.httpauth import actor_dependency, service_caller_dependency
 from interchange_common.metrics import metrics_router
-from interchange_common.problems import install_problem_handlers, problem_response
+from interchange_common.problems import install_problem_handlers, problem_handler
 from interchange_common.servicejwt import ServiceTokenVerifier
 from notification_service.adapters.errors import NotificationStoreError, ReplayFailed
 from notification_service.domain.errors import (
@@ -56,17 +56,6 @@ _DETAIL_OF: dict[type[Exception], str] = {
 }
 
 
-async def _on_error(_: Request, exc: Exception) -> Response:
-    status = _STATUS_OF.get(type(exc), 400)
-    detail = _DETAIL_OF.get(type(exc), str(exc))
-    headers: dict[str, str] | None = None
-    if status == 401:
-        headers = {"WWW-Authenticate": "Bearer"}
-    elif status == 503:
-        headers = {"Retry-After": "1"}
-    return problem_response(status=status, detail=detail, headers=headers)
-
-
 PageQuery = Annotated[int, Query(ge=1, le=1_000_000)]
 LimitQuery = Annotated[int, Query(ge=1, le=1_000_000, description=f"capped at {MAX_PAGE_SIZE}")]
 
@@ -81,7 +70,7 @@ def create_http_app(
 ) -> FastAPI:
     app = FastAPI(title="notification-service", version="1.0.0", docs_url=None, redoc_url=None)
     install_problem_handlers(app)
-    app.add_exception_handler(NotificationServiceError, _on_error)
+    app.add_exception_handler(NotificationServiceError, problem_handler(statuses=_STATUS_OF, details=_DETAIL_OF))
     app.add_middleware(ObservabilityMiddleware, max_body_bytes=max_body_bytes)
     app.include_router(health_router(checks=health_checks))
     app.include_router(metrics_router())

@@ -21,12 +21,15 @@ async def handle(
     command: Command,
     context: EventContext,
     check: Callable[[Order | None], None] = _anything,
+    new: bool = False,
 ) -> Order:
     """Another writer may record a change between our load and our save; then we
     decide again on the newer state, a bounded number of times. ``check`` sees each
-    loaded state first and raises to refuse (who may act, which version)."""
-    for _ in range(MAX_ATTEMPTS):
-        order = await store.load(order_id=order_id)
+    loaded state first and raises to refuse (who may act, which version). ``new``
+    says the order cannot exist yet (a fresh id): the first attempt skips the load,
+    and a conflict still loads and decides again."""
+    for attempt in range(MAX_ATTEMPTS):
+        order = None if new and attempt == 0 else await store.load(order_id=order_id)
         check(order)
         events = decide(command, order, context=context)
         try:

@@ -109,8 +109,9 @@ class Orders:
         await self._users.ensure_may_order(user_id=user_id)
         command = PlaceOrder(order_id=order_id, user_id=user_id, items=items)
         try:
+            # A fresh id, or a key's id that the load above found unused: no load first.
             order = await handle(
-                store=self._store, order_id=order_id, command=command, context=self._context(request_id)
+                store=self._store, order_id=order_id, command=command, context=self._context(request_id), new=True
             )
         except InvalidTransition:
             # A concurrent request with the same key placed it between our load and save.

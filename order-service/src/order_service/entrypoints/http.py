@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query
 from starlette.responses import Response
 
 from interchange_common.actors import Actor
@@ -22,7 +22,7 @@ from interchange_common.asgi import ObservabilityMiddleware
 from interchange_common.health import HealthCheck, health_router
 from interchange_common.httpauth import actor_dependency, service_caller_dependency
 from interchange_common.metrics import metrics_router
-from interchange_common.problems import install_problem_handlers, problem_response
+from interchange_common.problems import install_problem_handlers, problem_handler
 from interchange_common.requestctx import current_request_id
 from interchange_common.servicejwt import ServiceTokenVerifier
 from order_service.adapters.users import UserCheckUnavailable, UserMayNotOrder
@@ -56,12 +56,6 @@ _STATUS_OF: dict[type[Exception], int] = {
     UserCheckUnavailable: 503,
 }
 _ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
-
-
-async def _on_order_error(_: Request, exc: Exception) -> Response:
-    status = _STATUS_OF.get(type(exc), 400)
-    headers = {"Retry-After": "1"} if status == 503 else None
-    return problem_response(status=status, detail=str(exc), headers=headers)
 
 
 def _if_match(header: str | None) -> int | None:
@@ -102,7 +96,7 @@ def create_http_app(
 ) -> FastAPI:
     app = FastAPI(title="order-service", version="1.0.0", docs_url=None, redoc_url=None)
     install_problem_handlers(app)
-    app.add_exception_handler(OrderError, _on_order_error)
+    app.add_exception_handler(OrderError, problem_handler(statuses=_STATUS_OF))
     app.add_middleware(ObservabilityMiddleware, max_body_bytes=max_body_bytes)
     app.include_router(health_router(checks=health_checks))
     app.include_router(metrics_router())

@@ -9,7 +9,7 @@ service acts for itself and may read every user.
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query
 from starlette.responses import Response
 
 from interchange_common.actors import Actor
@@ -17,7 +17,7 @@ from interchange_common.asgi import ObservabilityMiddleware
 from interchange_common.health import HealthCheck, health_router
 from interchange_common.httpauth import actor_dependency, service_caller_dependency
 from interchange_common.metrics import metrics_router
-from interchange_common.problems import install_problem_handlers, problem_response
+from interchange_common.problems import install_problem_handlers, problem_handler
 from interchange_common.servicejwt import ServiceTokenVerifier
 from user_service.adapters.errors import UserStoreError
 from user_service.domain.errors import (
@@ -52,17 +52,6 @@ _DETAIL_OF: dict[type[Exception], str] = {
 }
 
 
-async def _on_domain_error(_: Request, exc: Exception) -> Response:
-    status = _STATUS_OF.get(type(exc), 400)
-    detail = _DETAIL_OF.get(type(exc), str(exc))
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return problem_response(status=status, detail=detail, headers=headers)
-
-
-async def _on_store_error(_: Request, exc: Exception) -> Response:
-    return problem_response(status=503, detail="the user store is unavailable", headers={"Retry-After": "1"})
-
-
 def create_http_app(
     *,
     users: Users,
@@ -73,8 +62,11 @@ def create_http_app(
 ) -> FastAPI:
     app = FastAPI(title="user-service", version="1.0.0", docs_url=None, redoc_url=None)
     install_problem_handlers(app)
-    app.add_exception_handler(UserServiceError, _on_domain_error)
-    app.add_exception_handler(UserStoreError, _on_store_error)
+    app.add_exception_handler(UserServiceError, problem_handler(statuses=_STATUS_OF, details=_DETAIL_OF))
+    app.add_exception_handler(
+        UserStoreError,
+        problem_handler(statuses={UserStoreError: 503}, details={UserStoreError: "the user store is unavailable"}),
+    )
     app.add_middleware(ObservabilityMiddleware, max_body_bytes=max_body_bytes)
     app.include_router(health_router(checks=health_checks))
     app.include_router(metrics_router())
