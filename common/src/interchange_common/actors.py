@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 ACTOR_ID_HEADER = "x-actor-id"
 ACTOR_ROLES_HEADER = "x-actor-roles"
+# On live connections (SSE, WebSocket): when the user's access token expires, in whole
+# seconds since the epoch. The service ends the connection then.
+ACTOR_EXPIRES_HEADER = "x-actor-expires"
 ADMIN_ROLE = "admin"
 USER_ROLE = "user"
 

@@ -3,7 +3,12 @@
     events consumer        <EVENTS_QUEUE> on EVENTS_EXCHANGE (order.#, user.#) → Notifications.handle
     dead-letter consumer   <EVENTS_QUEUE>.dead → the dead_letters table
     mail dispatcher        mail_outbox → SMTP
-    HTTP                   notifications, dead-letter admin, /health, /metrics
+    live pusher            notifications not yet pushed (the live outbox) → the user's
+                           Redis stream + the live channel, once each
+    live subscriber        the live channels → this instance's SSE streams, WebSockets
+                           and TCP clients (adapters.live.LiveHub)
+    HTTP                   notifications, dead-letter admin, SSE and WebSocket, /health, /metrics
+    TCP, UDP               the raw feeds
 
 Nothing is created at import time; ``serve`` owns every resource it opens and closes
 them when the server stops (SIGTERM or SIGINT).
@@ -20,6 +25,9 @@ from typing import Any
 import grpc
 import httpx
 from fastapi import FastAPI
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -34,7 +42,9 @@ from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifi
 from interchange_common.tasks import cancel_and_wait, every
 from notification_service.adapters.broker import AmqpRepublisher, DeadLetterConsumer
 from notification_service.adapters.errors import ConsumerDisconnected
+from notification_service.adapters.live import LiveHub
 from notification_service.adapters.mail import MailDispatcher, SmtpSettings
+from notification_service.adapters.pusher import LivePushDispatcher
 from notification_service.adapters.store import SqlDeadLetterStore, SqlNotificationStore
 from notification_service.adapters.users import GrpcUserDirectory
 from notification_service.config import SERVICE_NAME, Settings
@@ -42,6 +52,7 @@ from notification_service.domain.model import DeadLetter, Notification
 from notification_service.domain.usecases import DeadLetters, Notifications
 from notification_service.entrypoints.consumer import message_handler
 from notification_service.entrypoints.http import create_http_app
+from notification_service.entrypoints.live import LiveLimits
 from notification_service.entrypoints.schemas import NotificationPublic
 from notification_service.entrypoints.signin import Authenticate, Rejected
 from notification_service.entrypoints.tcp_feed import TcpFeed
@@ -77,6 +88,9 @@ class Container:
     store: SqlNotificationStore
     tcp_feed: TcpFeed
     udp_feed: UdpFeed
+    redis: Redis
+    live: LiveHub
+    pusher: LivePushDispatcher
 
     def health_checks(self) -> list[HealthCheck]:
         async def database() -> None:
@@ -89,7 +103,11 @@ class Container:
             if not self.dead_letter_consumer.ready.is_set():
                 raise ConsumerDisconnected(f"{self.settings.events_queue}.dead")
 
-        return [HealthCheck(name="postgres", probe=database), HealthCheck(name="rabbitmq", probe=rabbitmq)]
+        return [
+            HealthCheck(name="postgres", probe=database),
+            HealthCheck(name="rabbitmq", probe=rabbitmq),
+            HealthCheck(name="redis", probe=self.live.ping),
+        ]
 
     def http_app(self) -> FastAPI:
         return create_http_app(
@@ -98,6 +116,14 @@ class Container:
             verifier=self.verifier,
             health_checks=self.health_checks,
             max_body_bytes=self.settings.max_body_bytes,
+            hub=self.live,
+            live_limits=LiveLimits(
+                heartbeat_seconds=self.settings.sse_heartbeat_seconds,
+                max_message_bytes=self.settings.ws_max_message_bytes,
+                max_rooms=self.settings.ws_max_rooms,
+                max_sockets_per_user=self.settings.ws_max_sockets_per_user,
+                idle_seconds=self.settings.ws_idle_seconds,
+            ),
         )
 
     def background(self) -> dict[str, Coroutine[Any, Any, None]]:
@@ -106,6 +132,8 @@ class Container:
             "events-consumer": self.consumer.run(),
             "dead-letter-consumer": self.dead_letter_consumer.run(),
             "mail-dispatcher": self.dispatcher.run(),
+            "live-subscriber": self.live.run(),
+            "live-pusher": self.pusher.run(),
             "retention": every(name="retention purge", seconds=PURGE_INTERVAL_SECONDS, job=self._purge),
         }
 
@@ -115,12 +143,31 @@ class Container:
             _log.info("old rows purged", extra={"count": purged})
 
     async def close(self) -> None:
+        self.live.shutdown()
         await self.tcp_feed.close()
         await self.udp_feed.close()
+        await self.redis.aclose()
         if self.users_channel is not None:
             await self.users_channel.close()
         await self.republisher.close()
         await self.engine.dispose()
+
+
+def redis_commands(url: str) -> Redis:
+    """The client for commands: a couple of quick retries (a restarted server, a
+    connection the pool kept too long), within a deadline a request can afford."""
+    return Redis.from_url(
+        url,
+        socket_timeout=5,
+        socket_connect_timeout=5,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
+    )
+
+
+def redis_subscriber(url: str) -> Redis:
+    """The client of one pub/sub session: no retries, so that a dropped connection ends
+    the session and the hub knows to have its subscribers refill from the streams."""
+    return Redis.from_url(url, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
 
 
 def build(*, settings: Settings) -> Container:
@@ -149,21 +196,25 @@ def build(*, settings: Settings) -> Container:
     dead_letters = DeadLetters(store=SqlDeadLetterStore(engine=engine), republisher=republisher)
     topology = topology_of(settings)
     authenticate = _authenticator(settings)
-    tcp_feed = TcpFeed(authenticate=authenticate, max_line_bytes=settings.tcp_max_line_bytes)
+    redis_url = settings.redis_url.get_secret_value()
+    redis = redis_commands(redis_url)
+    live = LiveHub(
+        redis=redis,
+        connect_subscriber=lambda: redis_subscriber(redis_url),
+        key_prefix=settings.redis_key_prefix,
+        history_max_length=settings.live_history_max_length,
+        history_max_age_seconds=settings.live_history_max_age_seconds,
+        queue_size=settings.live_queue_size,
+    )
+    tcp_feed = TcpFeed(authenticate=authenticate, hub=live, max_line_bytes=settings.tcp_max_line_bytes)
 
-    def push(notification: Notification) -> None:
-        tcp_feed.notify(
-            user_id=notification.user_id, notification=NotificationPublic.of(notification).model_dump(mode="json")
-        )
+    def render(notification: Notification) -> bytes:
+        return NotificationPublic.of(notification).model_dump_json().encode()
 
     consumer = Consumer(
         amqp_url=amqp_url,
         topology=topology,
-        handler=message_handler(
-            notifications=notifications,
-            crash_after_commit=settings.crash_after_commit_before_ack,
-            on_notification=push,
-        ),
+        handler=message_handler(notifications=notifications, crash_after_commit=settings.crash_after_commit_before_ack),
         prefetch=settings.consumer_prefetch,
     )
 
@@ -195,6 +246,11 @@ def build(*, settings: Settings) -> Container:
         store=store,
         tcp_feed=tcp_feed,
         udp_feed=UdpFeed(authenticate=authenticate, max_datagram_bytes=settings.udp_max_datagram_bytes),
+        redis=redis,
+        live=live,
+        pusher=LivePushDispatcher(
+            dsn=database_url, hub=live, render=render, poll_seconds=settings.live_outbox_poll_seconds
+        ),
     )
 
 
@@ -238,8 +294,20 @@ async def serve(*, settings: Settings) -> None:
     tasks = [asyncio.create_task(work, name=name) for name, work in container.background().items()]
     if settings.crash_after_commit_before_ack:
         _log.warning("fault injection on: the process kills itself after a commit that queued a mail")
+    loop = asyncio.get_running_loop()
+
+    def on_exit() -> None:
+        loop.call_soon_threadsafe(container.live.shutdown)
+
     try:
-        await serve_http(app=container.http_app(), host=settings.host, port=settings.http_port)
+        await serve_http(
+            app=container.http_app(),
+            host=settings.host,
+            port=settings.http_port,
+            ws_max_size=settings.ws_max_message_bytes,
+            # SSE streams and WebSockets end at once, not after the drain's grace period.
+            on_exit=on_exit,
+        )
     finally:
         await cancel_and_wait(tasks)
         await container.close()

@@ -67,6 +67,27 @@ class Settings(ServiceSettings):
     smtp_starttls: bool = False
     mail_from: str = "Interchange <no-reply@interchange.local>"
 
+    # Live push (SSE /internal/events, WebSocket /internal/ws, the TCP feed), fanned out
+    # between instances through Redis: redis://host:port/db.
+    redis_url: SecretStr
+    # Every key and channel the service uses starts with "<prefix>:" (tests set one per run).
+    redis_key_prefix: str = Field(default="interchange", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    # A user's notification history (the SSE resume window) keeps at most this many
+    # entries, none older than this.
+    live_history_max_length: int = Field(default=1000, ge=10, le=1_000_000)
+    live_history_max_age_seconds: int = Field(default=86_400, ge=60, le=365 * 86_400)
+    # The live outbox is pushed right after each commit; this poll is the safety net.
+    live_outbox_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
+    sse_heartbeat_seconds: float = Field(default=15.0, gt=0, le=3600)
+    # Messages waiting for one live client (SSE, WebSocket, TCP); a client that lets
+    # more pile up is too slow and is dropped.
+    live_queue_size: int = Field(default=256, ge=8, le=100_000)
+    ws_max_message_bytes: int = Field(default=4096, ge=256, le=1024 * 1024)
+    ws_max_rooms: int = Field(default=20, ge=1, le=1000)
+    ws_max_sockets_per_user: int = Field(default=5, ge=1, le=1000)
+    # A socket that sends nothing (clients send {"type":"ping"}) for this long is closed.
+    ws_idle_seconds: float = Field(default=120.0, gt=0, le=86_400)
+
     max_body_bytes: int = 64 * 1024
     # Handled message ids, and mails sent or given up, are forgotten after this long.
     retention_days: int = Field(default=7, ge=1, le=3650)

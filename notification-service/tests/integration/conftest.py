@@ -1,8 +1,9 @@
-"""notification-service against the real PostgreSQL and RabbitMQ, with a real SMTP server.
+"""notification-service against the real PostgreSQL, RabbitMQ and Redis, with a real SMTP server.
 
 Each test gets its own database (the newest schema), its own exchange and queue
-names (deleted afterwards with their retry and dead-letter queues), and an aiosmtpd
-SMTP server on a free port that collects what it receives. ``service`` runs the
+names (deleted afterwards with their retry and dead-letter queues), its own Redis key
+prefix (its keys deleted afterwards), and an aiosmtpd SMTP server on a free port that
+collects what it receives. ``service`` runs the
 service as bootstrap wires it, in this event loop; ``start_process`` runs it as the
 real command, for the crash test.
 """
@@ -19,6 +20,7 @@ import asyncpg
 import httpx
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from redis.asyncio import Redis
 
 from devstack.compose import NativeService
 from devstack.runner import NativeStack
@@ -127,7 +129,21 @@ async def names(infra):
 
 
 @pytest.fixture
-def settings_env(infra, database_url, names, smtp):
+async def key_prefix(infra):
+    """This test's Redis key prefix; every key under it is deleted afterwards."""
+    prefix = f"ic-it-notif-{run_id()}"
+    yield prefix
+    client = Redis.from_url(infra.redis_url)
+    try:
+        doomed = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        if doomed:
+            await client.delete(*doomed)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def settings_env(infra, database_url, names, smtp, key_prefix):
     """The environment the service runs with in these tests."""
     return {
         "ENVIRONMENT": "development",
@@ -139,6 +155,8 @@ def settings_env(infra, database_url, names, smtp):
         "RETRY_DELAYS": ",".join(map(str, RETRY_DELAYS)),
         "SMTP_URL": f"smtp://127.0.0.1:{smtp.port}",  # the form compose uses
         "SMTP_TIMEOUT_SECONDS": "5",
+        "REDIS_URL": infra.redis_url,
+        "REDIS_KEY_PREFIX": key_prefix,
         **names,
     }
 
@@ -206,6 +224,7 @@ async def service(settings_env, bus):
     try:
         await asyncio.wait_for(container.consumer.ready.wait(), timeout=15)
         await asyncio.wait_for(container.dead_letter_consumer.ready.wait(), timeout=15)
+        await asyncio.wait_for(container.live.ready.wait(), timeout=15)
         async with client_for(container.http_app()) as client:
             yield RunningService(container, client)
     finally:

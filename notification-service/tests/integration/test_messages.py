@@ -242,14 +242,22 @@ async def test_unknown_types_are_recorded_and_acked(service, bus, db, events, na
     assert await bus.queue_depth(names["EVENTS_QUEUE"]) == 0
 
 
-async def test_health_reports_the_database_and_the_consumers(service):
+async def test_health_reports_the_database_the_consumers_and_redis(service):
     response = await service.client.get("/health")
     assert response.status_code == 200, response.text
     assert {check["service"]: check["status"] for check in response.json()["services"]} == {
         "postgres": "healthy",
         "rabbitmq": "healthy",
+        "redis": "healthy",
     }
     assert "notification_messages_total" in (await service.client.get("/metrics")).text
+
+
+async def test_health_is_503_while_the_live_channels_are_not_subscribed(service):
+    service.container.live.ready.clear()
+    response = await service.client.get("/health")
+    assert response.status_code == 503
+    assert {check["service"]: check["status"] for check in response.json()["services"]}["redis"] != "healthy"
 
 
 async def test_health_is_503_while_a_consumer_is_disconnected(service):

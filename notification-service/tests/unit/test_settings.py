@@ -9,6 +9,7 @@ REQUIRED = {
     "SERVICE_JWT_SECRET": "dev-only-service-jwt-secret",
     "DATABASE_URL": "postgresql+asyncpg://u:p@127.0.0.1:5432/interchange_notifications",
     "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:5672/",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
 }
 
 
@@ -27,6 +28,11 @@ def test_defaults(monkeypatch):
     assert settings.mail_from == "Interchange <no-reply@interchange.local>"
     assert settings.migrate_on_start is True
     assert settings.crash_after_commit_before_ack is False
+    assert settings.redis_key_prefix == "interchange"
+    assert (settings.live_history_max_length, settings.live_history_max_age_seconds) == (1000, 86_400)
+    assert settings.sse_heartbeat_seconds == 15
+    assert (settings.ws_max_message_bytes, settings.ws_max_rooms, settings.ws_max_sockets_per_user) == (4096, 20, 5)
+    assert settings.ws_idle_seconds == 120
 
 
 @pytest.mark.parametrize(("raw", "delays"), [("0.2, 0.4,0.8", (0.2, 0.4, 0.8)), ("3", (3.0,)), ("", ())])
@@ -68,11 +74,19 @@ def test_the_crash_switch_is_refused_outside_development(monkeypatch):
     assert not off.crash_after_commit_before_ack
 
 
-def test_the_database_and_broker_urls_have_no_default(monkeypatch):
+def test_the_database_broker_and_redis_urls_have_no_default(monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("RABBITMQ_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.setenv("SERVICE_JWT_SECRET", "dev-only-x")
     monkeypatch.setenv("ENVIRONMENT", "development")
     with pytest.raises(ValidationError, match="database_url") as raised:
         Settings()
     assert "rabbitmq_url" in str(raised.value)
+    assert "redis_url" in str(raised.value)
+
+
+@pytest.mark.parametrize("prefix", ["", "has space", "a{b}", "x" * 101])
+def test_a_bad_redis_key_prefix_is_refused(monkeypatch, prefix):
+    with pytest.raises(ValidationError, match="redis_key_prefix"):
+        make(monkeypatch, REDIS_KEY_PREFIX=prefix)

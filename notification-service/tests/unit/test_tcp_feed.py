@@ -1,4 +1,5 @@
-"""The TCP feed over real loopback sockets, with tokens checked by a fake."""
+"""The TCP feed over real loopback sockets, with tokens checked by a fake. (Notifications
+reach it from the live hub: tests/integration/test_live.py.)"""
 
 import asyncio
 import time
@@ -112,16 +113,6 @@ async def test_a_bad_token_is_refused_and_the_client_stays_anonymous(connect):
     assert (await terminal.receive())["type"] == "error"
     await terminal.send({"type": "auth"})
     assert (await terminal.receive())["type"] == "error"
-
-
-async def test_notifications_reach_only_their_users_clients(feed, connect):
-    ada_one, ada_two, bob = await connect("ada-token"), await connect("ada-token"), await connect("bob-token")
-    delivered = feed.notify(user_id=USERS["ada-token"].user_id, notification={"title": "Order confirmed"})
-    assert delivered == 2
-    for terminal in (ada_one, ada_two):
-        assert await terminal.receive() == {"type": "notification", "notification": {"title": "Order confirmed"}}
-    await bob.send({"marker": 1})
-    assert (await bob.receive())["type"] == "echo"  # no notification came first
 
 
 async def test_a_client_that_does_not_read_is_dropped_and_stalls_nobody(feed, connect):

@@ -1,5 +1,5 @@
 """Helpers the test suites share: free ports, waiting with a deadline, throwaway
-databases and exchanges, and a private RabbitMQ node that a test may stop."""
+databases and exchanges, and a private RabbitMQ node or Redis server that a test may stop."""
 
 import asyncio
 import os
@@ -165,6 +165,59 @@ class PrivateRabbitMQ:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
+class PrivateRedis:
+    """A redis-server of a test's own on a free port, that the test may stop and start
+    again. Nothing is persisted: a restart comes back empty, like a cache that lost its
+    memory. The shared Redis is never touched."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix="ic-redis-"))
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def unavailable_because() -> str | None:
+        if shutil.which("redis-server") is None:
+            return "redis-server is not installed (Debian: apt-get install redis-server)"
+        return None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, *, timeout: float = 15) -> None:
+        self._process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            cwd=self._dir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, timeout=timeout, what=f"redis-server on port {self.port}")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self, *, timeout: float = 15) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=timeout)
+        self._process = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
 def _isolated_options(
     *,
     root: Path,
@@ -207,7 +260,8 @@ def isolated_stack(
     """A started native stack that shares nothing with anything else: free ports,
     databases named after the run, .env.example's values and no variable from this
     shell; services that publish events do so to this run's own exchange,
-    ``ic-<purpose>-<run>.events``, and consumers read their own queues; mail goes to
+    ``ic-<purpose>-<run>.events``, and consumers read their own queues; Redis keys and
+    channels start with ``ic-<purpose>-<run>``; mail goes to
     the run's own SMTP sink (``stack.mail``). Afterwards its processes are stopped,
     its databases dropped and its exchange deleted, whatever happened."""
     ensure_dev_secrets(root=root)
@@ -224,6 +278,8 @@ def isolated_stack(
             queue = f"ic-{purpose}-{run}.{service.environment['EVENTS_QUEUE']}"
             service.environment["EVENTS_QUEUE"] = queue
             queues.add(queue)
+        if "REDIS_URL" in service.environment:
+            service.environment["REDIS_KEY_PREFIX"] = f"ic-{purpose}-{run}"
     try:
         stack.start(health_timeout=health_timeout)
         yield stack

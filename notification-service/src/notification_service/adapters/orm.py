@@ -3,7 +3,8 @@
 processed_messages   every message id handled, committed with its effect (idempotency)
 recipients           user id → email and name, from user events (newest event wins)
 orders               order id → user, items, total, from order.placed (later events name only the id)
-notifications        what a user sees in GET /api/notifications
+notifications        what a user sees in GET /api/notifications; pushed_at NULL = still in
+                     the live outbox (not yet in the user's Redis stream)
 mail_outbox          mails to send; the dispatcher marks each sent once the SMTP server took it
 dead_letters         messages that exhausted their retries
 """
@@ -71,7 +72,9 @@ notifications = Table(
     Column("data", JSONB, nullable=False),
     Column("event_id", Uuid, nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("pushed_at", DateTime(timezone=True), nullable=True),
     Index("notifications_user_newest", "user_id", text("created_at DESC"), text("id DESC")),
+    Index("notifications_unpushed", "created_at", "id", postgresql_where=text("pushed_at IS NULL")),
 )
 
 mail_outbox = Table(

@@ -38,6 +38,7 @@ from notification_service.domain.model import (
 )
 
 MAIL_CHANNEL = "mail_outbox"  # NOTIFY'd when a mail is queued: wakes the dispatchers
+LIVE_CHANNEL = "live_outbox"  # NOTIFY'd when a notification is added: wakes the live pushers
 
 
 class _StoreErrors:
@@ -175,6 +176,9 @@ class SqlInbox:
             )
             .on_conflict_do_nothing(index_elements=["event_id"])
         )
+        # Its pushed_at stays NULL until the live pusher has put it in Redis (the live
+        # outbox); this wakes the pushers at commit.
+        await self._conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": LIVE_CHANNEL})
 
     async def queue_mail(self, *, mail: Mail) -> None:
         await self._conn.execute(

@@ -8,7 +8,10 @@ NotificationServiceError
  ├── NotSignedIn               no end user behind the call
  ├── PermissionDenied          the actor may not do this (admin only)
  ├── DeadLetterNotFound        no dead letter with that id
- └── (adapters.errors)         NotificationStoreError, ReplayFailed, MailServerUnavailable
+ ├── InvalidStreamId           a resume point that is not a stream id (Last-Event-ID)
+ ├── LiveMessageRejected       a WebSocket message that breaks the protocol or a room rule
+ └── (adapters.errors)         NotificationStoreError, ReplayFailed, MailServerUnavailable,
+                               LiveUnavailable, SubscriptionEnded, …
 """
 
 
@@ -42,3 +45,11 @@ class PermissionDenied(NotificationServiceError):
 
 class DeadLetterNotFound(NotificationServiceError):
     """No dead letter has this id (or it was replayed or discarded meanwhile)."""
+
+
+class InvalidStreamId(NotificationServiceError):
+    """A resume point (Last-Event-ID) that is not a stream id such as 1700000000000-0."""
+
+
+class LiveMessageRejected(NotificationServiceError):
+    """A WebSocket message that breaks the protocol or a room rule; the socket stays open."""

@@ -1,14 +1,15 @@
 """The events consumer's handler: one RabbitMQ delivery → Notifications.handle.
 
 The common Consumer acks after this returns and sends the message down the retry
-path when it raises. The handler's log lines carry the event's correlation id as
-their request id, so a request can be followed into the mail it caused.
+path when it raises. A notification it commits reaches live subscribers through the
+live outbox (adapters.pusher), not from here: a crash after the commit loses nothing.
+The handler's log lines carry the event's correlation id as their request id, so a
+request can be followed into the mail it caused.
 """
 
 import logging
 import os
 import signal
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,7 +18,6 @@ from prometheus_client import Counter
 from interchange_common.messaging import Delivery, Handler
 from interchange_common.requestctx import accept_request_id, request_id_var
 from notification_service.domain.errors import InvalidMessage
-from notification_service.domain.model import Notification
 from notification_service.domain.usecases import Notifications
 
 _log = logging.getLogger(__name__)
@@ -33,13 +33,7 @@ def _correlation_id(body: Any) -> str | None:
     return offered if isinstance(offered, str) else None
 
 
-def message_handler(
-    *,
-    notifications: Notifications,
-    crash_after_commit: bool = False,
-    on_notification: Callable[[Notification], None] | None = None,
-) -> Handler:
-    """The handler; ``on_notification`` hears of each notification once it is committed."""
+def message_handler(*, notifications: Notifications, crash_after_commit: bool = False) -> Handler:
 
     async def handle(delivery: Delivery) -> None:
         try:
@@ -73,8 +67,6 @@ def message_handler(
                     "mail_queued": handled.mail is not None,
                 },
             )
-            if on_notification is not None and handled.notification is not None:
-                on_notification(handled.notification)
             if crash_after_commit and handled.mail is not None:
                 _log.critical("fault injection: killing the process after the commit, before the ack")
                 os.kill(os.getpid(), signal.SIGKILL)

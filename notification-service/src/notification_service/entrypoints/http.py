@@ -8,6 +8,7 @@ behalf it calls (X-Actor-Id, X-Actor-Roles; see interchange_common.actors).
     GET    /internal/admin/dead-letters                   admin: messages that exhausted their retries
     POST   /internal/admin/dead-letters/{id}/replay       admin: back to the queue, then forgotten
     DELETE /internal/admin/dead-letters/{id}              admin: discard
+    GET    /internal/events, /internal/ws                 live push (entrypoints.live)
 """
 
 from collections.abc import Callable, Sequence
@@ -23,16 +24,19 @@ from interchange_common.httpauth import actor_dependency, service_caller_depende
 from interchange_common.metrics import metrics_router
 from interchange_common.problems import install_problem_handlers, problem_handler
 from interchange_common.servicejwt import ServiceTokenVerifier
-from notification_service.adapters.errors import NotificationStoreError, ReplayFailed
+from notification_service.adapters.errors import LiveUnavailable, NotificationStoreError, ReplayFailed
+from notification_service.adapters.live import LiveHub
 from notification_service.domain.errors import (
     DeadLetterNotFound,
     InvalidRequest,
+    InvalidStreamId,
     NotificationServiceError,
     NotSignedIn,
     PermissionDenied,
 )
 from notification_service.domain.model import MAX_PAGE_SIZE
 from notification_service.domain.usecases import DeadLetters, Notifications
+from notification_service.entrypoints.live import LiveLimits, live_router
 from notification_service.entrypoints.schemas import (
     DeadLetterList,
     DeadLetterPublic,
@@ -46,13 +50,16 @@ _STATUS_OF: dict[type[Exception], int] = {
     PermissionDenied: 403,
     DeadLetterNotFound: 404,
     InvalidRequest: 422,
+    InvalidStreamId: 422,
     NotificationStoreError: 503,
     ReplayFailed: 503,
+    LiveUnavailable: 503,
 }
 _DETAIL_OF: dict[type[Exception], str] = {
     DeadLetterNotFound: "dead letter not found",
     NotificationStoreError: "the notification store is unavailable",
     ReplayFailed: "the message broker did not take the message; the dead letter is kept",
+    LiveUnavailable: "live push is unavailable right now",
 }
 
 
@@ -67,6 +74,8 @@ def create_http_app(
     verifier: ServiceTokenVerifier,
     health_checks: Callable[[], Sequence[HealthCheck]],
     max_body_bytes: int,
+    hub: LiveHub,
+    live_limits: LiveLimits,
 ) -> FastAPI:
     app = FastAPI(title="notification-service", version="1.0.0", docs_url=None, redoc_url=None)
     install_problem_handlers(app)
@@ -104,4 +113,7 @@ def create_http_app(
         return Response(status_code=204)
 
     app.include_router(internal)
+    # Its own router: the routers' service-token dependency reads a Request, which a
+    # WebSocket route has not; the live routes check the same token themselves.
+    app.include_router(live_router(hub=hub, verifier=verifier, limits=live_limits))
     return app

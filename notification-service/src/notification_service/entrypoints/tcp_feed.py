@@ -9,7 +9,9 @@ terminals and devices.
                       an access token: {"type": "authenticated", "userId"}; from then on
                       the client's own notifications arrive as lines
                       {"type": "notification", "notification": {"id", "type", …}},
-                      and the connection closes when the token expires
+                      whichever instance handled them (they come from the live hub,
+                      in stream order, each once), and the connection closes when the
+                      token expires
     a malformed line  {"type": "error", "detail"}; the connection stays
 
 Every client has a bounded outgoing queue written by its own task: a client that
@@ -27,6 +29,8 @@ from typing import Any
 import orjson
 
 from interchange_common.actors import SignedInUser
+from notification_service.adapters.errors import LiveUnavailable, SubscriptionEnded
+from notification_service.adapters.live import LiveHub, LiveNotification, Subscription
 from notification_service.entrypoints.signin import Authenticate, Rejected
 
 _log = logging.getLogger(__name__)
@@ -39,19 +43,32 @@ class _Client:
     outbox: "asyncio.Queue[bytes | None]"
     user: SignedInUser | None = None
     expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
+    subscription: Subscription | None = field(default=None, repr=False)
+    following: "asyncio.Task[None] | None" = field(default=None, repr=False)
 
     def send(self, message: dict[str, Any]) -> bool:
         """Queue one line; False when the client is too slow to take it."""
+        return self.send_line(orjson.dumps(message) + b"\n")
+
+    def send_line(self, line: bytes) -> bool:
         try:
-            self.outbox.put_nowait(orjson.dumps(message) + b"\n")
+            self.outbox.put_nowait(line)
         except asyncio.QueueFull:
             return False
         return True
 
 
 class TcpFeed:
-    def __init__(self, *, authenticate: Authenticate, max_line_bytes: int = 16 * 1024, queue_size: int = 256) -> None:
+    def __init__(
+        self,
+        *,
+        authenticate: Authenticate,
+        hub: LiveHub | None = None,
+        max_line_bytes: int = 16 * 1024,
+        queue_size: int = 256,
+    ) -> None:
         self._authenticate = authenticate
+        self._hub = hub
         self._max_line = max_line_bytes
         self._queue_size = queue_size
         self._clients: dict[str, _Client] = {}
@@ -84,14 +101,6 @@ class TcpFeed:
         if self._server is not None:
             await self._server.wait_closed()
 
-    def notify(self, *, user_id: uuid.UUID, notification: dict[str, Any]) -> int:
-        """Send a notification to this user's connected clients; how many got it."""
-        delivered = 0
-        for client in list(self._clients.values()):
-            if client.user is not None and client.user.user_id == user_id:
-                delivered += self._deliver(client, {"type": "notification", "notification": notification})
-        return delivered
-
     def _deliver(self, client: _Client, message: dict[str, Any]) -> bool:
         if client.send(message):
             return True
@@ -104,6 +113,7 @@ class TcpFeed:
             return
         if client.expiry is not None:
             client.expiry.cancel()
+        self._unfollow(client)
         try:
             client.outbox.put_nowait(None)  # the writer closes after what it has
         except asyncio.QueueFull:
@@ -180,6 +190,44 @@ class TcpFeed:
             max(user.expires_at - time.time(), 0.0), self._expire, client
         )
         client.send({"type": "authenticated", "userId": str(user.user_id)})
+        await self._follow(client, user)
+
+    async def _follow(self, client: _Client, user: SignedInUser) -> None:
+        """Have the user's notifications sent to the client from now on."""
+        self._unfollow(client)
+        if self._hub is None:
+            return
+        try:
+            subscription = await self._hub.subscribe(user_id=user.user_id, client_id=client.id, after=None)
+        except LiveUnavailable:
+            client.send({"type": "error", "detail": "notifications are unavailable right now; sign in again later"})
+            return
+        if client.id not in self._clients:  # gone while we subscribed
+            self._hub.unsubscribe(subscription)
+            return
+        client.subscription = subscription
+        client.following = asyncio.create_task(self._forward(client, subscription), name=f"tcp-follow-{client.id}")
+
+    async def _forward(self, client: _Client, subscription: Subscription) -> None:
+        try:
+            while True:
+                item = await subscription.next()
+                if isinstance(item, LiveNotification):
+                    line = b'{"type":"notification","notification":' + item.payload + b"}\n"
+                    if not client.send_line(line):
+                        _log.warning("tcp client too slow, disconnected", extra={"client_id": client.id})
+                        break
+        except (SubscriptionEnded, LiveUnavailable) as e:
+            _log.info("tcp client's notifications ended", extra={"client_id": client.id, "reason": str(e)})
+        self._drop(client)
+
+    def _unfollow(self, client: _Client) -> None:
+        subscription, client.subscription = client.subscription, None
+        following, client.following = client.following, None
+        if subscription is not None and self._hub is not None:
+            self._hub.unsubscribe(subscription)
+        if following is not None and following is not asyncio.current_task():
+            following.cancel()
 
     def _expire(self, client: _Client) -> None:
         client.send({"type": "error", "detail": "the token expired"})

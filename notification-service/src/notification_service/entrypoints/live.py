@@ -1,0 +1,397 @@
+"""Live push on the HTTP port, for the gateway to pass through (/api/events, /ws).
+
+Both routes need a service token (audience notification-service) and the user the
+gateway calls for: X-Actor-Id, X-Actor-Roles and X-Actor-Expires (epoch seconds when
+the user's access token expires; the connection ends then). Refused: SSE → 401
+problem; WebSocket → close 1008 with the reason.
+
+GET /internal/events   Server-Sent Events. Resumes after ``Last-Event-ID`` (else the
+                       ``last_event_id`` query parameter; neither: only new events);
+                       a malformed id → 422. ``retry: 2000`` first, then
+                       ``id: <stream id>`` / ``event: notification`` / ``data: <JSON>``
+                       per notification, ``: keepalive`` after each heartbeat period
+                       without a write. Ends when the token expires or the service stops.
+GET /internal/ws       WebSocket, JSON messages with a "type" (domain.live has the list).
+                       Closes: 1008 "too many connections" (per-user cap, counted in
+                       Redis), 1008 "token expired", 1009 a message over the cap,
+                       1000 "idle", 1012 the service stops, 1013 "too slow" (its
+                       outgoing queue filled), 1011 Redis unavailable.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, WebSocket
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect
+
+from interchange_common.actors import ACTOR_EXPIRES_HEADER, ACTOR_ID_HEADER, ACTOR_ROLES_HEADER, SignedInUser
+from interchange_common.errors import ServiceAuthError
+from interchange_common.servicejwt import ServiceTokenVerifier
+from notification_service.adapters.errors import LiveUnavailable, SubscriptionEnded
+from notification_service.adapters.live import SHUTTING_DOWN, LiveFrame, LiveHub, LiveNotification, Subscription
+from notification_service.domain import live
+from notification_service.domain.errors import LiveMessageRejected, NotSignedIn
+
+_log = logging.getLogger(__name__)
+
+SSE_RETRY = b"retry: 2000\n\n"
+SSE_KEEPALIVE = b": keepalive\n\n"
+LAST_EVENT_ID_HEADER = "last-event-id"
+_MAX_CLOSE_REASON = 120  # a close frame's reason is at most 123 bytes
+_CLOSE_TIMEOUT_SECONDS = 2.0
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveLimits:
+    heartbeat_seconds: float = 15.0
+    max_message_bytes: int = 4096
+    max_rooms: int = 20
+    max_sockets_per_user: int = 5
+    idle_seconds: float = 120.0
+
+
+def live_user(*, headers: Mapping[str, str], verifier: ServiceTokenVerifier, now: float) -> SignedInUser:
+    """The user a live connection is for, or NotSignedIn (with the reason)."""
+    try:
+        verifier.verify_authorization(header=headers.get("authorization"))
+    except ServiceAuthError as e:
+        raise NotSignedIn(str(e)) from e
+    raw_id = headers.get(ACTOR_ID_HEADER)
+    if not raw_id:
+        raise NotSignedIn("a live connection belongs to a signed-in user")
+    try:
+        user_id = uuid.UUID(raw_id)
+    except ValueError as e:
+        raise NotSignedIn("X-Actor-Id is not a user id") from e
+    raw_expires = headers.get(ACTOR_EXPIRES_HEADER, "")
+    if not raw_expires.isdigit() or len(raw_expires) > 12:
+        raise NotSignedIn("X-Actor-Expires must be the token's expiry in epoch seconds")
+    expires_at = float(raw_expires)
+    if expires_at <= now:
+        raise NotSignedIn("token expired")
+    roles = frozenset(role for role in headers.get(ACTOR_ROLES_HEADER, "").split(",") if role)
+    return SignedInUser(user_id=user_id, roles=roles, expires_at=expires_at)
+
+
+def _body(chunk: bytes, *, more: bool = True) -> dict[str, Any]:
+    return {"type": "http.response.body", "body": chunk, "more_body": more}
+
+
+class EventStream(Response):
+    """The SSE response: writes until the token expires, the service stops, or the
+    client goes; the subscription is released however it ends."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self, *, hub: LiveHub, subscription: Subscription, expires_at: float, heartbeat_seconds: float, clock: Clock
+    ) -> None:
+        # Not Response.__init__: it would announce a content-length for the empty body.
+        self.status_code = 200
+        self.background = None
+        self.body = b""
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        self._hub = hub
+        self._subscription = subscription
+        self._expires_at = expires_at
+        self._heartbeat = heartbeat_seconds
+        self._clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        streaming = asyncio.ensure_future(self._stream(send))
+        gone = asyncio.ensure_future(self._disconnected(receive))
+        try:
+            done, _ = await asyncio.wait({streaming, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (streaming, gone):
+                task.cancel()
+            await asyncio.gather(streaming, gone, return_exceptions=True)
+            self._hub.unsubscribe(self._subscription)
+        if streaming in done and not streaming.cancelled():
+            streaming.result()
+
+    @staticmethod
+    async def _disconnected(receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    async def _stream(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send(_body(SSE_RETRY))
+        loop = asyncio.get_running_loop()
+        ends_at = loop.time() + (self._expires_at - self._clock())
+        try:
+            while (left := ends_at - loop.time()) > 0:
+                try:
+                    async with asyncio.timeout(min(self._heartbeat, left)):
+                        item = await self._subscription.next()
+                except TimeoutError:
+                    if loop.time() >= ends_at:
+                        break
+                    await send(_body(SSE_KEEPALIVE))
+                    continue
+                if isinstance(item, LiveNotification):
+                    await send(
+                        _body(
+                            b"id: %s\nevent: notification\ndata: %s\n\n" % (str(item.stream_id).encode(), item.payload)
+                        )
+                    )
+        except SubscriptionEnded:
+            pass
+        except LiveUnavailable as e:
+            # The client reconnects after ``retry`` and resumes from its last id.
+            _log.warning("event stream ended: live push unavailable", extra={"error": str(e)})
+        await send(_body(b"", more=False))
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    code: int
+    reason: str
+
+
+def _close_for(reason: str) -> _Close:
+    if reason == SHUTTING_DOWN:
+        return _Close(1012, "server shutting down")
+    return _Close(1013, "too slow")
+
+
+_UNAVAILABLE = _Close(1011, "live push unavailable")
+_NOTIFICATION_FRAME = b'{"type":"notification","notification":'
+
+
+class LiveSocket:
+    """One WebSocket: a reader (the client's messages), a writer (the subscription's
+    items), and watchers for the token's expiry, a drop, and the socket's lease."""
+
+    def __init__(
+        self, *, websocket: WebSocket, user: SignedInUser, hub: LiveHub, limits: LiveLimits, clock: Clock
+    ) -> None:
+        self._ws = websocket
+        self._user = user
+        self._hub = hub
+        self._limits = limits
+        self._clock = clock
+        self._client_id = uuid.uuid4().hex
+        self._rooms = live.Rooms(limit=limits.max_rooms)
+
+    async def serve(self) -> None:
+        await self._ws.accept()
+        user_id = self._user.user_id
+        try:
+            acquired = await self._hub.acquire_socket(
+                user_id=user_id, socket_id=self._client_id, limit=self._limits.max_sockets_per_user
+            )
+        except LiveUnavailable:
+            await self._close(_UNAVAILABLE)
+            return
+        if not acquired:
+            await self._close(_Close(1008, "too many connections"))
+            return
+        close: _Close | None = _UNAVAILABLE
+        try:
+            subscription = await self._hub.subscribe(
+                user_id=user_id, client_id=self._client_id, after=None, private=True
+            )
+            try:
+                _log.info("websocket opened", extra={"client_id": self._client_id, "user_id": str(user_id)})
+                self._reply(
+                    subscription,
+                    live.welcome(client_id=self._client_id, user_id=user_id, roles=self._user.roles),
+                )
+                close = await self._run(subscription)
+            finally:
+                self._hub.unsubscribe(subscription)
+                await self._leave_every_room()
+        except LiveUnavailable:
+            close = _UNAVAILABLE
+        finally:
+            with contextlib.suppress(LiveUnavailable):
+                await self._hub.release_socket(user_id=user_id, socket_id=self._client_id)
+        _log.info(
+            "websocket closed",
+            extra={"client_id": self._client_id, "code": close.code if close else None},
+        )
+        if close is not None:
+            await self._close(close)
+
+    async def _close(self, close: _Close) -> None:
+        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect, TimeoutError):
+            async with asyncio.timeout(_CLOSE_TIMEOUT_SECONDS):
+                await self._ws.close(code=close.code, reason=close.reason[:_MAX_CLOSE_REASON])
+
+    async def _run(self, subscription: Subscription) -> _Close | None:
+        tasks = [
+            asyncio.ensure_future(self._read(subscription)),
+            asyncio.ensure_future(self._write(subscription)),
+            asyncio.ensure_future(self._dropped(subscription)),
+            asyncio.ensure_future(self._expiry()),
+            asyncio.ensure_future(self._keep_lease()),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        first = next(task for task in tasks if task in done)
+        return first.result()
+
+    async def _read(self, subscription: Subscription) -> _Close | None:
+        while True:
+            try:
+                async with asyncio.timeout(self._limits.idle_seconds):
+                    message = await self._ws.receive()
+            except TimeoutError:
+                return _Close(1000, "idle")
+            if message["type"] == "websocket.disconnect":
+                return None
+            text, data = message.get("text"), message.get("bytes")
+            raw = text.encode() if text is not None else (data or b"")
+            if len(raw) > self._limits.max_message_bytes:
+                return _Close(1009, "message too big")
+            await self._handle(subscription, raw)
+
+    async def _write(self, subscription: Subscription) -> _Close:
+        try:
+            while True:
+                item = await subscription.next()
+                if isinstance(item, LiveFrame):
+                    await self._ws.send_text(item.data.decode())
+                else:
+                    await self._ws.send_text((_NOTIFICATION_FRAME + item.payload + b"}").decode())
+        except SubscriptionEnded as e:
+            return _close_for(e.reason)
+        except LiveUnavailable:
+            return _UNAVAILABLE
+
+    @staticmethod
+    async def _dropped(subscription: Subscription) -> _Close:
+        # A writer stuck on a client that does not read never sees the drop: this does.
+        await subscription.ended.wait()
+        return _close_for(subscription.end_reason)
+
+    async def _expiry(self) -> _Close:
+        await asyncio.sleep(max(self._user.expires_at - self._clock(), 0.0))
+        return _Close(1008, "token expired")
+
+    async def _keep_lease(self) -> None:
+        while True:
+            await asyncio.sleep(self._hub.socket_lease_seconds / 3)
+            try:
+                await self._hub.acquire_socket(
+                    user_id=self._user.user_id,
+                    socket_id=self._client_id,
+                    limit=self._limits.max_sockets_per_user,
+                )
+            except LiveUnavailable:
+                _log.warning("websocket lease not renewed", extra={"client_id": self._client_id})
+
+    def _reply(self, subscription: Subscription, frame: dict[str, Any]) -> None:
+        subscription.offer(LiveFrame(data=orjson.dumps(frame)))
+
+    async def _handle(self, subscription: Subscription, raw: bytes) -> None:
+        try:
+            command = live.parse_client_message(raw)
+            if isinstance(command, live.Ping):
+                self._reply(subscription, live.PONG)
+            elif isinstance(command, live.JoinRoom):
+                await self._join(subscription, command.room)
+            elif isinstance(command, live.LeaveRoom):
+                await self._leave(subscription, command.room)
+            elif isinstance(command, live.SendToRoom):
+                self._rooms.require(command.room)
+                frame = live.room_message(
+                    room=command.room,
+                    sender=self._user.user_id,
+                    client_id=self._client_id,
+                    message=command.message,
+                    sent_at=datetime.now(UTC),
+                )
+                await self._hub.publish_room(room=command.room, source=self._client_id, frame=frame, skip_source=False)
+            else:
+                frame = live.private_message(
+                    sender=self._user.user_id, message=command.message, sent_at=datetime.now(UTC)
+                )
+                await self._hub.publish_private(user_id=command.target_user_id, source=self._client_id, frame=frame)
+        except LiveMessageRejected as e:
+            self._reply(subscription, live.error(str(e)))
+        except LiveUnavailable:
+            self._reply(subscription, live.error("live push is unavailable right now; try again"))
+
+    async def _join(self, subscription: Subscription, room: str) -> None:
+        self._rooms.join(room)
+        # In the room before the news goes out: nothing said after it is missed. The
+        # joiner's own user_joined comes back through the channel, in order with the rest.
+        self._hub.enter_room(subscription, room)
+        frame = live.user_joined(room=room, user_id=self._user.user_id, client_id=self._client_id)
+        try:
+            await self._hub.publish_room(room=room, source=self._client_id, frame=frame, skip_source=False)
+        except LiveUnavailable:
+            self._rooms.leave(room)
+            self._hub.exit_room(subscription, room)
+            raise
+
+    async def _leave(self, subscription: Subscription, room: str) -> None:
+        self._rooms.leave(room)
+        # Out of the room at once; the leaver's own user_left is the last it hears of it.
+        self._hub.exit_room(subscription, room)
+        frame = live.user_left(room=room, user_id=self._user.user_id, client_id=self._client_id)
+        self._reply(subscription, frame)
+        await self._hub.publish_room(room=room, source=self._client_id, frame=frame, skip_source=True)
+
+    async def _leave_every_room(self) -> None:
+        for room in self._rooms:
+            frame = live.user_left(room=room, user_id=self._user.user_id, client_id=self._client_id)
+            with contextlib.suppress(LiveUnavailable, TimeoutError):
+                async with asyncio.timeout(_CLOSE_TIMEOUT_SECONDS):
+                    await self._hub.publish_room(room=room, source=self._client_id, frame=frame, skip_source=True)
+
+
+def live_router(
+    *, hub: LiveHub, verifier: ServiceTokenVerifier, limits: LiveLimits, clock: Clock = time.time
+) -> APIRouter:
+    router = APIRouter(prefix="/internal", tags=["live"])
+
+    @router.get("/events", response_class=EventStream)
+    async def events(request: Request) -> Response:
+        user = live_user(headers=request.headers, verifier=verifier, now=clock())
+        raw = request.headers.get(LAST_EVENT_ID_HEADER) or request.query_params.get("last_event_id")
+        after = live.parse_stream_id(raw.strip()) if raw else None
+        subscription = await hub.subscribe(user_id=user.user_id, client_id=uuid.uuid4().hex, after=after)
+        return EventStream(
+            hub=hub,
+            subscription=subscription,
+            expires_at=user.expires_at,
+            heartbeat_seconds=limits.heartbeat_seconds,
+            clock=clock,
+        )
+
+    @router.websocket("/ws")
+    async def websocket(websocket: WebSocket) -> None:
+        try:
+            user = live_user(headers=websocket.headers, verifier=verifier, now=clock())
+        except NotSignedIn as e:
+            await websocket.accept()
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+                await websocket.close(code=1008, reason=str(e)[:_MAX_CLOSE_REASON])
+            return
+        await LiveSocket(websocket=websocket, user=user, hub=hub, limits=limits, clock=clock).serve()
+
+    return router
