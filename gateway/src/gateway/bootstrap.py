@@ -1,18 +1,22 @@
 """The one place that builds the gateway: clients created, the app wired, served."""
 
 import logging
+from collections.abc import Mapping
 
 from redis.asyncio import Redis
 
+from gateway.adapters.instances import Instances, StaticInstances, parse_urls
 from gateway.adapters.ratelimiter import RedisRateLimiter
+from gateway.adapters.tickets import RedisTicketStore
 from gateway.adapters.tokens import JwksTokenVerifier
 from gateway.adapters.upstream import UpstreamClient
 from gateway.config import SERVICE_NAME, Settings
 from gateway.domain.model import RateLimitPolicy, Upstream
 from gateway.domain.routes import NOTIFICATIONS, ORDERS, ROUTES, USERS
-from gateway.entrypoints.http import create_app
+from gateway.entrypoints.http import LiveSetup, create_app
+from gateway.entrypoints.live import LiveConnections
+from gateway.entrypoints.server import Listeners, serve_http
 from interchange_common.health import HealthCheck, Probe
-from interchange_common.httpserver import serve_http
 from interchange_common.servicejwt import ServiceTokenIssuer
 
 _log = logging.getLogger(__name__)
@@ -21,24 +25,26 @@ _log = logging.getLogger(__name__)
 def upstreams(*, settings: Settings) -> dict[str, Upstream]:
     """The services behind the gateway (the seed's registerService calls)."""
     return {
-        USERS: Upstream(
-            name=USERS,
-            url=settings.user_service_url.rstrip("/"),
-            audience="user-service",
-            timeout_seconds=settings.user_service_timeout_seconds,
-        ),
-        ORDERS: Upstream(
-            name=ORDERS,
-            url=settings.order_service_url.rstrip("/"),
-            audience="order-service",
-            timeout_seconds=settings.order_service_timeout_seconds,
-        ),
+        USERS: Upstream(name=USERS, audience="user-service", timeout_seconds=settings.user_service_timeout_seconds),
+        ORDERS: Upstream(name=ORDERS, audience="order-service", timeout_seconds=settings.order_service_timeout_seconds),
         NOTIFICATIONS: Upstream(
             name=NOTIFICATIONS,
-            url=settings.notification_service_url.rstrip("/"),
             audience="notification-service",
             timeout_seconds=settings.notification_service_timeout_seconds,
         ),
+    }
+
+
+def instances(*, settings: Settings) -> Mapping[str, Instances]:
+    """Where each service's instances are: the *_SERVICE_URL lists (discovery comes here)."""
+    listed = {
+        USERS: settings.user_service_url,
+        ORDERS: settings.order_service_url,
+        NOTIFICATIONS: settings.notification_service_url,
+    }
+    return {
+        name: StaticInstances(urls=parse_urls(urls), down_seconds=settings.instance_down_seconds)
+        for name, urls in listed.items()
     }
 
 
@@ -50,7 +56,11 @@ def policies(*, settings: Settings) -> dict[str, RateLimitPolicy]:
 
 
 async def serve(*, settings: Settings) -> None:
-    upstream = UpstreamClient(upstreams=upstreams(settings=settings))
+    upstream = UpstreamClient(
+        upstreams=upstreams(settings=settings),
+        instances=instances(settings=settings),
+        live_read_timeout_seconds=settings.live_read_timeout_seconds,
+    )
     redis = Redis.from_url(
         settings.redis_url.get_secret_value(), socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
     )
@@ -63,6 +73,10 @@ async def serve(*, settings: Settings) -> None:
         )
         await verifier.refresh()
         limiter = RedisRateLimiter(redis=redis, key_prefix=settings.redis_key_prefix)
+        tickets = RedisTicketStore(
+            redis=redis, key_prefix=settings.redis_key_prefix, ttl_seconds=settings.ticket_ttl_seconds
+        )
+        connections = LiveConnections()
 
         async def ping_redis() -> None:
             await redis.ping()
@@ -93,9 +107,27 @@ async def serve(*, settings: Settings) -> None:
             health_checks=health_checks,
             cors_origins=settings.cors_origins,
             max_body_bytes=settings.max_body_bytes,
+            live=LiveSetup(
+                upstream_name=NOTIFICATIONS,
+                issue=tickets.issue,
+                redeem=tickets.redeem,
+                ticket_ttl_seconds=settings.ticket_ttl_seconds,
+                allowed_origins=settings.ws_allowed_origins,
+                connections=connections,
+            ),
         )
-        _log.info("serving", extra={"http_port": settings.http_port})
-        await serve_http(app=app, host=settings.host, port=settings.http_port)
+        await serve_http(
+            app=app,
+            listeners=Listeners(
+                host=settings.host,
+                http_port=settings.http_port,
+                https_port=settings.https_port,
+                cert_file=settings.tls_cert_file,
+                key_file=settings.tls_key_file,
+            ),
+            grace_seconds=settings.shutdown_grace_seconds,
+            on_shutdown=connections.end_all,
+        )
     finally:
         await upstream.close()
         await redis.aclose()

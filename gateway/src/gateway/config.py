@@ -1,24 +1,36 @@
 """The gateway's settings, from the environment (see docker-compose.yml)."""
 
-from pydantic import Field, SecretStr
+from pathlib import Path
+from typing import Any
 
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from gateway.adapters.instances import parse_urls
 from interchange_common.settings import ServiceSettings
 
 SERVICE_NAME = "gateway"
 
 
 class Settings(ServiceSettings):
+    # HTTP/1.1 and h2c (HTTP/2 without TLS: prior knowledge or Upgrade).
     http_port: int = 8080
+    # TLS with HTTP/2 or HTTP/1.1 by ALPN; served only when both files are set.
+    https_port: int = 8443
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     # redis://[:password@]host:port/db
     redis_url: SecretStr
     redis_key_prefix: str = "interchange"
 
+    # Each *_SERVICE_URL may list several instances, comma-separated.
     user_service_url: str
     user_service_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     order_service_url: str
     order_service_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     notification_service_url: str
     notification_service_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # An instance that refused a connection is tried last for this long.
+    instance_down_seconds: float = Field(default=5.0, gt=0, le=300)
 
     jwt_issuer: str = "interchange"
     jwt_audience: str = "interchange-api"
@@ -29,6 +41,29 @@ class Settings(ServiceSettings):
     auth_rate_limit_requests: int = Field(default=20, ge=1)
     auth_rate_limit_window_seconds: int = Field(default=60, ge=1)
 
+    # Tickets for EventSource and WebSocket (browsers cannot send Authorization there).
+    ticket_ttl_seconds: int = Field(default=30, ge=1, le=300)
+    # Pages from these origins (and the gateway's own) may open /ws; JSON list.
+    ws_allowed_origins: list[str] = Field(default_factory=list)
+    # A live stream whose upstream stays silent this long is ended (heartbeats come sooner).
+    live_read_timeout_seconds: float = Field(default=90.0, gt=0)
+    # On SIGTERM: live connections end at once, others get this long to finish.
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=120)
+
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 64 * 1024
     health_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+
+    @field_validator("tls_cert_file", "tls_key_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _tls_needs_both_files(self) -> "Settings":
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both TLS_CERT_FILE and TLS_KEY_FILE, or neither")
+        for name in ("user_service_url", "order_service_url", "notification_service_url"):
+            if not parse_urls(getattr(self, name)):
+                raise ValueError(f"{name.upper()} names no instance")
+        return self

@@ -70,3 +70,104 @@ async def upstream():
 @pytest.fixture
 def user_id():
     return uuid.uuid4()
+
+
+class Notifications:
+    """A stand-in notification-service on a real socket: /internal/events sends one
+    event and then waits until the test releases it; /internal/ws greets, echoes,
+    closes or drops on command."""
+
+    def __init__(self):
+        self.url = ""
+        self.events_requests: list[web.Request] = []
+        self.socket_requests: list[web.Request] = []
+        self.health_methods: list[str] = []
+        self.release = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.die_mid_stream = False
+        self.refuse_status: int | None = None
+        self.upstream_closed = asyncio.Event()
+        self.closed_code: int | None = None
+
+    def reset(self):
+        self.release = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.die_mid_stream = False
+        self.refuse_status = None
+        self.upstream_closed = asyncio.Event()
+        self.closed_code = None
+
+    async def health(self, request: web.Request) -> web.Response:
+        self.health_methods.append(request.method)
+        return web.json_response({"status": "healthy"})
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        self.events_requests.append(request)
+        if self.refuse_status is not None:
+            return web.json_response(
+                {"type": "about:blank", "status": self.refuse_status, "detail": "refused by the stand-in"},
+                status=self.refuse_status,
+                content_type="application/problem+json",
+            )
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+        await response.prepare(request)
+        await response.write(b'id: 1\ndata: {"n": 1}\n\n')
+        if self.die_mid_stream:
+            assert request.transport is not None
+            request.transport.abort()
+            return response
+        await self.release.wait()
+        try:
+            await response.write(b'id: 2\ndata: {"n": 2}\n\n')
+            await response.write_eof()
+        except ConnectionResetError:
+            return response  # the gateway let go first
+        self.finished.set()
+        return response
+
+    async def socket(self, request: web.Request) -> web.StreamResponse:
+        self.socket_requests.append(request)
+        if self.refuse_status is not None:
+            return web.json_response({"detail": "refused"}, status=self.refuse_status)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"type": "welcome", "user": request.headers.get("X-Actor-Id")})
+        async for message in ws:
+            text = message.data
+            if text.startswith("close:"):
+                _, code, reason = text.split(":", 2)
+                await ws.close(code=int(code), message=reason.encode())
+                break
+            if text == "drop":
+                assert request.transport is not None
+                request.transport.abort()
+                break
+            await ws.send_json({"type": "echo", "message": text})
+        self.closed_code = ws.close_code
+        self.upstream_closed.set()
+        return ws
+
+
+@pytest.fixture(scope="session")
+async def notifications():
+    fake = Notifications()
+    app = web.Application()
+    app.router.add_route("*", "/health", fake.health)
+    app.router.add_get("/internal/events", fake.events)
+    app.router.add_get("/internal/ws", fake.socket)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    fake.url = f"http://127.0.0.1:{port}"
+    yield fake
+    await runner.cleanup()
+
+
+@pytest.fixture
+def stand_in(notifications):
+    notifications.reset()
+    yield notifications
+    notifications.release.set()

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from devstack.testing import free_port
+from gateway.adapters.instances import StaticInstances
 from gateway.adapters.upstream import UpstreamClient
 from gateway.domain.errors import AuthenticationFailed
 from gateway.domain.model import Access, Principal, RateLimitPolicy, Route, Upstream
@@ -38,11 +39,16 @@ async def verify(*, header):
 @pytest.fixture(scope="module")
 async def client(upstream, limiter, key_prefix):
     upstreams = {
-        "things": Upstream("things", upstream.url, audience="thing-service"),
-        "down": Upstream("down", f"http://127.0.0.1:{free_port()}", audience="down-service"),
-        "slow": Upstream("slow", upstream.url, audience="thing-service", timeout_seconds=0.2),
+        "things": Upstream("things", audience="thing-service"),
+        "down": Upstream("down", audience="down-service"),
+        "slow": Upstream("slow", audience="thing-service", timeout_seconds=0.2),
     }
-    forwarder = UpstreamClient(upstreams=upstreams)
+    instances = {
+        "things": StaticInstances(urls=[upstream.url], down_seconds=5),
+        "down": StaticInstances(urls=[f"http://127.0.0.1:{free_port()}"], down_seconds=5),
+        "slow": StaticInstances(urls=[upstream.url], down_seconds=5),
+    }
+    forwarder = UpstreamClient(upstreams=upstreams, instances=instances)
     await forwarder.start()
     app = create_app(
         routes=ROUTES,

@@ -1,20 +1,40 @@
-"""Forwards requests to upstream services over HTTP/1.1 keep-alive (aiohttp).
+"""Calls to the services behind the gateway (aiohttp, HTTP/1.1 keep-alive).
 
 aiohttp's client, not httpx: measured on this kind of machine, a FastAPI proxy on
 httpx.AsyncClient served 0.07x the requests per second of a direct call, on
 aiohttp 0.6x (issue #2). One pooled session serves every upstream.
+
+Three shapes of call, each to one instance that ``Instances`` names:
+
+forward       a request and its whole answer (the REST routes, JWKS, health)
+open_stream   a request whose answer is read as it comes (SSE), chunk by chunk
+open_socket   a WebSocket
+
+Failover: when an instance refuses the connection nothing was sent, so any call
+moves on to the next instance and the refusing one is marked down for a while. A
+connection reset before the answer completes moves a GET on too (a GET may be
+repeated), never a POST, which the instance may already have carried out. A
+timeout never moves on: the caller's deadline is spent.
 """
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import aiohttp
 
+from gateway.adapters.instances import Instances
 from gateway.domain.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.domain.model import Upstream
 
 # What the gateway hands back to the client from an upstream response.
 _RESPONSE_HEADERS = ("content-type", "etag", "location", "cache-control", "retry-after", "www-authenticate")
+_STREAM_HEADERS = ("content-type", "cache-control", "x-accel-buffering", "retry-after", "www-authenticate")
+_REPEATABLE = frozenset({"GET", "HEAD", "OPTIONS"})
+_MAX_MESSAGE_BYTES = 1024 * 1024
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +44,61 @@ class UpstreamResponse:
     body: bytes
 
 
+@dataclass(slots=True)
+class UpstreamStream:
+    """An upstream answer whose body is still arriving. ``close`` it when done."""
+
+    status: int
+    headers: dict[str, str]
+    _response: aiohttp.ClientResponse = field(repr=False)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Each piece of the body as it arrives; ends quietly when the upstream goes
+        away mid-stream (the client notices the end and reconnects)."""
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except (aiohttp.ClientError, TimeoutError):
+            return
+        finally:
+            self._response.release()
+
+    def close(self) -> None:
+        self._response.close()
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSocket:
+    """An open upstream WebSocket, or the status with which the upstream refused one."""
+
+    socket: aiohttp.ClientWebSocketResponse | None
+    refused_status: int | None = None
+
+
 class UpstreamClient:
-    def __init__(self, *, upstreams: Mapping[str, Upstream], max_connections: int = 256) -> None:
+    def __init__(
+        self,
+        *,
+        upstreams: Mapping[str, Upstream],
+        instances: Mapping[str, Instances],
+        max_connections: int = 256,
+        live_read_timeout_seconds: float | None = None,
+    ) -> None:
         self._upstreams = dict(upstreams)
+        self._instances = dict(instances)
         self._timeouts = {
             name: aiohttp.ClientTimeout(total=upstream.timeout_seconds) for name, upstream in upstreams.items()
+        }
+        # Live answers never end by themselves: only connecting and the headers have a
+        # deadline, and the body may pause up to the read timeout (heartbeats come sooner).
+        self._live_timeouts = {
+            name: aiohttp.ClientTimeout(
+                total=None,
+                connect=upstream.timeout_seconds,
+                sock_connect=upstream.timeout_seconds,
+                sock_read=live_read_timeout_seconds,
+            )
+            for name, upstream in upstreams.items()
         }
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
@@ -47,6 +117,31 @@ class UpstreamClient:
         if self._session is not None:
             await self._session.close()
 
+    def _started(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "UpstreamClient.start() was not awaited"
+        return self._session
+
+    async def _first_answer(self, *, upstream: str, repeatable: bool, attempt: Callable[[str], Awaitable[T]]) -> T:
+        """``attempt`` on each instance in turn until one answers (see the module's docstring)."""
+        instances = self._instances[upstream]
+        failure: Exception | None = None
+        for url in instances.candidates():
+            try:
+                return await attempt(url)
+            except aiohttp.ClientConnectorError as e:
+                instances.mark_down(url=url)
+                failure = e
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+                if not repeatable:
+                    raise UpstreamUnavailable(upstream) from e
+                instances.mark_down(url=url)
+                failure = e
+            except TimeoutError as e:
+                raise UpstreamTimeout(upstream) from e
+            except aiohttp.ClientError as e:
+                raise UpstreamUnavailable(upstream) from e
+        raise UpstreamUnavailable(upstream) from failure
+
     async def forward(
         self,
         *,
@@ -57,38 +152,88 @@ class UpstreamClient:
         headers: dict[str, str],
         body: bytes,
     ) -> UpstreamResponse:
-        assert self._session is not None, "UpstreamClient.start() was not awaited"
-        url = self._upstreams[upstream].url + path + (f"?{query}" if query else "")
-        try:
-            async with self._session.request(
-                method, url, headers=headers, data=body or None, timeout=self._timeouts[upstream], allow_redirects=False
+        session = self._started()
+        target = path + (f"?{query}" if query else "")
+        timeout = self._timeouts[upstream]
+
+        async def attempt(url: str) -> UpstreamResponse:
+            async with session.request(
+                method, url + target, headers=headers, data=body or None, timeout=timeout, allow_redirects=False
             ) as response:
                 payload = await response.read()
                 kept = {name: response.headers[name] for name in _RESPONSE_HEADERS if name in response.headers}
                 return UpstreamResponse(status=response.status, headers=kept, body=payload)
-        except TimeoutError as e:
-            raise UpstreamTimeout(upstream) from e
-        except aiohttp.ClientError as e:
-            raise UpstreamUnavailable(upstream) from e
+
+        return await self._first_answer(upstream=upstream, repeatable=method in _REPEATABLE, attempt=attempt)
+
+    async def open_stream(self, *, upstream: str, path: str, query: str, headers: dict[str, str]) -> UpstreamStream:
+        """GET ``path`` and return as soon as the headers are in; the body follows."""
+        session = self._started()
+        target = path + (f"?{query}" if query else "")
+        timeout = self._live_timeouts[upstream]
+
+        async def attempt(url: str) -> UpstreamStream:
+            response = await session.get(url + target, headers=headers, timeout=timeout, allow_redirects=False)
+            kept = {name: response.headers[name] for name in _STREAM_HEADERS if name in response.headers}
+            return UpstreamStream(status=response.status, headers=kept, _response=response)
+
+        return await self._first_answer(upstream=upstream, repeatable=True, attempt=attempt)
+
+    async def open_socket(self, *, upstream: str, path: str, headers: dict[str, str]) -> UpstreamSocket:
+        """A WebSocket to ``path``; a handshake the upstream refuses comes back as its status."""
+        session = self._started()
+        target = self._upstreams[upstream]
+        timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=target.timeout_seconds)
+
+        async def attempt(url: str) -> UpstreamSocket:
+            try:
+                async with asyncio.timeout(target.timeout_seconds):
+                    socket = await session.ws_connect(
+                        url + path, headers=headers, timeout=timeout, max_msg_size=_MAX_MESSAGE_BYTES
+                    )
+            except aiohttp.WSServerHandshakeError as e:
+                return UpstreamSocket(socket=None, refused_status=e.status)
+            return UpstreamSocket(socket=socket)
+
+        return await self._first_answer(upstream=upstream, repeatable=True, attempt=attempt)
 
     async def probe(self, *, upstream: str) -> None:
-        """Raise unless the upstream's health path answers 2xx within its timeout."""
-        assert self._session is not None, "UpstreamClient.start() was not awaited"
+        """Raise unless some instance's health path answers 2xx within the timeout
+        (all instances are asked at once: a silent one must not hide a healthy one)."""
+        session = self._started()
         target = self._upstreams[upstream]
-        async with self._session.get(target.url + target.health_path, timeout=self._timeouts[upstream]) as response:
-            await response.read()
-            if response.status >= 300:
-                raise UpstreamUnavailable(f"{upstream} answered {response.status}")
+        timeout = self._timeouts[upstream]
+
+        async def ask(url: str) -> None:
+            async with session.get(url + target.health_path, timeout=timeout) as response:
+                await response.read()
+                if response.status >= 300:
+                    raise UpstreamUnavailable(f"{upstream} answered {response.status}")
+
+        pending = {asyncio.ensure_future(ask(url)) for url in self._instances[upstream].candidates()}
+        failure: BaseException | None = None
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for answer in done:
+                    failure = answer.exception()
+                    if failure is None:
+                        return
+        finally:
+            for task in pending:
+                task.cancel()
+        raise UpstreamUnavailable(upstream) from failure
 
     async def get_json(self, *, upstream: str, path: str) -> dict[str, object]:
-        assert self._session is not None, "UpstreamClient.start() was not awaited"
-        target = self._upstreams[upstream]
-        try:
-            async with self._session.get(target.url + path, timeout=self._timeouts[upstream]) as response:
+        session = self._started()
+        timeout = self._timeouts[upstream]
+
+        async def attempt(url: str) -> object:
+            async with session.get(url + path, timeout=timeout) as response:
                 response.raise_for_status()
-                document = await response.json()
-        except (TimeoutError, aiohttp.ClientError) as e:
-            raise UpstreamUnavailable(upstream) from e
+                return await response.json()
+
+        document = await self._first_answer(upstream=upstream, repeatable=True, attempt=attempt)
         if not isinstance(document, dict):
             raise UpstreamUnavailable(f"{upstream} sent a non-object document")
         return document

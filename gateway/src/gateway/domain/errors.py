@@ -4,6 +4,7 @@ GatewayError
  ├── AuthenticationFailed   no access token, or one that does not verify (401)
  ├── Forbidden              a valid caller without the role the route needs (403)
  ├── RateLimited            over the caller's limit (429)
+ ├── StoreUnavailable       Redis, where tickets live, did not answer (503)
  └── UpstreamFailed         the service behind the route did not answer
       ├── UpstreamUnavailable   connection refused or reset (503)
       └── UpstreamTimeout       no answer within the route's timeout (504)
@@ -24,6 +25,14 @@ class Forbidden(GatewayError):
 
 class RateLimited(GatewayError):
     """The caller is over its rate limit."""
+
+    def __init__(self, *, headers: dict[str, str]) -> None:
+        super().__init__("rate limit exceeded")
+        self.headers = headers  # Retry-After and the RateLimit-* fields
+
+
+class StoreUnavailable(GatewayError):
+    """The store of tickets did not answer."""
 
 
 class UpstreamFailed(GatewayError):

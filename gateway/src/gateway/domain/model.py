@@ -1,15 +1,17 @@
 """The gateway's small world.
 
-Upstream          a service behind the gateway: base URL, health path, timeout
-                  (the seed's registerService)
+Upstream          a service behind the gateway: its name, health path, timeout (its
+                  instances' addresses are the adapters' business: static or discovered)
 Route             a public method and path, the upstream path it maps to, who may call
 Access            public, any signed-in user, or admins only
 Principal         the signed-in caller, from a verified access token
 RateLimitPolicy   how many requests per window, and the key it counts by
 RateDecision      the answer of the limiter for one request
+origin_allowed    may a page from this Origin open a WebSocket to us
 """
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -30,7 +32,6 @@ class Upstream:
     """``audience`` is the service's name, the ``aud`` of the service tokens it accepts."""
 
     name: str
-    url: str
     audience: str
     health_path: str = "/health"
     timeout_seconds: float = 5.0
@@ -106,3 +107,15 @@ class Route:
         if principal is not None:
             values["actor_id"] = str(principal.user_id)
         return self.target.format(**values)
+
+
+def origin_allowed(*, origin: str | None, host: str | None, secure: bool, allowed: Collection[str]) -> bool:
+    """Browsers always send ``Origin`` with a WebSocket handshake and any page may open
+    one to us (with the user's cookies, though we use none): only listed origins and
+    our own pass. No Origin at all is a non-browser client, which proves itself with a
+    ticket or token like everyone else."""
+    if origin is None:
+        return True
+    if origin in allowed:
+        return True
+    return host is not None and origin.lower() == f"{'https' if secure else 'http'}://{host.lower()}"

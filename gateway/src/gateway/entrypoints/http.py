@@ -1,5 +1,13 @@
 """The gateway's HTTP app.
 
+/                        the page (static/index.html), with its script preloaded
+/static/                 the page's files
+/health, /metrics        operations
+/api/auth/ticket, /api/events, /ws
+                         tickets and the live connections (see entrypoints/live.py)
+every row of the route table
+                         forwarded to its upstream
+
 Every row of the route table becomes one plain Starlette route whose endpoint
 checks the caller, counts it against its rate limit, and forwards the request with
 a service token, the request id and the caller's identity. It is a plain route, not
@@ -8,16 +16,30 @@ injection and body validation belong to the upstream that owns the data.
 """
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, WebSocketRoute
 from starlette.routing import Route as StarletteRoute
+from starlette.staticfiles import StaticFiles
 
 from gateway.adapters.upstream import UpstreamClient
 from gateway.domain.errors import AuthenticationFailed, Forbidden, UpstreamTimeout, UpstreamUnavailable
 from gateway.domain.model import Access, Principal, RateDecision, RateLimitPolicy, Route
+from gateway.entrypoints.live import (
+    CallerGate,
+    Issue,
+    LiveConnections,
+    Redeem,
+    client_key,
+    events_endpoint,
+    socket_endpoint,
+    ticket_endpoint,
+)
 from interchange_common.actors import ACTOR_ID_HEADER, ACTOR_ROLES_HEADER
 from interchange_common.asgi import ObservabilityMiddleware
 from interchange_common.health import HealthCheck, health_router
@@ -29,9 +51,25 @@ from interchange_common.servicejwt import ServiceTokenIssuer
 Verify = Callable[..., Awaitable[Principal]]
 Hit = Callable[..., Awaitable[RateDecision]]
 
+STATIC_DIR = Path(__file__).parent / "static"
+# Server push is gone from browsers; a preload hint on the page does its job.
+_INDEX_HEADERS = {"Link": "</static/app.js>; rel=preload; as=script", "Cache-Control": "no-cache"}
 
-def _client_key(request: Request) -> str:
-    return f"ip:{request.client.host if request.client else 'unknown'}"
+
+async def index(_: Request) -> Response:
+    return FileResponse(STATIC_DIR / "index.html", headers=_INDEX_HEADERS)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSetup:
+    """What the ticket and live endpoints need besides what every route needs."""
+
+    upstream_name: str
+    issue: Issue
+    redeem: Redeem
+    ticket_ttl_seconds: int
+    allowed_origins: Sequence[str]
+    connections: LiveConnections
 
 
 def proxy_endpoint(
@@ -55,7 +93,7 @@ def proxy_endpoint(
                 principal = await verify(header=request.headers.get("authorization"))
             except AuthenticationFailed as e:
                 # Failed attempts count against the client address: guessing tokens costs.
-                decision = await hit(policy=ip_policy, key=_client_key(request))
+                decision = await hit(policy=ip_policy, key=client_key(request))
                 if not decision.allowed:
                     return problem_response(status=429, detail="rate limit exceeded", headers=decision.headers())
                 return problem_response(status=401, detail=str(e), headers={"WWW-Authenticate": "Bearer"})
@@ -63,7 +101,7 @@ def proxy_endpoint(
             route.authorize(principal=principal)
         except Forbidden as e:
             return problem_response(status=403, detail=str(e))
-        key = f"user:{principal.user_id}" if principal is not None else _client_key(request)
+        key = f"user:{principal.user_id}" if principal is not None else client_key(request)
         decision = await hit(policy=policy, key=key)
         limit_headers = decision.headers()
         if not decision.allowed:
@@ -107,6 +145,7 @@ def create_app(
     health_checks: Callable[[], Sequence[HealthCheck]],
     cors_origins: Sequence[str],
     max_body_bytes: int,
+    live: LiveSetup | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Interchange gateway",
@@ -118,6 +157,44 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(health_router(checks=health_checks))
     app.include_router(metrics_router())
+    app.router.routes.append(StarletteRoute("/", index, methods=["GET"], name="The page"))
+    app.router.routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
+    if live is not None:
+        gate = CallerGate(
+            verify=verify, redeem=live.redeem, hit=hit, policy=policies["default"], ip_policy=policies["default"]
+        )
+        app.router.routes += [
+            StarletteRoute(
+                "/api/auth/ticket",
+                ticket_endpoint(gate=gate, issue=live.issue, ttl_seconds=live.ticket_ttl_seconds),
+                methods=["POST"],
+                name="A ticket for /api/events and /ws",
+            ),
+            StarletteRoute(
+                "/api/events",
+                events_endpoint(
+                    gate=gate,
+                    upstream=upstream,
+                    upstream_name=live.upstream_name,
+                    issuer=issuer,
+                    live=live.connections,
+                ),
+                methods=["GET"],
+                name="The caller's events (SSE)",
+            ),
+            WebSocketRoute(
+                "/ws",
+                socket_endpoint(
+                    gate=gate,
+                    upstream=upstream,
+                    upstream_name=live.upstream_name,
+                    issuer=issuer,
+                    live=live.connections,
+                    allowed_origins=frozenset(live.allowed_origins),
+                ),
+                name="WebSocket",
+            ),
+        ]
     for route in routes:
         endpoint = proxy_endpoint(
             route=route,

@@ -1,0 +1,108 @@
+"""Serves the gateway's app with Hypercorn inside the gateway's own event loop.
+
+Hypercorn rather than uvicorn: it speaks HTTP/2, both in the clear (h2c, by prior
+knowledge or Upgrade) next to HTTP/1.1 on the HTTP port, and over TLS where ALPN
+picks h2 or http/1.1.
+
+SIGTERM or SIGINT stops accepting, ends the live connections at once (their clients
+reconnect, to another instance if there is one), gives the other requests up to the
+grace period and returns, so the caller's shutdown runs to the end. Hypercorn writes
+no access log: the ObservabilityMiddleware does, without query strings (tickets
+travel there). The client address is the socket's peer: no proxy header is trusted.
+"""
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+_log = logging.getLogger(__name__)
+# At DEBUG these write out every header they encode or decode: Authorization, and the
+# :path with its ticket. Never below WARNING, whatever LOG_LEVEL says.
+_HEADER_LOGGERS = ("hpack", "h2")
+
+
+@dataclass(frozen=True, slots=True)
+class Listeners:
+    host: str
+    http_port: int
+    https_port: int
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.cert_file is not None and self.key_file is not None
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def hypercorn_config(*, listeners: Listeners, grace_seconds: float) -> Config:
+    config = Config()
+    http = [_address(listeners.host, listeners.http_port)]
+    # Without certificate and key Hypercorn serves ``bind`` in the clear and ignores
+    # ``insecure_bind``; with them ``bind`` is the TLS listener.
+    if listeners.tls:
+        config.bind = [_address(listeners.host, listeners.https_port)]
+        config.insecure_bind = http
+        config.certfile = str(listeners.cert_file)
+        config.keyfile = str(listeners.key_file)
+        config.alpn_protocols = ["h2", "http/1.1"]
+    else:
+        config.bind = http
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.include_server_header = False
+    config.graceful_timeout = grace_seconds
+    config.websocket_ping_interval = 20.0
+    return config
+
+
+async def serve_http(
+    *,
+    app: Any,
+    listeners: Listeners,
+    grace_seconds: float,
+    on_shutdown: Callable[[], None],
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT (or ``stop`` is set), call ``on_shutdown``, drain
+    and return. A test passes ``stop`` and leaves the process's signals alone."""
+    for name in _HEADER_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).getEffectiveLevel()))
+    config = hypercorn_config(listeners=listeners, grace_seconds=grace_seconds)
+    stopping = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if stop is None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+
+    async def shutdown_trigger() -> None:
+        await stopping.wait()
+        _log.info("shutting down", extra={"grace_seconds": grace_seconds})
+        on_shutdown()
+
+    _log.info(
+        "serving",
+        extra={
+            "http_port": listeners.http_port,
+            "https_port": listeners.https_port if listeners.tls else None,
+            "tls": listeners.tls,
+        },
+    )
+    if not listeners.tls:
+        _log.info("no TLS listener: TLS_CERT_FILE and TLS_KEY_FILE are not set")
+    try:
+        await serve(app, config, shutdown_trigger=shutdown_trigger, mode="asgi")
+    finally:
+        if stop is None:
+            loop.remove_signal_handler(signal.SIGTERM)
+            loop.remove_signal_handler(signal.SIGINT)
