@@ -21,7 +21,7 @@ MYPY_PACKAGES := -p interchange_common -p user_service -p gateway -p event_store
 	-p notification_service -p devstack
 PYTEST := $(BIN)/pytest
 
-.PHONY: help up down test lint typecheck protos check-protos setup infra secrets unit integration e2e fault deploy-check \
+.PHONY: help up down test lint typecheck protos check-protos setup tools infra secrets unit integration e2e fault deploy-check \
 	bench clean
 
 help:
@@ -47,6 +47,18 @@ $(CONTRACTS)/user_pb2.py: | $(INSTALLED)
 	$(MAKE) protos
 
 setup: $(INSTALLED) $(CONTRACTS)/user_pb2.py secrets
+
+# Debian packages the tests drive: Chromium for the browser test, docker-compose to
+# check the compose file offline. Installed when missing (root and apt-get); elsewhere
+# the tests that need them skip and say why.
+DEBIAN_TOOLS := chromium docker-compose
+tools:
+	@missing=""; for tool in $(DEBIAN_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q $$missing >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; }; \
+	else echo "not installed:$$missing (tests that need them will skip)"; fi
 
 secrets: $(INSTALLED)
 	$(BIN)/python -m devstack secrets
@@ -97,17 +109,17 @@ unit: setup
 integration: setup infra
 	$(foreach p,$(INTEGRATED),$(call pytest_in,$(p),-m integration $(p)/tests/integration) &&) true
 
-deploy-check: setup
+deploy-check: setup tools
 	$(PYTEST) -q tests/deploy
 
-e2e: setup infra
+e2e: setup tools infra
 	$(PYTEST) -q -m e2e tests/e2e
 
 # Each module kills, stops or restarts parts of a stack of its own.
 fault: setup infra
 	$(PYTEST) -q -m fault tests/fault
 
-test: setup check-protos lint unit integration deploy-check e2e fault
+test: setup tools check-protos lint unit integration deploy-check e2e fault
 
 bench: setup infra
 	$(BIN)/python tests/bench/bench_gateway.py

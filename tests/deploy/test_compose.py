@@ -105,10 +105,10 @@ def test_every_build_context_and_dockerfile_exists(raw):
         assert (context / build["dockerfile"]).is_file(), name
 
 
-def test_the_built_services_are_the_service_folders(raw):
-    built = {name for name, spec in raw["services"].items() if "build" in spec}
-    folders = {path.parent.name for path in ROOT.glob("*/Dockerfile")}
-    assert built == folders
+def test_the_built_images_are_the_service_folders(raw):
+    dockerfiles = {spec["build"]["dockerfile"] for spec in raw["services"].values() if "build" in spec}
+    folders = {f"{path.parent.name}/Dockerfile" for path in ROOT.glob("*/Dockerfile")}
+    assert dockerfiles == folders
 
 
 @pytest.mark.parametrize("dockerfile", sorted(ROOT.glob("*/Dockerfile")), ids=lambda p: p.parent.name)
@@ -158,7 +158,23 @@ def test_the_native_runner_runs_what_compose_runs(document):
     assert gateway["USER_SERVICE_URL"] == "http://127.0.0.1:8001"
     assert gateway["SERVICE_JWT_SECRET"] == composed["gateway"]["environment"]["SERVICE_JWT_SECRET"]
     assert native["gateway"].health_url == "http://127.0.0.1:8080/health/live"
-    assert native["gateway"].depends_on == ["user-service", "order-service", "notification-service"]
+    assert native["gateway"].depends_on == [
+        "user-service",
+        "order-service",
+        "notification-service",
+        "notification-service-2",
+    ]
+    assert gateway["TLS_CERT_FILE"] == str(ROOT / ".secrets/tls-cert.pem")
+    # Two notification instances: the same program and settings on ports of their own,
+    # and the gateway knows both.
+    first, second = native["notification-service"], native["notification-service-2"]
+    assert second.command == first.command
+    assert {key: value for key, value in second.environment.items() if not key.endswith("_PORT")} == {
+        key: value for key, value in first.environment.items() if not key.endswith("_PORT")
+    }
+    assert (first.environment["HTTP_PORT"], second.environment["HTTP_PORT"]) == ("8003", "8013")
+    assert (first.environment["TCP_PORT"], second.environment["TCP_PORT"]) == ("9000", "9010")
+    assert gateway["NOTIFICATION_SERVICE_URL"] == "http://127.0.0.1:8003,http://127.0.0.1:8013"
     # gRPC addresses are URLs too (grpc://host:port), so they follow the port map.
     assert native["order-service"].environment["EVENT_STORE_URL"] == "grpc://127.0.0.1:50054"
 

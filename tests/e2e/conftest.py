@@ -21,6 +21,7 @@ from devstack.accounts import Account, register, sign_in
 from devstack.compose import read_env_file
 from devstack.mailsink import MailSink
 from devstack.secrets import JWT_KEY_FILE
+from devstack.shop import NOTIFICATION_INSTANCES
 from devstack.stack import Stack
 from devstack.testing import isolated_stack, run_id
 
@@ -66,12 +67,11 @@ def _native(infra, tmp_path_factory) -> Iterator[Target]:
             # Generous limits for the suite; test_rate_limits starts gateways with tight ones.
             env_overrides={
                 "gateway": {
-                    "REDIS_KEY_PREFIX": prefix,
                     "RATE_LIMIT_REQUESTS": "100000",
                     "AUTH_RATE_LIMIT_REQUESTS": "10000",
                 },
                 # Short retries, so that a poison message reaches the dead letters quickly.
-                "notification-service": {"RETRY_DELAYS": RETRY_DELAYS},
+                **{instance: {"RETRY_DELAYS": RETRY_DELAYS} for instance in NOTIFICATION_INSTANCES},
             },
         ) as stack:
             yield Target(

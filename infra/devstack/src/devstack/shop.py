@@ -23,6 +23,7 @@ from devstack.stack import Stack
 from devstack.testing import isolated_stack, run_id, wait_for
 
 ITEMS = [{"sku": "CHAIR-9", "quantity": 2, "unit_price": "49.00"}]
+NOTIFICATION_INSTANCES = ("notification-service", "notification-service-2")
 
 
 @dataclass
@@ -82,8 +83,8 @@ def shop_on(
 ) -> Iterator[Shop]:
     example = read_env_file(root / ".env.example")
     overrides = {
-        "gateway": {"REDIS_KEY_PREFIX": f"ic-{purpose}-{run_id()}", "RATE_LIMIT_REQUESTS": "100000"},
-        "notification-service": {"RETRY_DELAYS": "0.5,1,2"},
+        "gateway": {"RATE_LIMIT_REQUESTS": "100000"},
+        **{instance: {"RETRY_DELAYS": "0.5,1,2"} for instance in NOTIFICATION_INSTANCES},
     }
     for service, values in (env_overrides or {}).items():
         overrides[service] = {**overrides.get(service, {}), **values}
