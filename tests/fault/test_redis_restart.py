@@ -5,12 +5,14 @@ reaches the user's stream once it is back, and pub/sub fan-out resumes by itself
 
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from devstack.accounts import register
 from devstack.live import Chat, Follower
+from devstack.runner import healthy
 from devstack.shop import NOTIFICATION_INSTANCES, Shop, shop_on
 from devstack.testing import PrivateRedis, wait_for
 
@@ -63,7 +65,11 @@ def test_live_push_survives_a_redis_restart(shop, redis_server):
         follower.close()
 
     # Room messages are not kept: a member hears the ones sent after its instance
-    # subscribed again, which it does by itself.
+    # subscribed again, which it does by itself (after a backoff of up to 10 s).
+    # Each instance's /health says so once it is subscribed.
+    for instance in NOTIFICATION_INSTANCES:
+        health = partial(healthy, f"{shop.stack.url(instance, 8003)}/health")
+        wait_for(health, timeout=60, what=f"{instance} to subscribe to Redis again")
     gateway = shop.stack.url("gateway", 8080)
     with Chat(gateway, account=me) as mine, Chat(gateway, account=friend) as theirs:
         for chat in (mine, theirs):

@@ -10,6 +10,7 @@ has not exited after the grace period.
 import ctypes
 import ctypes.util
 import dataclasses
+import http.client
 import json
 import os
 import signal
@@ -65,8 +66,8 @@ def healthy(url: str, *, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310  # our own loopback URL
             return 200 <= int(response.status) < 300
-    except (urllib.error.URLError, OSError):
-        return False
+    except (urllib.error.URLError, OSError, http.client.HTTPException):
+        return False  # not up yet, or something else answers on that port
 
 
 @dataclass
