@@ -2,7 +2,7 @@
 
 domain/        the route table, who is calling, rate-limit policies, origins; no I/O
 adapters/      access-token verification (JWKS), Redis rate limiter and tickets,
-               service instances, upstream HTTP and WebSocket, the dev certificate
+               service instances, upstream HTTP and WebSocket
 entrypoints/   the HTTP app (proxy, tickets, SSE and WebSocket pass-through, the
                page, /health, /metrics), the Hypercorn server and the command line
 bootstrap.py   builds the adapters and the app

@@ -109,9 +109,7 @@ async def serve(*, settings: Settings) -> None:
             max_body_bytes=settings.max_body_bytes,
             live=LiveSetup(
                 upstream_name=NOTIFICATIONS,
-                issue=tickets.issue,
-                redeem=tickets.redeem,
-                ticket_ttl_seconds=settings.ticket_ttl_seconds,
+                tickets=tickets,
                 allowed_origins=settings.ws_allowed_origins,
                 connections=connections,
             ),

@@ -1,7 +1,9 @@
-"""A real Redis (own key prefix per run) and a real upstream HTTP server on loopback."""
+"""A real Redis (own key prefix per run) and real upstream HTTP servers on loopback."""
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
@@ -53,18 +55,32 @@ class Upstream:
         )
 
 
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, *, shutdown_timeout: float = 60.0) -> AsyncIterator[str]:
+    """``app`` on a free loopback port; yields its base URL."""
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+def serve_app():
+    """``serving``, for the test modules' own stand-ins."""
+    return serving
+
+
 @pytest.fixture(scope="session")
 async def upstream():
     fake = Upstream()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    fake.url = f"http://127.0.0.1:{port}"
-    yield fake
-    await runner.cleanup()
+    async with serving(app) as fake.url:
+        yield fake
 
 
 @pytest.fixture
@@ -157,13 +173,8 @@ async def notifications():
     app.router.add_route("*", "/health", fake.health)
     app.router.add_get("/internal/events", fake.events)
     app.router.add_get("/internal/ws", fake.socket)
-    runner = web.AppRunner(app, shutdown_timeout=1)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    fake.url = f"http://127.0.0.1:{port}"
-    yield fake
-    await runner.cleanup()
+    async with serving(app, shutdown_timeout=1) as fake.url:
+        yield fake
 
 
 @pytest.fixture

@@ -69,9 +69,7 @@ async def gateway(notifications, redis, key_prefix):
         max_body_bytes=1024,
         live=LiveSetup(
             upstream_name="notifications",
-            issue=tickets.issue,
-            redeem=tickets.redeem,
-            ticket_ttl_seconds=30,
+            tickets=tickets,
             allowed_origins=[ALLOWED_ORIGIN],
             connections=connections,
         ),

@@ -1,4 +1,4 @@
-"""The real ``gateway`` process: the dev certificate it makes, HTTP/2 over TLS (ALPN)
+"""The real ``gateway`` process: HTTP/2 over TLS (ALPN) with the development certificate,
 and in the clear (h2c), HTTP/1.1, the page, a ticket and an SSE stream over HTTP/2,
 and SIGTERM ending live connections at once. Upstreams are stand-ins on real sockets."""
 
@@ -7,7 +7,6 @@ import os
 import secrets
 import signal
 import ssl
-import stat
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from devstack.secrets import write_dev_certificate
 from devstack.testing import eventually, free_port
 
 pytestmark = pytest.mark.integration
@@ -54,35 +54,22 @@ class Users:
 
 
 @pytest.fixture(scope="module")
-async def users():
+async def users(serve_app):
     fake = Users()
     app = web.Application()
     app.router.add_get("/.well-known/jwks.json", fake.jwks)
     app.router.add_get("/health", fake.health)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    fake.url = f"http://127.0.0.1:{port}"
-    yield fake
-    await runner.cleanup()
-
-
-def devcert(directory):
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "devcert", "--dir", str(directory)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    async with serve_app(app) as fake.url:
+        yield fake
 
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory):
+    """The development certificate, made as set-up makes it (devstack secrets)."""
     directory = tmp_path_factory.mktemp("tls")
-    devcert(directory)
-    return directory / "tls-cert.pem", directory / "tls-key.pem"
+    cert, key = directory / "tls-cert.pem", directory / "tls-key.pem"
+    write_dev_certificate(cert_path=cert, key_path=key)
+    return cert, key
 
 
 class Process:
@@ -152,18 +139,6 @@ async def gateway(tmp_path_factory, certificate, users, notifications, infra, ke
 
 def tls_context(process):
     return ssl.create_default_context(cafile=process.cafile)
-
-
-def test_devcert_makes_a_private_key_and_leaves_a_good_pair_alone(tmp_path):
-    devcert(tmp_path)
-    cert, key = (tmp_path / "tls-cert.pem").read_bytes(), (tmp_path / "tls-key.pem").read_bytes()
-    assert stat.S_IMODE((tmp_path / "tls-key.pem").stat().st_mode) == 0o600
-    devcert(tmp_path)
-    assert (tmp_path / "tls-cert.pem").read_bytes() == cert
-    assert (tmp_path / "tls-key.pem").read_bytes() == key
-    (tmp_path / "tls-key.pem").unlink()
-    devcert(tmp_path)
-    assert (tmp_path / "tls-cert.pem").read_bytes() != cert
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])

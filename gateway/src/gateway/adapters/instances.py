@@ -41,10 +41,6 @@ class StaticInstances:
         self._down_until: dict[str, float] = {}
         self._turn = itertools.count()
 
-    @property
-    def urls(self) -> list[str]:
-        return list(self._urls)
-
     def candidates(self) -> list[str]:
         start = next(self._turn) % len(self._urls)
         rotation = self._urls[start:] + self._urls[:start]

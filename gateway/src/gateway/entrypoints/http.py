@@ -27,14 +27,13 @@ from starlette.routing import Mount, WebSocketRoute
 from starlette.routing import Route as StarletteRoute
 from starlette.staticfiles import StaticFiles
 
+from gateway.adapters.tickets import RedisTicketStore
 from gateway.adapters.upstream import UpstreamClient
 from gateway.domain.errors import AuthenticationFailed, Forbidden, UpstreamTimeout, UpstreamUnavailable
 from gateway.domain.model import Access, Principal, RateDecision, RateLimitPolicy, Route
 from gateway.entrypoints.live import (
     CallerGate,
-    Issue,
     LiveConnections,
-    Redeem,
     client_key,
     events_endpoint,
     socket_endpoint,
@@ -65,9 +64,7 @@ class LiveSetup:
     """What the ticket and live endpoints need besides what every route needs."""
 
     upstream_name: str
-    issue: Issue
-    redeem: Redeem
-    ticket_ttl_seconds: int
+    tickets: RedisTicketStore
     allowed_origins: Sequence[str]
     connections: LiveConnections
 
@@ -161,12 +158,16 @@ def create_app(
     app.router.routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
     if live is not None:
         gate = CallerGate(
-            verify=verify, redeem=live.redeem, hit=hit, policy=policies["default"], ip_policy=policies["default"]
+            verify=verify,
+            redeem=live.tickets.redeem,
+            hit=hit,
+            policy=policies["default"],
+            ip_policy=policies["default"],
         )
         app.router.routes += [
             StarletteRoute(
                 "/api/auth/ticket",
-                ticket_endpoint(gate=gate, issue=live.issue, ttl_seconds=live.ticket_ttl_seconds),
+                ticket_endpoint(gate=gate, tickets=live.tickets),
                 methods=["POST"],
                 name="A ticket for /api/events and /ws",
             ),

@@ -36,6 +36,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
+from gateway.adapters.tickets import RedisTicketStore
 from gateway.adapters.upstream import UpstreamClient, UpstreamStream
 from gateway.domain.errors import AuthenticationFailed, RateLimited, StoreUnavailable, UpstreamFailed, UpstreamTimeout
 from gateway.domain.model import Principal, RateDecision, RateLimitPolicy, origin_allowed
@@ -46,8 +47,6 @@ from interchange_common.servicejwt import ServiceTokenIssuer
 
 Verify = Callable[..., Awaitable[Principal]]
 Hit = Callable[..., Awaitable[RateDecision]]
-Redeem = Callable[..., Awaitable[Principal]]
-Issue = Callable[..., Awaitable[str]]
 
 _log = logging.getLogger(__name__)
 
@@ -110,7 +109,7 @@ class CallerGate:
     A failed attempt counts against the client's address: guessing tickets costs."""
 
     verify: Verify
-    redeem: Redeem
+    redeem: Callable[..., Awaitable[Principal]]
     hit: Hit
     policy: RateLimitPolicy
     ip_policy: RateLimitPolicy
@@ -142,21 +141,26 @@ def _upstream_headers(*, principal: Principal, issuer: ServiceTokenIssuer, audie
     }
 
 
-def ticket_endpoint(*, gate: CallerGate, issue: Issue, ttl_seconds: int) -> Callable[[Request], Awaitable[Response]]:
+def _refusal(error: AuthenticationFailed | RateLimited | StoreUnavailable) -> Response:
+    """The problem answer to a caller the gate did not admit (or whose ticket could not be made)."""
+    if isinstance(error, AuthenticationFailed):
+        return problem_response(status=401, detail=str(error), headers={"WWW-Authenticate": "Bearer"})
+    if isinstance(error, RateLimited):
+        return problem_response(status=429, detail="rate limit exceeded", headers=error.headers)
+    return problem_response(status=503, detail=str(error), headers={"Retry-After": "1"})
+
+
+def ticket_endpoint(*, gate: CallerGate, tickets: RedisTicketStore) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
             admitted = await gate.admit(
                 authorization=request.headers.get("authorization"), ticket=None, client=client_key(request)
             )
-            ticket = await issue(principal=admitted.principal)
-        except AuthenticationFailed as e:
-            return problem_response(status=401, detail=str(e), headers={"WWW-Authenticate": "Bearer"})
-        except RateLimited as e:
-            return problem_response(status=429, detail="rate limit exceeded", headers=e.headers)
-        except StoreUnavailable as e:
-            return problem_response(status=503, detail=str(e), headers={"Retry-After": "1"})
+            ticket = await tickets.issue(principal=admitted.principal)
+        except (AuthenticationFailed, RateLimited, StoreUnavailable) as e:
+            return _refusal(e)
         return Response(
-            content=orjson.dumps({"ticket": ticket, "expires_in": ttl_seconds}),
+            content=orjson.dumps({"ticket": ticket, "expires_in": tickets.ttl_seconds}),
             media_type="application/json",
             headers={**admitted.decision.headers(), "Cache-Control": "no-store"},
         )
@@ -193,12 +197,8 @@ def events_endpoint(
                 ticket=request.query_params.get("ticket"),
                 client=client_key(request),
             )
-        except AuthenticationFailed as e:
-            return problem_response(status=401, detail=str(e), headers={"WWW-Authenticate": "Bearer"})
-        except RateLimited as e:
-            return problem_response(status=429, detail="rate limit exceeded", headers=e.headers)
-        except StoreUnavailable as e:
-            return problem_response(status=503, detail=str(e), headers={"Retry-After": "1"})
+        except (AuthenticationFailed, RateLimited, StoreUnavailable) as e:
+            return _refusal(e)
         limit_headers = admitted.decision.headers()
         headers = _upstream_headers(principal=admitted.principal, issuer=issuer, audience=audience)
         headers["accept"] = "text/event-stream"

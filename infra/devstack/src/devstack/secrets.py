@@ -79,17 +79,18 @@ def write_dev_certificate(*, cert_path: Path, key_path: Path) -> None:
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
 
 
-def _certificate_current(path: Path) -> bool:
+def _certificate_current(path: Path, *, now: datetime.datetime) -> bool:
     if not path.exists():
         return False
     certificate = x509.load_pem_x509_certificate(path.read_bytes())
-    return certificate.not_valid_after_utc - datetime.datetime.now(datetime.UTC) > datetime.timedelta(days=1)
+    return certificate.not_valid_after_utc - now > datetime.timedelta(days=1)
 
 
-def ensure_dev_secrets(*, root: Path) -> None:
+def ensure_dev_secrets(*, root: Path, now: datetime.datetime | None = None) -> None:
     ensure_env_file(root=root)
     key_file = root / JWT_KEY_FILE
     if not key_file.exists():
         write_rsa_key(key_file)
-    if not (root / TLS_KEY_FILE).exists() or not _certificate_current(root / TLS_CERT_FILE):
+    moment = now or datetime.datetime.now(datetime.UTC)
+    if not (root / TLS_KEY_FILE).exists() or not _certificate_current(root / TLS_CERT_FILE, now=moment):
         write_dev_certificate(cert_path=root / TLS_CERT_FILE, key_path=root / TLS_KEY_FILE)
