@@ -21,6 +21,11 @@ ADMIN_ROLE = "admin"
 USER_ROLE = "user"
 
 
+def parse_roles(header: str) -> frozenset[str]:
+    """The roles of an X-Actor-Roles header (comma-separated names)."""
+    return frozenset(role for role in header.split(",") if role)
+
+
 @dataclass(frozen=True, slots=True)
 class Actor:
     user_id: uuid.UUID | None

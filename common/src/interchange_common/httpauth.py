@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Request
 from starlette.exceptions import HTTPException
 
-from interchange_common.actors import ACTOR_ID_HEADER, ACTOR_ROLES_HEADER, Actor
+from interchange_common.actors import ACTOR_ID_HEADER, ACTOR_ROLES_HEADER, Actor, parse_roles
 from interchange_common.errors import ServiceAuthError
 from interchange_common.servicejwt import ServiceCaller, ServiceTokenVerifier
 
@@ -42,7 +42,7 @@ def parse_actor(*, raw_id: str, roles: str) -> Actor:
         user_id = uuid.UUID(raw_id)
     except ValueError as e:
         raise HTTPException(status_code=400, detail="X-Actor-Id is not a user id") from e
-    return Actor(user_id=user_id, roles=frozenset(role for role in roles.split(",") if role))
+    return Actor(user_id=user_id, roles=parse_roles(roles))
 
 
 def actor_dependency(

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from devstack.testing import PrivateRedis, free_port
+from devstack.testing import PrivateRedis, eventually, free_port
 from interchange_common.actors import SignedInUser
 from interchange_common.servicejwt import ServiceTokenIssuer
 from interchange_common.tasks import cancel_and_wait
@@ -86,6 +86,10 @@ class Instance:
         return f"ws://127.0.0.1:{self.port}/internal/ws"
 
 
+async def _started(server: uvicorn.Server) -> bool:
+    return server.started
+
+
 @pytest.fixture
 async def start_instance(settings_env):
     """Starts instances; ``handles_events=False`` makes one that consumes and pushes
@@ -114,9 +118,8 @@ async def start_instance(settings_env):
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve())
         running.append((container, server, serving, tasks))
+        await eventually(lambda: _started(server), timeout=TIMEOUT, interval=0.01, what="uvicorn to listen")
         async with asyncio.timeout(TIMEOUT):
-            while not server.started:
-                await asyncio.sleep(0.01)
             await container.live.ready.wait()
             if handles_events:
                 await container.consumer.ready.wait()
@@ -308,7 +311,7 @@ async def test_a_notification_handled_by_one_instance_reaches_sse_ws_and_tcp_on_
     async def marked_pushed():  # in the transaction that the publish preceded
         return await db.fetchval("SELECT pushed_at IS NOT NULL FROM notifications WHERE event_id = $1", event_id)
 
-    await asyncio.wait_for(_until(marked_pushed), TIMEOUT)
+    await eventually(marked_pushed, timeout=TIMEOUT, interval=0.02)
     [(stream_id, _)] = await redis.xrange(f"{key_prefix}:live:stream:{user_id}")
     assert stream_id.decode() == event["id"]
 
@@ -579,7 +582,7 @@ async def test_sockets_per_user_are_counted_across_instances(start_instance, ope
     async def released():
         return await redis.zcard(f"{key_prefix}:live:sockets:{user_id}") == 1
 
-    await asyncio.wait_for(_until(released), TIMEOUT)
+    await eventually(released, timeout=TIMEOUT, interval=0.02)
     assert await open_socket(two, user_id)
 
 
@@ -592,12 +595,6 @@ async def test_a_crashed_instances_sockets_lapse(start_instance, open_socket, re
     assert await open_socket(instance, user_id)
     assert await redis.zscore(key, "ghost") is None
     assert await redis.zcard(key) == 1
-
-
-async def _until(probe):
-    while not await probe():
-        await asyncio.sleep(0.02)
-    return True
 
 
 async def test_an_idle_socket_closes_with_1000_and_an_active_one_stays(start_instance, open_socket):
@@ -715,7 +712,7 @@ async def test_the_live_pusher_is_woken_by_the_commit(database_url, db, store, m
             async def pushed_all():
                 return await db.fetchval("SELECT count(*) FROM notifications WHERE pushed_at IS NULL") == 0
 
-            await asyncio.wait_for(_until(pushed_all), TIMEOUT)
+            await eventually(pushed_all, timeout=TIMEOUT, interval=0.02)
         assert await redis.xlen(hub.stream_key(user_id)) == 2
     finally:
         await cancel_and_wait([running])
@@ -753,7 +750,7 @@ async def test_the_subscriber_resubscribes_after_redis_restarts_and_refills_the_
 
         gate.clear()
         await asyncio.to_thread(private_redis.stop)
-        await asyncio.wait_for(_until(_not_ready(hub)), TIMEOUT)
+        await eventually(_not_ready(hub), timeout=TIMEOUT, interval=0.02)
         await asyncio.to_thread(private_redis.start)
         # Published while the subscriber was away: only the stream has these.
         missed = [await push(publisher, notification_for(user_id, title=f"missed {n}")) for n in range(3)]

@@ -16,7 +16,6 @@ At least once: a crash after the server accepted a mail and before it was marked
 it again, with the same Message-ID (derived from the event id), so the mailbox can tell.
 """
 
-import asyncio
 import contextlib
 import email.utils
 import logging
@@ -31,8 +30,9 @@ import aiosmtplib
 import asyncpg
 from prometheus_client import Counter
 
-from interchange_common.tasks import run_forever, wait_alive
+from interchange_common.tasks import run_forever
 from notification_service.adapters.errors import MailServerUnavailable
+from notification_service.adapters.listening import drain_when_notified
 from notification_service.adapters.store import MAIL_CHANNEL
 from notification_service.domain.model import message_id_of
 
@@ -119,41 +119,23 @@ class MailDispatcher:
     """Sends queued mails in order; see the module's docstring for the guarantees."""
 
     def __init__(self, *, dsn: str, smtp: SmtpSettings) -> None:
-        self._dsn = dsn.replace("postgresql+asyncpg://", "postgresql://", 1)
+        self._dsn = dsn
         self._smtp = smtp
 
     async def run(self) -> None:
         await run_forever(name="mail dispatcher", session=self._session)
 
     async def _session(self, connected: Callable[[], None]) -> None:
-        wake = asyncio.Event()
-        conn = await asyncpg.connect(self._dsn)
-        timer: asyncio.TimerHandle | None = None
-        try:
-            await conn.add_listener(MAIL_CHANNEL, lambda *_: wake.set())
-            # A closed connection wakes the loop, whose next query then ends the session.
-            conn.add_termination_listener(lambda _: wake.set())
-            while True:
-                wake.clear()
-                await self._send_pending(conn)
-                # Only a drained outbox resets the backoff: a server that is down makes
-                # every session fail, and the pauses between them grow.
-                connected()
-                # Mails put off for later wake the loop when they are due.
-                due_in = await conn.fetchval(
-                    "SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM mail_outbox"
-                    " WHERE sent_at IS NULL AND given_up_at IS NULL"
-                )
-                if due_in is not None:
-                    timer = asyncio.get_running_loop().call_later(max(float(due_in), 0.0), wake.set)
-                await wait_alive(conn, wake)
-                if timer is not None:
-                    timer.cancel()
-                    timer = None
-        finally:
-            if timer is not None:
-                timer.cancel()
-            conn.terminate()
+        await drain_when_notified(dsn=self._dsn, channel=MAIL_CHANNEL, drain=self._drain, connected=connected)
+
+    async def _drain(self, conn: asyncpg.Connection) -> float | None:
+        await self._send_pending(conn)
+        # Mails put off for later wake the loop when they are due.
+        due_in = await conn.fetchval(
+            "SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM mail_outbox"
+            " WHERE sent_at IS NULL AND given_up_at IS NULL"
+        )
+        return None if due_in is None else float(due_in)
 
     async def _send_pending(self, conn: asyncpg.Connection) -> None:
         client: aiosmtplib.SMTP | None = None

@@ -14,7 +14,6 @@ next run of the script finds the notification's "pushed" marker and adds nothing
 the stream holds it once and the live channel heard it once.
 """
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -23,7 +22,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from interchange_common.tasks import run_forever, wait_alive
+from interchange_common.tasks import run_forever
+from notification_service.adapters.listening import drain_when_notified
 from notification_service.adapters.live import LiveHub
 from notification_service.adapters.store import LIVE_CHANNEL
 from notification_service.domain.model import Notification
@@ -51,7 +51,7 @@ class LivePushDispatcher:
     def __init__(
         self, *, dsn: str, hub: LiveHub, render: Render, poll_seconds: float = 5.0, batch_size: int = 100
     ) -> None:
-        self._dsn = dsn.replace("postgresql+asyncpg://", "postgresql://", 1)
+        self._dsn = dsn
         self._hub = hub
         self._render = render
         self._poll = poll_seconds
@@ -61,25 +61,12 @@ class LivePushDispatcher:
         await run_forever(name="live pusher", session=self._session)
 
     async def _session(self, connected: Callable[[], None]) -> None:
-        wake = asyncio.Event()
-        conn = await asyncpg.connect(self._dsn)
-        timer: asyncio.TimerHandle | None = None
-        try:
-            await conn.add_listener(LIVE_CHANNEL, lambda *_: wake.set())
-            conn.add_termination_listener(lambda _: wake.set())
-            while True:
-                wake.clear()
-                while await self.push_pending(conn) == self._batch:
-                    pass
-                connected()
-                timer = asyncio.get_running_loop().call_later(self._poll, wake.set)
-                await wait_alive(conn, wake)
-                timer.cancel()
-                timer = None
-        finally:
-            if timer is not None:
-                timer.cancel()
-            conn.terminate()
+        await drain_when_notified(dsn=self._dsn, channel=LIVE_CHANNEL, drain=self._drain, connected=connected)
+
+    async def _drain(self, conn: asyncpg.Connection) -> float:
+        while await self.push_pending(conn) == self._batch:
+            pass
+        return self._poll
 
     async def push_pending(self, conn: asyncpg.Connection) -> int:
         """Push one batch of pending notifications, oldest first; how many were taken."""

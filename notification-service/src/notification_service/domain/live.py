@@ -11,6 +11,7 @@ parse_client_message one client → server WebSocket message:
                      anything else raises LiveMessageRejected (answered with an error frame)
 Rooms                the rooms one socket is in, at most ``limit``
 welcome … error      the server → client frames, as JSON-ready dicts
+notification_frame   a notification for its owner (WebSocket message, TCP line)
 """
 
 import re
@@ -182,6 +183,12 @@ def room_message(*, room: str, sender: uuid.UUID, client_id: str, message: str, 
 
 def private_message(*, sender: uuid.UUID, message: str, sent_at: datetime) -> dict[str, Any]:
     return {"type": "private_message", "from": str(sender), "message": message, "sentAt": _time(sent_at)}
+
+
+def notification_frame(payload: bytes) -> bytes:
+    """``{"type":"notification","notification":<payload>}``, the payload being the
+    notification's JSON as stored in the stream: wrapped, not parsed again."""
+    return b'{"type":"notification","notification":' + payload + b"}"
 
 
 def error(detail: str) -> dict[str, Any]:

@@ -34,7 +34,13 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
-from interchange_common.actors import ACTOR_EXPIRES_HEADER, ACTOR_ID_HEADER, ACTOR_ROLES_HEADER, SignedInUser
+from interchange_common.actors import (
+    ACTOR_EXPIRES_HEADER,
+    ACTOR_ID_HEADER,
+    ACTOR_ROLES_HEADER,
+    SignedInUser,
+    parse_roles,
+)
 from interchange_common.errors import ServiceAuthError
 from interchange_common.servicejwt import ServiceTokenVerifier
 from notification_service.adapters.errors import LiveUnavailable, SubscriptionEnded
@@ -81,7 +87,7 @@ def live_user(*, headers: Mapping[str, str], verifier: ServiceTokenVerifier, now
     expires_at = float(raw_expires)
     if expires_at <= now:
         raise NotSignedIn("token expired")
-    roles = frozenset(role for role in headers.get(ACTOR_ROLES_HEADER, "").split(",") if role)
+    roles = parse_roles(headers.get(ACTOR_ROLES_HEADER, ""))
     return SignedInUser(user_id=user_id, roles=roles, expires_at=expires_at)
 
 
@@ -173,7 +179,6 @@ def _close_for(reason: str) -> _Close:
 
 
 _UNAVAILABLE = _Close(1011, "live push unavailable")
-_NOTIFICATION_FRAME = b'{"type":"notification","notification":'
 
 
 class LiveSocket:
@@ -275,7 +280,7 @@ class LiveSocket:
                 if isinstance(item, LiveFrame):
                     await self._ws.send_text(item.data.decode())
                 else:
-                    await self._ws.send_text((_NOTIFICATION_FRAME + item.payload + b"}").decode())
+                    await self._ws.send_text(live.notification_frame(item.payload).decode())
         except SubscriptionEnded as e:
             return _close_for(e.reason)
         except LiveUnavailable:

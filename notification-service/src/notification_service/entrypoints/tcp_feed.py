@@ -31,6 +31,7 @@ import orjson
 from interchange_common.actors import SignedInUser
 from notification_service.adapters.errors import LiveUnavailable, SubscriptionEnded
 from notification_service.adapters.live import LiveHub, LiveNotification, Subscription
+from notification_service.domain.live import notification_frame
 from notification_service.entrypoints.signin import Authenticate, Rejected
 
 _log = logging.getLogger(__name__)
@@ -212,11 +213,11 @@ class TcpFeed:
         try:
             while True:
                 item = await subscription.next()
-                if isinstance(item, LiveNotification):
-                    line = b'{"type":"notification","notification":' + item.payload + b"}\n"
-                    if not client.send_line(line):
-                        _log.warning("tcp client too slow, disconnected", extra={"client_id": client.id})
-                        break
+                if isinstance(item, LiveNotification) and not client.send_line(
+                    notification_frame(item.payload) + b"\n"
+                ):
+                    _log.warning("tcp client too slow, disconnected", extra={"client_id": client.id})
+                    break
         except (SubscriptionEnded, LiveUnavailable) as e:
             _log.info("tcp client's notifications ended", extra={"client_id": client.id, "reason": str(e)})
         self._drop(client)

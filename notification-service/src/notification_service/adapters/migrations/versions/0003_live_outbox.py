@@ -3,7 +3,7 @@ user's Redis stream. Notifications made before this were pushed in process alrea
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-12-01
+Create Date: 2026-11-27
 """
 
 from collections.abc import Sequence
