@@ -125,7 +125,7 @@ def main() -> None:
         purpose="bench",
         log_dir=workdir / "logs",
         only=frozenset({"gateway"}),
-        env_overrides={"gateway": {"REDIS_KEY_PREFIX": f"ic-bench-{run}", "RATE_LIMIT_REQUESTS": "100000000"}},
+        env_overrides={"gateway": {"RATE_LIMIT_REQUESTS": "100000000"}},
     ) as stack:
         gateway_url, users_url = stack.url("gateway", 8080), stack.url("user-service", 8001)
         email, password = f"bench-{uuid.uuid4().hex[:8]}@example.com", "benchmark password"

@@ -14,10 +14,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from devstack.accounts import Account
-from devstack.live import Chat, EventStream, ticket
+from devstack.live import WELCOME, Chat, EventStream, ticket
 from devstack.testing import wait_for
-
-WELCOME = "user.created"  # the welcome notification, whose timing the tests do not control
 
 
 def place(gateway: httpx.Client, account: Account) -> str:
