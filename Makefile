@@ -31,7 +31,7 @@ help:
 	@echo "make lint          ruff and mypy (strict for source)"
 	@echo "make protos        regenerate code from protos/"
 	@echo "make check-protos  fail when generated code is stale"
-	@echo "make bench         gateway vs direct vs nginx; event-store appends vs pgbench"
+	@echo "make bench         gateway vs direct vs nginx; event-store appends vs pgbench; live fan-out and latency"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -124,6 +124,7 @@ test: setup tools check-protos lint unit integration deploy-check e2e fault
 bench: setup infra
 	$(BIN)/python tests/bench/bench_gateway.py
 	$(BIN)/python tests/bench/bench_eventstore.py
+	$(BIN)/python tests/bench/bench_live.py
 
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache
