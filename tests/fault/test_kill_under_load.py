@@ -28,7 +28,7 @@ SEED = random.randrange(1_000_000)
 
 
 # A short open breaker: user-service answers again a second or two after its restart.
-SHOP_ENV = {"order-service": {"USER_SERVICE_BREAKER_OPEN_SECONDS": "1"}}
+SHOP_ENV = {"order-service": {"BREAKER_OPEN_SECONDS": "1"}}
 
 
 class Ledger:

@@ -4,12 +4,16 @@ For each HTTP request it
 - accepts the caller's X-Request-ID (or makes one), exposes it to logs and clients
   through the context variable, and echoes it on the response;
 - refuses bodies over the size cap with 413, whether announced or streamed;
+- takes the caller's deadline (X-Request-Timeout-Ms, interchange_common.deadlines)
+  for the work it starts and answers 504 when it passes;
+- cancels the request's work when the caller goes away before the answer;
 - turns an unhandled exception into a 500 problem (logged, never shown);
 - writes one access log line and records Prometheus metrics by route template.
 
 It is plain ASGI rather than BaseHTTPMiddleware: it sits on the hottest path.
 """
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -17,6 +21,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
+from interchange_common.deadlines import DEADLINE_HEADER, deadline_in, parse_timeout
 from interchange_common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from interchange_common.requestctx import REQUEST_ID_HEADER, accept_request_id, request_id_var
 
@@ -27,6 +32,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _REQUEST_ID_HEADER_BYTES = REQUEST_ID_HEADER.encode()
+_DEADLINE_HEADER_BYTES = DEADLINE_HEADER.encode()
 _log = logging.getLogger("interchange.access")
 
 REQUESTS = Counter("http_requests_total", "HTTP requests served", ["method", "route", "status"])
@@ -46,6 +52,46 @@ class _BodyTooLarge(Exception):
     """A streamed request body went past the cap."""
 
 
+class _CallerWatch:
+    """Reads the request's messages for the app in a task of its own, so that the
+    caller going away (``http.disconnect`` before the response is complete) is seen
+    at once and cancels the request's task, whatever the app is awaiting.
+
+    ``with watch:`` around the app: starts the reading task and stops it after."""
+
+    def __init__(self, *, receive: Receive) -> None:
+        self._receive = receive
+        self._messages: asyncio.Queue[Message] = asyncio.Queue(maxsize=1)
+        self._reader: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self.response_complete = False
+        self.caller_gone = False
+
+    def __enter__(self) -> "_CallerWatch":
+        self._task = asyncio.current_task()
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+
+    async def receive(self) -> Message:
+        return await self._messages.get()
+
+    async def _read(self) -> None:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                if not self.response_complete and self._task is not None:
+                    self.caller_gone = True
+                    self._task.cancel()
+                if self._messages.empty():
+                    self._messages.put_nowait(message)  # for a streaming response still reading
+                return
+            await self._messages.put(message)
+
+
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
@@ -63,11 +109,14 @@ class ObservabilityMiddleware:
             return
         offered: str | None = None
         announced = 0
+        timeout: float | None = None
         for name, value in scope["headers"]:
             if name == _REQUEST_ID_HEADER_BYTES:
                 offered = value.decode("latin-1")
             elif name == b"content-length" and value.isdigit():
                 announced = int(value)
+            elif name == _DEADLINE_HEADER_BYTES:
+                timeout = parse_timeout(value.decode("latin-1"))
         request_id = accept_request_id(offered=offered)
         reset = request_id_var.set(request_id)
         rid_header = (_REQUEST_ID_HEADER_BYTES, request_id.encode())
@@ -75,12 +124,16 @@ class ObservabilityMiddleware:
         status = 500
         response_started = False
 
+        watch = _CallerWatch(receive=receive)
+
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
                 message["headers"] = [*message.get("headers", ()), rid_header]
+            elif not message.get("more_body", False):
+                watch.response_complete = True
             await send(message)
 
         received = 0
@@ -88,7 +141,7 @@ class ObservabilityMiddleware:
 
         async def receive_capped() -> Message:
             nonlocal received, too_large
-            message = await receive()
+            message = await watch.receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self._max_body:
@@ -105,14 +158,34 @@ class ObservabilityMiddleware:
                 return
             await send_with_id(message)
 
+        within = asyncio.timeout(timeout)
         try:
             if announced > self._max_body:
                 await self._send_problem(send_with_id, status=413, detail="request body too large")
             else:
-                await self._app(scope, receive_capped, send_checked)
+                with deadline_in(timeout), watch:
+                    async with within:
+                        await self._app(scope, receive_capped, send_checked)
         except _BodyTooLarge:
             if not response_started:
                 await self._send_problem(send_with_id, status=413, detail="request body too large")
+        except asyncio.CancelledError:
+            if not watch.caller_gone:
+                raise
+            # Our own cancellation: the caller went away, so its work stopped. Nobody
+            # is left to answer; the server expects the app to return.
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            status = status if response_started else 499
+        except TimeoutError:
+            if not within.expired():
+                _log.exception("unhandled error", extra={"method": scope["method"], "path": scope["path"]})
+            if not response_started:
+                deadline = within.expired()
+                await self._send_problem(
+                    send_with_id,
+                    status=504 if deadline else 500,
+                    detail="the caller's deadline passed" if deadline else "internal error",
+                )
         except Exception:
             _log.exception("unhandled error", extra={"method": scope["method"], "path": scope["path"]})
             if not response_started:

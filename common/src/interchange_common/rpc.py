@@ -9,6 +9,7 @@ client side   service_channel(): adds the caller's service token and the current
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -17,14 +18,15 @@ from typing import Annotated, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
-import stamina
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic import AfterValidator
 
+from interchange_common.deadlines import adopt_timeout, remaining
 from interchange_common.errors import ServiceAuthError
 from interchange_common.httpserver import serve_http
 from interchange_common.requestctx import REQUEST_ID_HEADER, accept_request_id, outgoing_request_id, request_id_var
+from interchange_common.resilience import CircuitBreaker, RetryBudget, retrying
 from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
 
 _OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -71,9 +73,10 @@ def _wrap(
     handler: grpc.RpcMethodHandler[Any, Any], *, method: str, request_id: str, auth_error: str | None
 ) -> grpc.RpcMethodHandler[Any, Any]:
     # Each call runs in its own task, with its own copy of the context: setting the
-    # request id here cannot leak into another call, so there is nothing to reset.
+    # request id and deadline here cannot leak into another call: nothing to reset.
     async def begin(context: grpc.aio.ServicerContext[Any, Any]) -> float:
         request_id_var.set(request_id)
+        adopt_timeout(context.time_remaining())
         started = time.perf_counter()
         if auth_error is not None:
             _log_call(method=method, started=started, outcome="UNAUTHENTICATED")
@@ -269,22 +272,48 @@ async def call_within(
     deadline: float,
     retry_on: frozenset[grpc.StatusCode],
     attempts: int = 3,
+    budget: RetryBudget | None = None,
+    breaker: CircuitBreaker | None = None,
 ) -> _Answer:
-    """Call a unary gRPC method, retrying the given status codes with capped, jittered
-    backoff (stamina), all within one deadline: each attempt gets what is left of it,
-    so the caller waits at most ``deadline`` seconds (plus one backoff pause). Raises
-    the last AioRpcError, or TimeoutError when the deadline has passed."""
+    """Call a unary gRPC method, retrying the given status codes (resilience.retrying:
+    full jitter, within ``budget``), all within one deadline: each attempt gets what
+    is left of it, and no wait ends past it, so the caller waits at most ``deadline``
+    seconds; the deadline of the request being served (interchange_common.deadlines)
+    shortens it. With a ``breaker`` the whole call is one verdict: CircuitOpen while it
+    is open, and only upstream failures (``failed_upstream``) count against it.
+    Raises the last AioRpcError, or TimeoutError when no time is left."""
+    deadline = remaining(at_most=deadline)
     started = time.monotonic()
 
-    def retried(error: Exception) -> bool:
+    def retried(error: BaseException) -> bool:
         return isinstance(error, grpc.aio.AioRpcError) and error.code() in retry_on
 
-    async for attempt in stamina.retry_context(
-        on=retried, attempts=attempts, timeout=deadline, wait_initial=0.05, wait_max=0.5, wait_jitter=0.05
-    ):
-        with attempt:
-            left = deadline - (time.monotonic() - started)
-            if left <= 0:
-                raise TimeoutError(f"no answer within {deadline} s")
-            return await method(request, timeout=left)
-    raise AssertionError("stamina retries or raises")
+    guard = breaker.guard(is_failure=failed_upstream) if breaker is not None else contextlib.nullcontext()
+    with guard:
+        async for attempt in retrying(retryable=retried, attempts=attempts, within=deadline, budget=budget):
+            with attempt:
+                left = deadline - (time.monotonic() - started)
+                if left <= 0:
+                    raise TimeoutError(f"no answer within {deadline:.3f} s")
+                return await method(request, timeout=left)
+    raise AssertionError("tenacity retries or raises")
+
+
+_UPSTREAM_FAILURES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.UNAUTHENTICATED,
+    }
+)
+
+
+def failed_upstream(error: BaseException) -> bool:
+    """The upstream failed (as opposed to answering "not found", "conflict", …): what
+    counts against its circuit breaker."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        return error.code() in _UPSTREAM_FAILURES
+    return isinstance(error, TimeoutError)

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from interchange_common.errors import ConfigurationError
+from interchange_common.resilience import CircuitBreaker, RetryBudget
 
 # Anything .env.example ships starts with this: fine on a laptop, refused in production.
 DEVELOPMENT_SECRET_PREFIX = "dev-only-"  # noqa: S105  # a marker, not a secret
@@ -53,3 +54,30 @@ class ServiceSettings(BaseSettings):
     def _secrets(self) -> dict[str, str]:
         """Secret settings by environment variable name; subclasses extend this."""
         return {"SERVICE_JWT_SECRET": self.service_jwt_secret.get_secret_value()}
+
+
+class CallerSettings(ServiceSettings):
+    """Settings of a service that calls others synchronously: one circuit breaker and
+    one retry budget per upstream, all made with these numbers."""
+
+    # Open after this many failed calls in a row, for this long; then let this many
+    # probes through at once, whose success closes it.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_open_seconds: float = Field(default=10.0, gt=0, le=600)
+    breaker_half_open_probes: int = Field(default=1, ge=1, le=100)
+    # Retries may add this share of the calls made, plus this many per second.
+    retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    retry_budget_min_per_second: float = Field(default=1.0, ge=0)
+
+    def breaker(self, *, upstream: str) -> CircuitBreaker:
+        return CircuitBreaker(
+            name=upstream,
+            failures_to_open=self.breaker_failures,
+            open_seconds=self.breaker_open_seconds,
+            half_open_probes=self.breaker_half_open_probes,
+        )
+
+    def retry_budget(self, *, upstream: str) -> RetryBudget:
+        return RetryBudget(
+            name=upstream, ratio=self.retry_budget_ratio, min_per_second=self.retry_budget_min_per_second
+        )

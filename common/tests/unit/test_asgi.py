@@ -1,5 +1,6 @@
 """ObservabilityMiddleware and the problem handlers, on a small FastAPI app (no sockets)."""
 
+import asyncio
 import json
 import logging
 
@@ -9,6 +10,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
 from interchange_common.asgi import ObservabilityMiddleware
+from interchange_common.deadlines import time_left
 from interchange_common.problems import install_problem_handlers
 from interchange_common.requestctx import current_request_id
 
@@ -37,6 +39,14 @@ def make_app() -> FastAPI:
     @app.get("/boom")
     async def boom() -> None:
         raise RuntimeError("secret detail")
+
+    @app.get("/slow")
+    async def slow() -> None:
+        await asyncio.Event().wait()
+
+    @app.get("/time-left")
+    async def left() -> dict[str, float | None]:
+        return {"left": time_left()}
 
     app.add_middleware(ObservabilityMiddleware, max_body_bytes=1024)
     return app
@@ -130,3 +140,48 @@ async def test_unknown_paths_are_404_problems(client):
     response = await client.get("/nope")
     assert response.status_code == 404
     assert json.loads(response.text)["title"] == "Not Found"
+
+
+async def test_the_callers_deadline_bounds_the_work_and_passes_as_504(client):
+    response = await client.get("/slow", headers={"X-Request-Timeout-Ms": "50"})
+    assert response.status_code == 504
+    assert response.json()["detail"] == "the caller's deadline passed"
+
+
+async def test_the_callers_deadline_is_what_outgoing_calls_see(client):
+    response = await client.get("/time-left", headers={"X-Request-Timeout-Ms": "800"})
+    assert 0 < response.json()["left"] <= 0.8
+    assert (await client.get("/time-left")).json() == {"left": None}
+
+
+async def test_work_is_cancelled_when_the_caller_goes_away():
+    started, cancelled, caller_left = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def app(scope, receive, send):
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive():
+        if messages:
+            return messages.pop()
+        await caller_left.wait()
+        return {"type": "http.disconnect"}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/work", "headers": []}
+    serving = asyncio.create_task(ObservabilityMiddleware(app, max_body_bytes=1024)(scope, receive, send))
+    await started.wait()
+    caller_left.set()
+    await asyncio.wait_for(serving, timeout=5)  # returns normally: the server expects that
+    assert cancelled.is_set()
+    assert sent == []

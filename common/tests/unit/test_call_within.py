@@ -4,17 +4,10 @@ import asyncio
 
 import grpc
 import pytest
-import stamina
 
+from interchange_common.deadlines import DeadlineExceeded, deadline_in
+from interchange_common.resilience import RetryBudget
 from interchange_common.rpc import call_within
-
-
-@pytest.fixture(autouse=True)
-def no_backoff_waits():
-    # No backoff pauses; each call's own ``attempts`` still counts (capped at 10).
-    stamina.set_testing(True, attempts=10, cap=True)
-    yield
-    stamina.set_testing(False)
 
 
 def failure(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
@@ -67,3 +60,28 @@ async def test_a_hanging_server_costs_the_deadline_not_more():
     with pytest.raises((grpc.aio.AioRpcError, TimeoutError)):
         await call_within(method, "req", deadline=0.2, retry_on=retry_on)
     assert sum(method.timeouts) <= 0.2 + 1e-6
+
+
+async def test_the_deadline_of_the_request_being_served_shortens_the_call():
+    method = Method()
+    with deadline_in(0.3):
+        await call_within(method, "req", deadline=5, retry_on=frozenset())
+    assert 0 < method.timeouts[0] <= 0.3
+
+
+async def test_no_call_is_made_once_the_request_deadline_has_passed():
+    method = Method()
+    with deadline_in(0.0), pytest.raises(DeadlineExceeded):
+        await call_within(method, "req", deadline=5, retry_on=frozenset())
+    assert method.timeouts == []
+
+
+async def test_an_empty_retry_budget_leaves_one_attempt():
+    budget = RetryBudget(name="test", ratio=0.0, min_per_second=0.0, max_tokens=1)
+    assert budget.try_retry()  # the one token in the bucket is spent
+    method = Method(grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await call_within(
+            method, "req", deadline=5, retry_on=frozenset({grpc.StatusCode.UNAVAILABLE}), attempts=5, budget=budget
+        )
+    assert len(method.timeouts) == 1

@@ -97,14 +97,16 @@ def build(*, settings: Settings) -> Container:
     orders = Orders(
         store=EventStoreOrders(
             channel=events_channel,
+            breaker=settings.breaker(upstream="event-store"),
+            budget=settings.retry_budget(upstream="event-store"),
             deadline_seconds=settings.event_store_deadline_seconds,
             snapshot_every=settings.snapshot_every,
         ),
         users=UserDirectory(
             channel=users_channel,
+            breaker=settings.breaker(upstream="user-service"),
+            budget=settings.retry_budget(upstream="user-service"),
             deadline_seconds=settings.user_service_deadline_seconds,
-            failures_to_open=settings.user_service_breaker_failures,
-            open_seconds=settings.user_service_breaker_open_seconds,
         ),
         read_model=OrderQueries(
             engine=engine, applied=projection.applied, wait_seconds=settings.read_your_writes_wait_seconds

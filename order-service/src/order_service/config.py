@@ -3,12 +3,12 @@
 from pydantic import Field, SecretStr
 
 from interchange_common.rpc import GrpcUrl
-from interchange_common.settings import ServiceSettings
+from interchange_common.settings import CallerSettings
 
 SERVICE_NAME = "order-service"
 
 
-class Settings(ServiceSettings):
+class Settings(CallerSettings):
     http_port: int = 8002
     # postgresql+asyncpg://user:password@host:port/database: the read model and keys.
     database_url: SecretStr
@@ -21,10 +21,6 @@ class Settings(ServiceSettings):
     user_service_url: GrpcUrl
     event_store_deadline_seconds: float = Field(default=2.0, gt=0, le=30)
     user_service_deadline_seconds: float = Field(default=1.0, gt=0, le=30)
-    # The user check's circuit breaker: open after this many failures in a row, for
-    # this long, then let one probe through.
-    user_service_breaker_failures: int = Field(default=5, ge=1)
-    user_service_breaker_open_seconds: float = Field(default=10.0, gt=0)
 
     idempotency_key_ttl_seconds: int = Field(default=86_400, ge=60)
     # How long a read waits for the read model to reach a version before it reads

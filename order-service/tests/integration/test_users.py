@@ -4,10 +4,10 @@ import uuid
 
 import grpc
 import pytest
-from purgatory.domain.model import OpenedState
 
 from devstack.testing import free_port
 from interchange_common.contracts import user_pb2, user_pb2_grpc
+from interchange_common.resilience import CircuitBreaker, CircuitOpen
 from interchange_common.rpc import service_interceptors
 from interchange_common.servicejwt import ServiceTokenIssuer
 from order_service.adapters.users import UserCheckUnavailable, UserDirectory, UserMayNotOrder
@@ -42,7 +42,7 @@ async def test_active_users_may_order_and_unknown_or_suspended_ones_may_not(user
             user_pb2.CreateUserRequest(name="S", email=f"s-{uuid.uuid4().hex[:8]}@example.com")
         )
         await stub.UpdateUser(user_pb2.UpdateUserRequest(id=suspended.id, status=user_pb2.SUSPENDED))
-        directory = UserDirectory(channel=channel, failures_to_open=2)
+        directory = UserDirectory(channel=channel, breaker=CircuitBreaker(name="users-a", failures_to_open=2))
         await directory.ensure_may_order(user_id=uuid.UUID(active.id))
         with pytest.raises(UserMayNotOrder):
             await directory.ensure_may_order(user_id=uuid.UUID(suspended.id))
@@ -57,7 +57,8 @@ async def test_active_users_may_order_and_unknown_or_suspended_ones_may_not(user
 async def test_an_unreachable_user_service_is_retried_then_the_breaker_fails_fast():
     counter = Counting()
     async with channel_to(f"127.0.0.1:{free_port()}", "unused-secret-" + "x" * 32, counter) as channel:
-        directory = UserDirectory(channel=channel, deadline_seconds=0.5, failures_to_open=2, attempts=3)
+        breaker = CircuitBreaker(name="users-b", failures_to_open=2)
+        directory = UserDirectory(channel=channel, breaker=breaker, deadline_seconds=0.5, attempts=3)
         for _ in range(2):
             with pytest.raises(UserCheckUnavailable) as failed:
                 await directory.ensure_may_order(user_id=uuid.uuid4())
@@ -65,5 +66,5 @@ async def test_an_unreachable_user_service_is_retried_then_the_breaker_fails_fas
         assert counter.calls == 2 * 3  # UNAVAILABLE: the call was not processed, so it was retried
         with pytest.raises(UserCheckUnavailable) as refused:
             await directory.ensure_may_order(user_id=uuid.uuid4())
-        assert isinstance(refused.value.__cause__, OpenedState)
+        assert isinstance(refused.value.__cause__, CircuitOpen)
         assert counter.calls == 6  # open: nothing was sent

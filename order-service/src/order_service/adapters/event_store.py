@@ -1,7 +1,8 @@
 """Orders in event-store, over gRPC: stream ``order-<id>``, state from the latest
 snapshot plus the events after it, appends at the expected version, and a new
 snapshot every ``snapshot_every`` events (best effort: a lost snapshot only costs
-a longer read next time)."""
+a longer read next time). Reads and appends share one circuit breaker and one retry
+budget: the event store is one upstream."""
 
 import logging
 import uuid
@@ -16,6 +17,7 @@ from interchange_common.contracts import eventstore_pb2 as pb
 from interchange_common.contracts import eventstore_pb2_grpc as pb_grpc
 from interchange_common.events import RecordedEvent
 from interchange_common.projections import from_proto
+from interchange_common.resilience import CircuitBreaker, CircuitOpen, RetryBudget
 from interchange_common.rpc import call_within
 from order_service.domain.errors import ConcurrencyConflict, OrderStoreUnavailable
 from order_service.domain.order import (
@@ -50,8 +52,18 @@ _SEND_ATTEMPTS = 3
 
 
 class EventStoreOrders:
-    def __init__(self, *, channel: grpc.aio.Channel, deadline_seconds: float = 2.0, snapshot_every: int = 50) -> None:
+    def __init__(
+        self,
+        *,
+        channel: grpc.aio.Channel,
+        breaker: CircuitBreaker | None = None,
+        budget: RetryBudget | None = None,
+        deadline_seconds: float = 2.0,
+        snapshot_every: int = 50,
+    ) -> None:
         self._stub = pb_grpc.EventStoreStub(channel)
+        self._breaker = breaker
+        self._budget = budget
         self._deadline = deadline_seconds
         self._snapshot_every = snapshot_every
 
@@ -127,7 +139,16 @@ class EventStoreOrders:
     async def _read(self, method: Callable[..., Awaitable[_Reply]], request: object) -> _Reply:
         """A read: safe to repeat, so retried while the event store is unavailable."""
         try:
-            return await call_within(method, request, deadline=self._deadline, retry_on=_RETRIED_READS)
+            return await call_within(
+                method,
+                request,
+                deadline=self._deadline,
+                retry_on=_RETRIED_READS,
+                budget=self._budget,
+                breaker=self._breaker,
+            )
+        except CircuitOpen as e:
+            raise OrderStoreUnavailable("the event store is failing; not asked again yet") from e
         except TimeoutError as e:
             raise OrderStoreUnavailable("the event store did not answer within the deadline") from e
         except grpc.aio.AioRpcError as e:
@@ -140,7 +161,16 @@ class EventStoreOrders:
         request again: the event ids make it safe, and a first attempt that did commit
         comes back as already recorded instead of a duplicate or a false conflict."""
         try:
-            return await call_within(self._stub.Append, request, deadline=self._deadline, retry_on=_RETRIED_APPENDS)
+            return await call_within(
+                self._stub.Append,
+                request,
+                deadline=self._deadline,
+                retry_on=_RETRIED_APPENDS,
+                budget=self._budget,
+                breaker=self._breaker,
+            )
+        except CircuitOpen as e:
+            raise OrderStoreUnavailable("the event store is failing; not asked again yet") from e
         except TimeoutError as e:
             raise OrderStoreUnavailable("the event store did not answer within the deadline") from e
         except grpc.aio.AioRpcError as e:
