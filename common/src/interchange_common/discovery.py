@@ -61,6 +61,11 @@ class Discovery(Protocol):
     async def close(self) -> None: ...
 
 
+def parse_urls(value: str) -> list[str]:
+    """A comma-separated list of base URLs (one URL is a list of one)."""
+    return [url.strip().rstrip("/") for url in value.split(",") if url.strip()]
+
+
 def instance_from_url(url: str) -> Instance:
     parts = urlsplit(url.strip())
     if not parts.hostname or parts.scheme not in ("http", "https", "grpc"):

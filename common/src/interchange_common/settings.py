@@ -6,11 +6,16 @@ start when a secret is missing, too short, or one of the development placeholder
 that .env.example ships.
 """
 
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
+import consul.aio
+import dns.asyncresolver
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from interchange_common.balancing import Balancer
+from interchange_common.discovery import ConsulDiscovery, Discovery, DnsSrvDiscovery, StaticDiscovery
 from interchange_common.errors import ConfigurationError
 from interchange_common.resilience import CircuitBreaker, RetryBudget
 
@@ -57,8 +62,9 @@ class ServiceSettings(BaseSettings):
 
 
 class CallerSettings(ServiceSettings):
-    """Settings of a service that calls others synchronously: one circuit breaker and
-    one retry budget per upstream, all made with these numbers."""
+    """Settings of a service that calls others synchronously: how it finds their
+    instances, and one balancer, circuit breaker and retry budget per upstream, all
+    made with these numbers."""
 
     # Open after this many failed calls in a row, for this long; then let this many
     # probes through at once, whose success closes it.
@@ -68,6 +74,39 @@ class CallerSettings(ServiceSettings):
     # Retries may add this share of the calls made, plus this many per second.
     retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
     retry_budget_min_per_second: float = Field(default=1.0, ge=0)
+
+    # Where instances are found: "static" (the *_URL settings list them), "consul"
+    # (its health API at CONSUL_HTTP_ADDR) or "dns" (SRV at CONSUL_DNS_ADDR).
+    discovery: Literal["static", "consul", "dns"] = "static"
+    consul_http_addr: str = "127.0.0.1:8500"
+    consul_dns_addr: str = "127.0.0.1:8600"
+    # An instance failing this many calls in a row is passed over for this long
+    # (longer each time in a row, up to the maximum).
+    outlier_failures: int = Field(default=3, ge=1)
+    outlier_eject_seconds: float = Field(default=5.0, gt=0, le=300)
+    outlier_max_eject_seconds: float = Field(default=60.0, gt=0, le=3600)
+
+    def make_discovery(self, *, static_urls: Mapping[str, Sequence[str]]) -> Discovery:
+        if self.discovery == "static":
+            return StaticDiscovery(urls=static_urls)
+        if self.discovery == "consul":
+            host, _, port = self.consul_http_addr.removeprefix("http://").partition(":")
+            agent = consul.aio.Consul(host=host, port=int(port or 8500))
+            return ConsulDiscovery(health=agent.health, close=agent.close)
+        host, _, port = self.consul_dns_addr.partition(":")
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [host]
+        resolver.port = int(port or 8600)
+        return DnsSrvDiscovery(resolver=resolver)
+
+    def balancer(self, *, service: str, discovery: Discovery) -> Balancer:
+        return Balancer(
+            service=service,
+            discovery=discovery,
+            failures_to_eject=self.outlier_failures,
+            eject_seconds=self.outlier_eject_seconds,
+            max_eject_seconds=self.outlier_max_eject_seconds,
+        )
 
     def breaker(self, *, upstream: str) -> CircuitBreaker:
         return CircuitBreaker(

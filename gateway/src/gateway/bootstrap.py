@@ -1,11 +1,9 @@
 """The one place that builds the gateway: clients created, the app wired, served."""
 
 import logging
-from collections.abc import Mapping
 
 from redis.asyncio import Redis
 
-from gateway.adapters.instances import Instances, StaticInstances, parse_urls
 from gateway.adapters.ratelimiter import RedisRateLimiter
 from gateway.adapters.tickets import RedisTicketStore
 from gateway.adapters.tokens import JwksTokenVerifier
@@ -16,6 +14,7 @@ from gateway.domain.routes import NOTIFICATIONS, ORDERS, ROUTES, USERS
 from gateway.entrypoints.http import LiveSetup, create_app
 from gateway.entrypoints.live import LiveConnections
 from gateway.entrypoints.server import Listeners, serve_http
+from interchange_common.discovery import parse_urls
 from interchange_common.health import HealthCheck, Probe
 from interchange_common.servicejwt import ServiceTokenIssuer
 
@@ -35,16 +34,12 @@ def upstreams(*, settings: Settings) -> dict[str, Upstream]:
     }
 
 
-def instances(*, settings: Settings) -> Mapping[str, Instances]:
-    """Where each service's instances are: the *_SERVICE_URL lists (discovery comes here)."""
-    listed = {
-        USERS: settings.user_service_url,
-        ORDERS: settings.order_service_url,
-        NOTIFICATIONS: settings.notification_service_url,
-    }
+def static_urls(*, settings: Settings) -> dict[str, list[str]]:
+    """Each service's instances as the *_SERVICE_URL settings list them (static discovery)."""
     return {
-        name: StaticInstances(urls=parse_urls(urls), down_seconds=settings.instance_down_seconds)
-        for name, urls in listed.items()
+        "user-service": parse_urls(settings.user_service_url),
+        "order-service": parse_urls(settings.order_service_url),
+        "notification-service": parse_urls(settings.notification_service_url),
     }
 
 
@@ -56,9 +51,13 @@ def policies(*, settings: Settings) -> dict[str, RateLimitPolicy]:
 
 
 async def serve(*, settings: Settings) -> None:
+    targets = upstreams(settings=settings)
+    discovery = settings.make_discovery(static_urls=static_urls(settings=settings))
     upstream = UpstreamClient(
-        upstreams=upstreams(settings=settings),
-        instances=instances(settings=settings),
+        upstreams=targets,
+        balancers={name: settings.balancer(service=t.audience, discovery=discovery) for name, t in targets.items()},
+        breakers={name: settings.breaker(upstream=t.audience) for name, t in targets.items()},
+        budgets={name: settings.retry_budget(upstream=t.audience) for name, t in targets.items()},
         live_read_timeout_seconds=settings.live_read_timeout_seconds,
     )
     redis = Redis.from_url(
@@ -128,6 +127,7 @@ async def serve(*, settings: Settings) -> None:
         )
     finally:
         await upstream.close()
+        await discovery.close()
         await redis.aclose()
         _log.info("stopped")
 

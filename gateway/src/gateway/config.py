@@ -5,13 +5,13 @@ from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from gateway.adapters.instances import parse_urls
-from interchange_common.settings import ServiceSettings
+from interchange_common.discovery import parse_urls
+from interchange_common.settings import CallerSettings
 
 SERVICE_NAME = "gateway"
 
 
-class Settings(ServiceSettings):
+class Settings(CallerSettings):
     # HTTP/1.1 and h2c (HTTP/2 without TLS: prior knowledge or Upgrade).
     http_port: int = 8080
     # TLS with HTTP/2 or HTTP/1.1 by ALPN; served only when both files are set.
@@ -22,15 +22,13 @@ class Settings(ServiceSettings):
     redis_url: SecretStr
     redis_key_prefix: str = "interchange"
 
-    # Each *_SERVICE_URL may list several instances, comma-separated.
+    # Each *_SERVICE_URL may list several instances, comma-separated (static discovery).
     user_service_url: str
     user_service_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     order_service_url: str
     order_service_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     notification_service_url: str
     notification_service_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
-    # An instance that refused a connection is tried last for this long.
-    instance_down_seconds: float = Field(default=5.0, gt=0, le=300)
 
     jwt_issuer: str = "interchange"
     jwt_audience: str = "interchange-api"

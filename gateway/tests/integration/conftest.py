@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,8 @@ from redis.asyncio import Redis
 
 from devstack.testing import free_port, run_id
 from gateway.adapters.ratelimiter import RedisRateLimiter
+from interchange_common.balancing import Balancer
+from interchange_common.discovery import StaticDiscovery
 
 
 @pytest.fixture(scope="session")
@@ -182,3 +185,20 @@ def stand_in(notifications):
     notifications.reset()
     yield notifications
     notifications.release.set()
+
+
+def _balancer_over(*urls: str, service: str = "upstream") -> Balancer:
+    order = itertools.count()
+    return Balancer(
+        service=service,
+        discovery=StaticDiscovery(urls={service: list(urls)}),
+        rng=lambda: next(order) / 1e9,
+    )
+
+
+@pytest.fixture(scope="session")
+def balancer_over():
+    """``balancer_over(*urls)``: a balancer over ``urls`` (static discovery) that tries
+    them in the order listed, ejected ones last, so a test decides which instance a
+    call meets first."""
+    return _balancer_over

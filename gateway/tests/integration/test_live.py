@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from devstack.testing import eventually, free_port
-from gateway.adapters.instances import StaticInstances
 from gateway.adapters.tickets import RedisTicketStore
 from gateway.adapters.upstream import UpstreamClient
 from gateway.domain.errors import AuthenticationFailed, UpstreamUnavailable
@@ -45,13 +44,13 @@ class Gateway:
 
 
 @pytest.fixture(scope="module")
-async def gateway(notifications, redis, key_prefix):
+async def gateway(notifications, redis, key_prefix, balancer_over):
     dead = f"http://127.0.0.1:{free_port()}"
     # The refusing instance first: the very first call meets it.
-    instances = StaticInstances(urls=[dead, notifications.url], down_seconds=60)
+    instances = balancer_over(dead, notifications.url)
     client = UpstreamClient(
         upstreams={"notifications": Upstream("notifications", audience="notification-service", timeout_seconds=2)},
-        instances={"notifications": instances},
+        balancers={"notifications": instances},
         live_read_timeout_seconds=30,
     )
     await client.start()
@@ -367,20 +366,20 @@ async def test_listed_and_own_origins_are_let_in(gateway, stand_in, origin):
 # Several instances
 
 
-async def test_calls_pass_over_a_refusing_instance_and_mark_it_down(notifications, stand_in):
+async def test_calls_pass_over_a_refusing_instance_and_eject_it(notifications, stand_in, balancer_over):
     dead = f"http://127.0.0.1:{free_port()}"
-    instances = StaticInstances(urls=[dead, notifications.url], down_seconds=60)
+    instances = balancer_over(dead, notifications.url)
     client = UpstreamClient(
-        upstreams={"n": Upstream("n", audience="notification-service", timeout_seconds=2)}, instances={"n": instances}
+        upstreams={"n": Upstream("n", audience="notification-service", timeout_seconds=2)}, balancers={"n": instances}
     )
     await client.start()
     try:
-        # Round-robin starts at the top of the list: the first call meets the refusing
-        # instance, and even a POST moves on (nothing was sent).
+        # The first call meets the refusing instance, and even a POST moves on (nothing
+        # was sent); the refusal ejects it.
         answer = await client.forward(upstream="n", method="POST", path="/health", query="", headers={}, body=b"")
         assert answer.status == 200
         assert stand_in.health_methods[-1] == "POST"
-        assert [instances.candidates() for _ in range(2)] == [[notifications.url, dead]] * 2
+        assert [[i.url for i in await instances.candidates()] for _ in range(2)] == [[notifications.url, dead]] * 2
         stand_in.release.set()
         stream = await client.open_stream(upstream="n", path="/internal/events", query="", headers={})
         assert stream.status == 200
@@ -393,10 +392,10 @@ async def test_calls_pass_over_a_refusing_instance_and_mark_it_down(notification
         await client.close()
 
 
-async def test_health_fails_only_when_no_instance_answers():
+async def test_health_fails_only_when_no_instance_answers(balancer_over):
     client = UpstreamClient(
         upstreams={"n": Upstream("n", audience="notification-service", timeout_seconds=1)},
-        instances={"n": StaticInstances(urls=[f"http://127.0.0.1:{free_port()}"] * 2, down_seconds=60)},
+        balancers={"n": balancer_over(f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}")},
     )
     await client.start()
     try:

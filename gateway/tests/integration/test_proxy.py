@@ -4,9 +4,9 @@ import uuid
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from devstack.testing import free_port
-from gateway.adapters.instances import StaticInstances
 from gateway.adapters.upstream import UpstreamClient
 from gateway.domain.errors import AuthenticationFailed
 from gateway.domain.model import Access, Principal, RateLimitPolicy, Route, Upstream
@@ -37,18 +37,18 @@ async def verify(*, header):
 
 
 @pytest.fixture(scope="module")
-async def client(upstream, limiter, key_prefix):
+async def client(upstream, limiter, key_prefix, balancer_over):
     upstreams = {
         "things": Upstream("things", audience="thing-service"),
         "down": Upstream("down", audience="down-service"),
         "slow": Upstream("slow", audience="thing-service", timeout_seconds=0.2),
     }
-    instances = {
-        "things": StaticInstances(urls=[upstream.url], down_seconds=5),
-        "down": StaticInstances(urls=[f"http://127.0.0.1:{free_port()}"], down_seconds=5),
-        "slow": StaticInstances(urls=[upstream.url], down_seconds=5),
+    balancers = {
+        "things": balancer_over(upstream.url),
+        "down": balancer_over(f"http://127.0.0.1:{free_port()}"),
+        "slow": balancer_over(upstream.url),
     }
-    forwarder = UpstreamClient(upstreams=upstreams, instances=instances)
+    forwarder = UpstreamClient(upstreams=upstreams, balancers=balancers)
     await forwarder.start()
     app = create_app(
         routes=ROUTES,
@@ -128,6 +128,27 @@ async def test_a_dead_upstream_is_a_fast_503(client):
     response = await client.get("/api/down")
     assert response.status_code == 503
     assert response.json()["detail"] == "down-service is unavailable"
+
+
+async def test_a_dead_upstream_opens_its_breaker_and_is_then_refused_without_trying(client):
+    def state() -> float | None:
+        return REGISTRY.get_sample_value("circuit_breaker_state", {"breaker": "down-service"})
+
+    for _ in range(6):  # five failures in a row open it
+        response = await client.get("/api/down")
+        assert response.status_code == 503
+        if state() == 2:
+            break
+    assert state() == 2
+    refused = await client.get("/api/down")
+    assert refused.status_code == 503
+    assert int(refused.headers["retry-after"]) > 1  # the breaker's cool-down, not "try again now"
+
+
+async def test_the_route_timeout_reaches_the_upstream_as_its_deadline(client, upstream):
+    response = await client.get("/api/slow")
+    assert response.status_code == 200
+    assert 0 < int(upstream.seen[-1].headers["X-Request-Timeout-Ms"]) <= 200
 
 
 async def test_a_slow_upstream_is_a_504(client, upstream):

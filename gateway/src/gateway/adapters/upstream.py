@@ -10,11 +10,19 @@ forward       a request and its whole answer (the REST routes, JWKS, health)
 open_stream   a request whose answer is read as it comes (SSE), chunk by chunk
 open_socket   a WebSocket
 
-Failover: when an instance refuses the connection nothing was sent, so any call
-moves on to the next instance and the refusing one is marked down for a while. A
-connection reset before the answer completes moves a GET on too (a GET may be
-repeated), never a POST, which the instance may already have carried out. A
-timeout never moves on: the caller's deadline is spent.
+Each call goes through the upstream's circuit breaker (open: 503 at once, without
+trying) and its balancer (interchange_common.balancing: weighted order, passive
+ejection of an instance that keeps failing). Failover: when an instance refuses the
+connection nothing was sent, so any call moves on to the next instance. A connection
+reset before the answer completes moves a GET on too (a GET may be repeated), never
+a POST, which the instance may already have carried out. Each move is a retry, taken
+from the upstream's retry budget. A timeout never moves on: the caller's deadline is
+spent. What counts against an instance and the breaker: refused or dropped
+connections, timeouts, 502 and 504; an upstream's 503 is its answer about its own
+dependencies and counts as one.
+
+Deadlines: the route's timeout is the whole call's; each attempt gets what is left
+of it, and tells the instance in X-Request-Timeout-Ms (interchange_common.deadlines).
 """
 
 import asyncio
@@ -24,15 +32,20 @@ from typing import TypeVar
 
 import aiohttp
 
-from gateway.adapters.instances import Instances
-from gateway.domain.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.domain.errors import UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 from gateway.domain.model import Upstream
+from interchange_common.balancing import Balancer
+from interchange_common.deadlines import DEADLINE_HEADER, DeadlineExceeded, deadline_in, header_value, remaining
+from interchange_common.discovery import DiscoveryUnavailable
+from interchange_common.resilience import CircuitBreaker, CircuitOpen, RetryBudget
 
 # What the gateway hands back to the client from an upstream response.
 _RESPONSE_HEADERS = ("content-type", "etag", "location", "cache-control", "retry-after", "www-authenticate")
 _STREAM_HEADERS = ("content-type", "cache-control", "x-accel-buffering", "retry-after", "www-authenticate")
 _REPEATABLE = frozenset({"GET", "HEAD", "OPTIONS"})
 _MAX_MESSAGE_BYTES = 1024 * 1024
+# Answers that mean "the instance behind me failed", not an answer of the service's.
+_GATEWAY_FAILURES = frozenset({502, 504})
 
 T = TypeVar("T")
 
@@ -80,18 +93,23 @@ class UpstreamClient:
         self,
         *,
         upstreams: Mapping[str, Upstream],
-        instances: Mapping[str, Instances],
+        balancers: Mapping[str, Balancer],
+        breakers: Mapping[str, CircuitBreaker] | None = None,
+        budgets: Mapping[str, RetryBudget] | None = None,
         max_connections: int = 256,
         live_read_timeout_seconds: float | None = None,
     ) -> None:
         self._upstreams = dict(upstreams)
-        self._instances = dict(instances)
-        self._timeouts = {
-            name: aiohttp.ClientTimeout(total=upstream.timeout_seconds) for name, upstream in upstreams.items()
+        self._balancers = dict(balancers)
+        self._breakers = dict(breakers or {}) or {
+            name: CircuitBreaker(name=upstream.audience) for name, upstream in upstreams.items()
         }
-        # Live answers never end by themselves: only connecting and the headers have a
-        # deadline, and the body may pause up to the read timeout (heartbeats come sooner).
+        self._budgets = dict(budgets or {}) or {
+            name: RetryBudget(name=upstream.audience) for name, upstream in upstreams.items()
+        }
         self._live_timeouts = {
+            # Live answers never end by themselves: only connecting and the headers have a
+            # deadline, and the body may pause up to the read timeout (heartbeats come sooner).
             name: aiohttp.ClientTimeout(
                 total=None,
                 connect=upstream.timeout_seconds,
@@ -121,25 +139,64 @@ class UpstreamClient:
         assert self._session is not None, "UpstreamClient.start() was not awaited"
         return self._session
 
-    async def _first_answer(self, *, upstream: str, repeatable: bool, attempt: Callable[[str], Awaitable[T]]) -> T:
-        """``attempt`` on each instance in turn until one answers (see the module's docstring)."""
-        instances = self._instances[upstream]
+    async def _first_answer(
+        self, *, upstream: str, repeatable: bool, attempt: Callable[[str, float], Awaitable[T]], total: bool = True
+    ) -> T:
+        """``attempt(url, timeout)`` on each instance in turn until one answers (see
+        the module's docstring). ``total``: the route's timeout bounds the whole call."""
+        target = self._upstreams[upstream]
+        balancer, breaker, budget = self._balancers[upstream], self._breakers[upstream], self._budgets[upstream]
+        try:
+            candidates = await balancer.candidates()
+        except DiscoveryUnavailable as e:
+            raise UpstreamUnavailable(upstream) from e
+        try:
+            breaker.admit()
+        except CircuitOpen as e:
+            raise UpstreamUnavailable(upstream, retry_after=e.retry_after) from e
+        budget.first_attempt()
         failure: Exception | None = None
-        for url in instances.candidates():
+        with deadline_in(target.timeout_seconds if total else None):
             try:
-                return await attempt(url)
-            except aiohttp.ClientConnectorError as e:
-                instances.mark_down(url=url)
-                failure = e
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
-                if not repeatable:
-                    raise UpstreamUnavailable(upstream) from e
-                instances.mark_down(url=url)
-                failure = e
-            except TimeoutError as e:
-                raise UpstreamTimeout(upstream) from e
-            except aiohttp.ClientError as e:
-                raise UpstreamUnavailable(upstream) from e
+                for number, instance in enumerate(candidates):
+                    if number > 0 and not budget.try_retry():
+                        break
+                    try:
+                        left = remaining(at_most=target.timeout_seconds)
+                    except DeadlineExceeded as e:
+                        raise UpstreamTimeout(upstream) from e
+                    try:
+                        result = await attempt(instance.url, left)
+                    except aiohttp.ClientConnectorError as e:
+                        balancer.failed(instance, refused=True)
+                        failure = e
+                        continue
+                    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+                        balancer.failed(instance)
+                        if not repeatable:
+                            raise UpstreamUnavailable(upstream) from e
+                        failure = e
+                        continue
+                    except TimeoutError as e:
+                        balancer.failed(instance)
+                        raise UpstreamTimeout(upstream) from e
+                    except aiohttp.ClientError as e:
+                        balancer.failed(instance)
+                        raise UpstreamUnavailable(upstream) from e
+                    if getattr(result, "status", 200) in _GATEWAY_FAILURES:
+                        balancer.failed(instance)
+                        breaker.failed()
+                    else:
+                        balancer.succeeded(instance)
+                        breaker.succeeded()
+                    return result
+            except UpstreamFailed:
+                breaker.failed()
+                raise
+            except BaseException:
+                breaker.abandoned()
+                raise
+        breaker.failed()
         raise UpstreamUnavailable(upstream) from failure
 
     async def forward(
@@ -154,11 +211,16 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         session = self._started()
         target = path + (f"?{query}" if query else "")
-        timeout = self._timeouts[upstream]
 
-        async def attempt(url: str) -> UpstreamResponse:
+        async def attempt(url: str, seconds: float) -> UpstreamResponse:
+            sent = {**headers, DEADLINE_HEADER: header_value(timeout=seconds)}
             async with session.request(
-                method, url + target, headers=headers, data=body or None, timeout=timeout, allow_redirects=False
+                method,
+                url + target,
+                headers=sent,
+                data=body or None,
+                timeout=aiohttp.ClientTimeout(total=seconds),
+                allow_redirects=False,
             ) as response:
                 payload = await response.read()
                 kept = {name: response.headers[name] for name in _RESPONSE_HEADERS if name in response.headers}
@@ -172,12 +234,12 @@ class UpstreamClient:
         target = path + (f"?{query}" if query else "")
         timeout = self._live_timeouts[upstream]
 
-        async def attempt(url: str) -> UpstreamStream:
+        async def attempt(url: str, _: float) -> UpstreamStream:
             response = await session.get(url + target, headers=headers, timeout=timeout, allow_redirects=False)
             kept = {name: response.headers[name] for name in _STREAM_HEADERS if name in response.headers}
             return UpstreamStream(status=response.status, headers=kept, _response=response)
 
-        return await self._first_answer(upstream=upstream, repeatable=True, attempt=attempt)
+        return await self._first_answer(upstream=upstream, repeatable=True, attempt=attempt, total=False)
 
     async def open_socket(self, *, upstream: str, path: str, headers: dict[str, str]) -> UpstreamSocket:
         """A WebSocket to ``path``; a handshake the upstream refuses comes back as its status."""
@@ -185,7 +247,7 @@ class UpstreamClient:
         target = self._upstreams[upstream]
         timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=target.timeout_seconds)
 
-        async def attempt(url: str) -> UpstreamSocket:
+        async def attempt(url: str, _: float) -> UpstreamSocket:
             try:
                 async with asyncio.timeout(target.timeout_seconds):
                     socket = await session.ws_connect(
@@ -195,14 +257,14 @@ class UpstreamClient:
                 return UpstreamSocket(socket=None, refused_status=e.status)
             return UpstreamSocket(socket=socket)
 
-        return await self._first_answer(upstream=upstream, repeatable=True, attempt=attempt)
+        return await self._first_answer(upstream=upstream, repeatable=True, attempt=attempt, total=False)
 
     async def probe(self, *, upstream: str) -> None:
         """Raise unless some instance's health path answers 2xx within the timeout
         (all instances are asked at once: a silent one must not hide a healthy one)."""
         session = self._started()
         target = self._upstreams[upstream]
-        timeout = self._timeouts[upstream]
+        timeout = aiohttp.ClientTimeout(total=target.timeout_seconds)
 
         async def ask(url: str) -> None:
             async with session.get(url + target.health_path, timeout=timeout) as response:
@@ -210,7 +272,11 @@ class UpstreamClient:
                 if response.status >= 300:
                     raise UpstreamUnavailable(f"{upstream} answered {response.status}")
 
-        pending = {asyncio.ensure_future(ask(url)) for url in self._instances[upstream].candidates()}
+        try:
+            instances = await self._balancers[upstream].candidates()
+        except DiscoveryUnavailable as e:
+            raise UpstreamUnavailable(upstream) from e
+        pending = {asyncio.ensure_future(ask(instance.url)) for instance in instances}
         failure: BaseException | None = None
         try:
             while pending:
@@ -226,10 +292,9 @@ class UpstreamClient:
 
     async def get_json(self, *, upstream: str, path: str) -> dict[str, object]:
         session = self._started()
-        timeout = self._timeouts[upstream]
 
-        async def attempt(url: str) -> object:
-            async with session.get(url + path, timeout=timeout) as response:
+        async def attempt(url: str, seconds: float) -> object:
+            async with session.get(url + path, timeout=aiohttp.ClientTimeout(total=seconds)) as response:
                 response.raise_for_status()
                 return await response.json()
 

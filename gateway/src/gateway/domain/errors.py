@@ -6,7 +6,7 @@ GatewayError
  ├── RateLimited            over the caller's limit (429)
  ├── StoreUnavailable       Redis, where tickets live, did not answer (503)
  └── UpstreamFailed         the service behind the route did not answer
-      ├── UpstreamUnavailable   connection refused or reset (503)
+      ├── UpstreamUnavailable   connection refused or reset, breaker open (503)
       └── UpstreamTimeout       no answer within the route's timeout (504)
 """
 
@@ -40,7 +40,12 @@ class UpstreamFailed(GatewayError):
 
 
 class UpstreamUnavailable(UpstreamFailed):
-    """The upstream refused or dropped the connection."""
+    """The upstream refused or dropped the connection, or its circuit breaker is open
+    (then ``retry_after`` says for how long)."""
+
+    def __init__(self, upstream: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(upstream)
+        self.retry_after = retry_after
 
 
 class UpstreamTimeout(UpstreamFailed):

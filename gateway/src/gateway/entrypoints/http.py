@@ -29,7 +29,7 @@ from starlette.staticfiles import StaticFiles
 
 from gateway.adapters.tickets import RedisTicketStore
 from gateway.adapters.upstream import UpstreamClient
-from gateway.domain.errors import AuthenticationFailed, Forbidden, UpstreamTimeout, UpstreamUnavailable
+from gateway.domain.errors import AuthenticationFailed, Forbidden, UpstreamFailed
 from gateway.domain.model import Access, Principal, RateDecision, RateLimitPolicy, Route
 from gateway.entrypoints.live import (
     CallerGate,
@@ -38,6 +38,7 @@ from gateway.entrypoints.live import (
     events_endpoint,
     socket_endpoint,
     ticket_endpoint,
+    upstream_failure,
 )
 from interchange_common.actors import ACTOR_ID_HEADER, ACTOR_ROLES_HEADER
 from interchange_common.asgi import ObservabilityMiddleware
@@ -121,11 +122,8 @@ def proxy_endpoint(
                 headers=headers,
                 body=await request.body(),
             )
-        except UpstreamTimeout:
-            return problem_response(status=504, detail=f"{audience} did not answer in time", headers=limit_headers)
-        except UpstreamUnavailable:
-            limit_headers["Retry-After"] = "1"
-            return problem_response(status=503, detail=f"{audience} is unavailable", headers=limit_headers)
+        except UpstreamFailed as e:
+            return upstream_failure(e, audience=audience, headers=limit_headers)
         return Response(content=answer.body, status_code=answer.status, headers={**answer.headers, **limit_headers})
 
     return endpoint

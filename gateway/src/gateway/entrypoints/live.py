@@ -23,6 +23,7 @@ How a WebSocket ends:
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,14 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from gateway.adapters.tickets import RedisTicketStore
 from gateway.adapters.upstream import UpstreamClient, UpstreamStream
-from gateway.domain.errors import AuthenticationFailed, RateLimited, StoreUnavailable, UpstreamFailed, UpstreamTimeout
+from gateway.domain.errors import (
+    AuthenticationFailed,
+    RateLimited,
+    StoreUnavailable,
+    UpstreamFailed,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from gateway.domain.model import Principal, RateDecision, RateLimitPolicy, origin_allowed
 from interchange_common.actors import ACTOR_EXPIRES_HEADER, ACTOR_ID_HEADER, ACTOR_ROLES_HEADER
 from interchange_common.problems import problem_response
@@ -150,6 +158,19 @@ def _refusal(error: AuthenticationFailed | RateLimited | StoreUnavailable) -> Re
     return problem_response(status=503, detail=str(error), headers={"Retry-After": "1"})
 
 
+def upstream_failure(error: UpstreamFailed, *, audience: str, headers: dict[str, str]) -> Response:
+    """504 when the upstream did not answer in time; otherwise 503 with Retry-After
+    (how long its circuit breaker stays open, or a second)."""
+    if isinstance(error, UpstreamTimeout):
+        return problem_response(status=504, detail=f"{audience} did not answer in time", headers=headers)
+    retry_after = error.retry_after if isinstance(error, UpstreamUnavailable) else 1.0
+    return problem_response(
+        status=503,
+        detail=f"{audience} is unavailable",
+        headers={**headers, "Retry-After": str(max(1, math.ceil(retry_after)))},
+    )
+
+
 def ticket_endpoint(*, gate: CallerGate, tickets: RedisTicketStore) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
@@ -207,11 +228,8 @@ def events_endpoint(
         query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k in _EVENTS_QUERY])
         try:
             stream = await upstream.open_stream(upstream=upstream_name, path=EVENTS_PATH, query=query, headers=headers)
-        except UpstreamTimeout:
-            return problem_response(status=504, detail=f"{audience} did not answer in time", headers=limit_headers)
-        except UpstreamFailed:
-            limit_headers["Retry-After"] = "1"
-            return problem_response(status=503, detail=f"{audience} is unavailable", headers=limit_headers)
+        except UpstreamFailed as e:
+            return upstream_failure(e, audience=audience, headers=limit_headers)
         return _RelayedStream(stream=stream, headers={**stream.headers, **limit_headers}, live=live)
 
     return endpoint
