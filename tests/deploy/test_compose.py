@@ -161,6 +161,7 @@ def test_the_native_runner_runs_what_compose_runs(document):
     assert native["gateway"].depends_on == [
         "user-service",
         "order-service",
+        "order-service-2",
         "notification-service",
         "notification-service-2",
     ]
@@ -175,6 +176,8 @@ def test_the_native_runner_runs_what_compose_runs(document):
     assert (first.environment["HTTP_PORT"], second.environment["HTTP_PORT"]) == ("8003", "8013")
     assert (first.environment["TCP_PORT"], second.environment["TCP_PORT"]) == ("9000", "9010")
     assert gateway["NOTIFICATION_SERVICE_URL"] == "http://127.0.0.1:8003,http://127.0.0.1:8013"
+    assert native["order-service-2"].environment["HTTP_PORT"] == "8012"
+    assert gateway["ORDER_SERVICE_URL"] == "http://127.0.0.1:8002,http://127.0.0.1:8012"
     # gRPC addresses are URLs too (grpc://host:port), so they follow the port map.
     assert native["order-service"].environment["EVENT_STORE_URL"] == "grpc://127.0.0.1:50054"
 

@@ -19,7 +19,7 @@ import httpx
 
 from devstack.accounts import Account, register
 from devstack.mailsink import body_of
-from devstack.shop import ITEMS
+from devstack.shop import ITEMS, ORDER_INSTANCES
 from devstack.testing import wait_for
 
 ORDERS = 200
@@ -28,7 +28,7 @@ SEED = random.randrange(1_000_000)
 
 
 # A short open breaker: user-service answers again a second or two after its restart.
-SHOP_ENV = {"order-service": {"BREAKER_OPEN_SECONDS": "1"}}
+SHOP_ENV = {instance: {"BREAKER_OPEN_SECONDS": "1"} for instance in ORDER_INSTANCES}
 
 
 class Ledger:

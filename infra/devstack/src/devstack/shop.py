@@ -24,6 +24,7 @@ from devstack.testing import isolated_stack, run_id, wait_for
 
 ITEMS = [{"sku": "CHAIR-9", "quantity": 2, "unit_price": "49.00"}]
 NOTIFICATION_INSTANCES = ("notification-service", "notification-service-2")
+ORDER_INSTANCES = ("order-service", "order-service-2")
 
 
 @dataclass

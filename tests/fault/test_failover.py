@@ -1,0 +1,136 @@
+"""Failure handling between services (issue 6), on a native stack with two
+order-service instances behind the gateway (static discovery):
+
+- SIGKILL one instance under steady traffic: a short, bounded burst of errors at
+  most, the dead instance is ejected from the gateway's set, and once restarted it
+  takes traffic again.
+- SIGSTOP user-service: order creation fails fast (the breaker's answer, not a
+  timeout) once the breaker opens; SIGCONT: a half-open probe succeeds and the
+  breaker closes by itself.
+"""
+
+import signal
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from devstack.accounts import Account, register
+from devstack.shop import ITEMS, ORDER_INSTANCES, Shop
+from devstack.testing import wait_for
+
+# Short cool-downs, so that the test sees them pass; a short user check deadline.
+SHOP_ENV = {
+    instance: {"BREAKER_OPEN_SECONDS": "2", "USER_SERVICE_DEADLINE_SECONDS": "0.5"} for instance in ORDER_INSTANCES
+} | {"gateway": {"OUTLIER_EJECT_SECONDS": "2", "OUTLIER_MAX_EJECT_SECONDS": "2"}}
+
+
+def sample(url: str, name: str, labels: dict[str, str]) -> float | None:
+    """One value from a service's /metrics, or None when it has no such sample."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and all(found.labels.get(k) == v for k, v in labels.items()):
+                return found.value
+    return None
+
+
+@dataclass
+class Traffic:
+    """Steady traffic through the gateway from one thread: each placed order is read
+    back; every outcome is recorded in order."""
+
+    gateway_url: str
+    account: Account
+    outcomes: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.gateway_url, timeout=10, headers=self.account.headers) as http:
+            while not self.stop.is_set():
+                try:
+                    placed = http.post(
+                        "/api/orders", json={"items": ITEMS}, headers={"Idempotency-Key": str(uuid.uuid4())}
+                    )
+                    self.outcomes.append(str(placed.status_code))
+                    if placed.status_code == 201:
+                        read = http.get(f"/api/orders/{placed.json()['id']}")
+                        self.outcomes.append(str(read.status_code))
+                except httpx.TransportError as e:
+                    self.outcomes.append(type(e).__name__)
+
+    def count(self) -> int:
+        return len(self.outcomes)
+
+
+def test_a_killed_order_instance_costs_a_short_burst_is_ejected_and_returns(shop: Shop):
+    gateway_url = shop.stack.url("gateway", 8080)
+    second = shop.stack.url(ORDER_INSTANCES[1], 8002)
+    second_id = f"127.0.0.1:{shop.stack.port(ORDER_INSTANCES[1], 8002)}"
+    traffic = Traffic(gateway_url=gateway_url, account=register(shop.gateway))
+    runner = threading.Thread(target=traffic.run)
+    runner.start()
+    try:
+        wait_for(lambda: traffic.count() >= 40, timeout=60, what="traffic before the kill")
+        before = traffic.count()
+        shop.stack.native.kill(ORDER_INSTANCES[1])
+        wait_for(lambda: traffic.count() >= before + 100, timeout=120, what="traffic after the kill")
+        ejected = sample(gateway_url, "upstream_instance_ejected", {"service": "order-service", "instance": second_id})
+        after = traffic.outcomes[before:]
+
+        shop.stack.native.restart(ORDER_INSTANCES[1])
+        served = {"method": "POST", "route": "/internal/orders", "status": "201"}
+        wait_for(
+            lambda: (sample(second, "http_requests_total", served) or 0) > 0,
+            timeout=60,
+            what="the restarted instance to take orders again",
+        )
+    finally:
+        traffic.stop.set()
+        runner.join(timeout=30)
+
+    errors = [outcome for outcome in after if outcome not in ("200", "201")]
+    assert len(errors) <= 3, Counter(after)  # at most the calls in flight on the killed instance
+    assert all(outcome in ("200", "201") for outcome in after[-50:]), Counter(after[-50:])
+    assert ejected == 1  # the gateway passed over it while it was dead
+    assert Counter(traffic.outcomes)["201"] > 0
+
+
+def test_a_stopped_user_service_fails_orders_fast_then_the_breaker_closes(shop: Shop):
+    account = register(shop.gateway)
+    instances = [shop.stack.url(instance, 8002) for instance in ORDER_INSTANCES]
+
+    def breakers_open() -> bool:
+        states = [sample(url, "circuit_breaker_state", {"breaker": "user-service"}) for url in instances]
+        return all(state == 2 for state in states)
+
+    shop.stack.native.kill("user-service", sig=signal.SIGSTOP)
+    try:
+        failures = []
+        while not breakers_open():
+            placed = shop.place(account)
+            assert placed.status_code == 503, placed.text
+            failures.append(placed.json()["detail"])
+            assert len(failures) <= 20, failures  # 5 failures in a row open each instance's breaker
+        refused = shop.place(account)
+        # The breaker's own answer: user-service was not asked, so no deadline was spent.
+        assert refused.status_code == 503
+        assert "not asked again yet" in refused.json()["detail"]
+    finally:
+        shop.stack.native.kill("user-service", sig=signal.SIGCONT)
+
+    placed = wait_for(
+        lambda: (answer := shop.place(account)).status_code == 201 and answer,
+        timeout=30,
+        interval=0.5,
+        what="an order to go through once a half-open probe succeeds",
+    )
+    assert placed.json()["status"] == "PLACED"
+    wait_for(
+        lambda: any(sample(url, "circuit_breaker_state", {"breaker": "user-service"}) == 0 for url in instances),
+        timeout=10,
+        what="a breaker closed by itself",
+    )
