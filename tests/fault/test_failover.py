@@ -122,8 +122,12 @@ def test_a_stopped_user_service_fails_orders_fast_then_the_breaker_closes(shop: 
     finally:
         shop.stack.native.kill("user-service", sig=signal.SIGCONT)
 
+    def placed_once() -> httpx.Response | None:
+        answer = shop.place(account)
+        return answer if answer.status_code == 201 else None
+
     placed = wait_for(
-        lambda: (answer := shop.place(account)).status_code == 201 and answer,
+        placed_once,
         timeout=30,
         interval=0.5,
         what="an order to go through once a half-open probe succeeds",
