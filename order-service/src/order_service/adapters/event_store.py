@@ -136,14 +136,17 @@ class EventStoreOrders:
             await self._snapshot(state)
         return state
 
-    async def _read(self, method: Callable[..., Awaitable[_Reply]], request: object) -> _Reply:
-        """A read: safe to repeat, so retried while the event store is unavailable."""
+    async def _call(
+        self, method: Callable[..., Awaitable[_Reply]], request: object, *, retry_on: frozenset[grpc.StatusCode]
+    ) -> _Reply:
+        """One call through the event store's breaker and retry budget; failing to get
+        an answer is OrderStoreUnavailable, the event store's answers are AioRpcErrors."""
         try:
             return await call_within(
                 method,
                 request,
                 deadline=self._deadline,
-                retry_on=_RETRIED_READS,
+                retry_on=retry_on,
                 budget=self._budget,
                 breaker=self._breaker,
             )
@@ -151,6 +154,11 @@ class EventStoreOrders:
             raise OrderStoreUnavailable("the event store is failing; not asked again yet") from e
         except TimeoutError as e:
             raise OrderStoreUnavailable("the event store did not answer within the deadline") from e
+
+    async def _read(self, method: Callable[..., Awaitable[_Reply]], request: object) -> _Reply:
+        """A read: safe to repeat, so retried while the event store is unavailable."""
+        try:
+            return await self._call(method, request, retry_on=_RETRIED_READS)
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 raise _NoSnapshot from e
@@ -161,18 +169,7 @@ class EventStoreOrders:
         request again: the event ids make it safe, and a first attempt that did commit
         comes back as already recorded instead of a duplicate or a false conflict."""
         try:
-            return await call_within(
-                self._stub.Append,
-                request,
-                deadline=self._deadline,
-                retry_on=_RETRIED_APPENDS,
-                budget=self._budget,
-                breaker=self._breaker,
-            )
-        except CircuitOpen as e:
-            raise OrderStoreUnavailable("the event store is failing; not asked again yet") from e
-        except TimeoutError as e:
-            raise OrderStoreUnavailable("the event store did not answer within the deadline") from e
+            return await self._call(self._stub.Append, request, retry_on=_RETRIED_APPENDS)
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 raise ConcurrencyConflict(str(e.details())) from e
