@@ -7,6 +7,8 @@ order-service instances behind the gateway (static discovery):
 - SIGSTOP user-service: order creation fails fast (the breaker's answer, not a
   timeout) once the breaker opens; SIGCONT: a half-open probe succeeds and the
   breaker closes by itself.
+- SIGTERM one instance under steady traffic: it drains (and would deregister from
+  Consul first), finishes what is in flight and exits 0; no client sees an error.
 """
 
 import signal
@@ -22,9 +24,9 @@ from devstack.accounts import Account, register
 from devstack.shop import ITEMS, ORDER_INSTANCES, Shop
 from devstack.testing import wait_for
 
-# Short cool-downs, so that the test sees them pass; a short user check deadline.
+# Cool-downs the test can wait out; a short user check deadline.
 SHOP_ENV = {
-    instance: {"BREAKER_OPEN_SECONDS": "2", "USER_SERVICE_DEADLINE_SECONDS": "0.5"} for instance in ORDER_INSTANCES
+    instance: {"BREAKER_OPEN_SECONDS": "5", "USER_SERVICE_DEADLINE_SECONDS": "0.5"} for instance in ORDER_INSTANCES
 } | {"gateway": {"OUTLIER_EJECT_SECONDS": "2", "OUTLIER_MAX_EJECT_SECONDS": "2"}}
 
 
@@ -114,7 +116,9 @@ def test_a_stopped_user_service_fails_orders_fast_then_the_breaker_closes(shop: 
             placed = shop.place(account)
             assert placed.status_code == 503, placed.text
             failures.append(placed.json()["detail"])
-            assert len(failures) <= 20, failures  # 5 failures in a row open each instance's breaker
+            # Five failures in a row open each instance's breaker, which stays open 5 s:
+        # both are open at once well before the first one's cool-down ends.
+        assert len(failures) <= 20, failures
         refused = shop.place(account)
         # The breaker's own answer: user-service was not asked, so no deadline was spent.
         assert refused.status_code == 503
@@ -138,3 +142,32 @@ def test_a_stopped_user_service_fails_orders_fast_then_the_breaker_closes(shop: 
         timeout=10,
         what="a breaker closed by itself",
     )
+
+
+def test_a_terminated_order_instance_drains_and_no_client_sees_an_error(shop: Shop):
+    native = shop.stack.native
+    traffic = Traffic(gateway_url=shop.stack.url("gateway", 8080), account=register(shop.gateway))
+    runner = threading.Thread(target=traffic.run)
+    runner.start()
+    try:
+        wait_for(lambda: traffic.count() >= 40, timeout=60, what="traffic before SIGTERM")
+        before = traffic.count()
+        native.kill(ORDER_INSTANCES[1], sig=signal.SIGTERM)
+        exit_code = wait_for(
+            lambda: (code := native.returncode(ORDER_INSTANCES[1])) is not None and (code,),
+            timeout=30,
+            what="the instance to drain and exit",
+        )
+        exited_at = traffic.count()
+        wait_for(lambda: traffic.count() >= exited_at + 50, timeout=60, what="traffic after it exited")
+    finally:
+        traffic.stop.set()
+        runner.join(timeout=30)
+    native.restart(ORDER_INSTANCES[1])
+
+    assert exit_code == (0,)
+    during = traffic.outcomes[before:]
+    # Draining answered every request it had and told the gateway to close its
+    # connections; then the closed door (connection refused) sent callers to the other.
+    assert all(outcome in ("200", "201") for outcome in during), Counter(during)
+    assert traffic.count() - exited_at >= 50

@@ -7,6 +7,8 @@ For each HTTP request it
 - takes the caller's deadline (X-Request-Timeout-Ms, interchange_common.deadlines)
   for the work it starts and answers 504 when it passes;
 - cancels the request's work when the caller goes away before the answer;
+- while the instance drains (interchange_common.lifecycle), asks HTTP/1.1 callers
+  to close the connection after the answer;
 - turns an unhandled exception into a 500 problem (logged, never shown);
 - writes one access log line and records Prometheus metrics by route template.
 
@@ -21,6 +23,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
+from interchange_common import lifecycle
 from interchange_common.deadlines import DEADLINE_HEADER, deadline_in, parse_timeout
 from interchange_common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from interchange_common.requestctx import REQUEST_ID_HEADER, accept_request_id, request_id_var
@@ -33,6 +36,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _REQUEST_ID_HEADER_BYTES = REQUEST_ID_HEADER.encode()
 _DEADLINE_HEADER_BYTES = DEADLINE_HEADER.encode()
+_CONNECTION_CLOSE = (b"connection", b"close")
+_CLOSABLE_VERSIONS = ("1.0", "1.1")  # HTTP/2 has no Connection header (it sends GOAWAY)
 _log = logging.getLogger("interchange.access")
 
 REQUESTS = Counter("http_requests_total", "HTTP requests served", ["method", "route", "status"])
@@ -132,6 +137,9 @@ class ObservabilityMiddleware:
                 status = message["status"]
                 response_started = True
                 message["headers"] = [*message.get("headers", ()), rid_header]
+                if lifecycle.current().draining and scope.get("http_version") in _CLOSABLE_VERSIONS:
+                    # Going away: the caller retires this connection after the answer.
+                    message["headers"].append(_CONNECTION_CLOSE)
             elif not message.get("more_body", False):
                 watch.response_complete = True
             await send(message)

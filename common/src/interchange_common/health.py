@@ -15,6 +15,8 @@ import orjson
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from interchange_common import lifecycle
+
 Probe = Callable[[], Awaitable[None]]
 
 
@@ -76,11 +78,15 @@ def health_response(*, results: Sequence[CheckResult]) -> Response:
 
 
 def health_router(*, checks: Callable[[], Sequence[HealthCheck]]) -> APIRouter:
-    """GET /health (dependencies) and GET /health/live (the process answers)."""
+    """GET /health (dependencies; 503 "draining" once the instance is stopping) and
+    GET /health/live (the process answers)."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/health", summary="Health of every dependency, checked in parallel")
     async def health() -> Response:
+        if lifecycle.current().draining:
+            # Going away: no new work from anyone who still asks (load balancers, Consul).
+            return Response(content=b'{"status":"draining"}', status_code=503, media_type="application/json")
         return health_response(results=await run_checks(checks=checks()))
 
     @router.get("/health/live", summary="The process is up and serving")

@@ -2,15 +2,17 @@
 
 uvicorn drains connections on SIGTERM/SIGINT, then re-raises the signal, which
 would end the process before the service closes its gRPC server, pools and
-registrations. Here the signal only stops serving; ``serve_http`` returns and the
-caller's shutdown runs to the end.
+registrations. Here the signal starts the instance's shutdown (lifecycle.Shutdown:
+draining, deregistered, ``drain_seconds`` of serving on), then the server stops
+accepting, finishes what is in flight, and ``serve_http`` returns, so the caller's
+shutdown runs to the end. A second Ctrl-C stops at once.
 
 Long-lived responses (Server-Sent Events) never finish by themselves, so uvicorn's
-drain would wait its full grace period for them: ``on_exit`` hears of the signal at
-once, for the service to end them (it runs inside the signal handler: it must only
-schedule work, e.g. with ``loop.call_soon_threadsafe``).
+drain would wait its full grace period for them: ``on_exit`` is called when the
+drain ends, for the service to end them (their clients reconnect elsewhere).
 """
 
+import asyncio
 import signal
 from collections.abc import Callable
 from types import FrameType
@@ -18,19 +20,32 @@ from typing import Any
 
 import uvicorn
 
+from interchange_common import lifecycle
+
 
 class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, *, on_exit: Callable[[], None] | None) -> None:
         super().__init__(config)
         self._on_exit = on_exit
+        self._stop_requested = False
+        self._draining: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True  # a second Ctrl-C: stop waiting for open connections
-        else:
-            self.should_exit = True
-            if self._on_exit is not None:
-                self._on_exit()
+        # In the signal handler: only note it; the next tick starts the drain.
+        if self._stop_requested and sig == signal.SIGINT:
+            self.should_exit = self.force_exit = True  # a second Ctrl-C: stop now
+        self._stop_requested = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._stop_requested and self._draining is None:
+            self._draining = asyncio.create_task(self._drain())
+        return await super().on_tick(counter)
+
+    async def _drain(self) -> None:
+        await lifecycle.current().begin()
+        if self._on_exit is not None:
+            self._on_exit()
+        self.should_exit = True
 
 
 async def serve_http(

@@ -46,6 +46,14 @@ class ServiceSettings(BaseSettings):
     # Shared key for service-to-service tokens (HS256); every service holds it.
     service_jwt_secret: SecretStr
     service_token_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+    # A Consul agent (host:port): when set, the instance registers itself at start-up
+    # and deregisters first when told to stop. SERVICE_ADDRESS is where others reach
+    # it (default: the host name, which compose's network resolves).
+    consul_http_addr: str = ""
+    service_address: str = ""
+    # On SIGTERM/SIGINT: answer and drain for this long (health 503, Connection:
+    # close) before the listener closes, so callers move elsewhere without errors.
+    drain_seconds: float = Field(default=2.0, ge=0, le=60)
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> "ServiceSettings":
@@ -59,6 +67,12 @@ class ServiceSettings(BaseSettings):
     def _secrets(self) -> dict[str, str]:
         """Secret settings by environment variable name; subclasses extend this."""
         return {"SERVICE_JWT_SECRET": self.service_jwt_secret.get_secret_value()}
+
+
+def consul_agent(address: str) -> consul.aio.Consul:
+    """A client of the Consul agent at ``host:port`` (an http:// prefix is allowed)."""
+    host, _, port = address.removeprefix("http://").partition(":")
+    return consul.aio.Consul(host=host, port=int(port or 8500))
 
 
 class CallerSettings(ServiceSettings):
@@ -78,7 +92,6 @@ class CallerSettings(ServiceSettings):
     # Where instances are found: "static" (the *_URL settings list them), "consul"
     # (its health API at CONSUL_HTTP_ADDR) or "dns" (SRV at CONSUL_DNS_ADDR).
     discovery: Literal["static", "consul", "dns"] = "static"
-    consul_http_addr: str = "127.0.0.1:8500"
     consul_dns_addr: str = "127.0.0.1:8600"
     # An instance failing this many calls in a row is passed over for this long
     # (longer each time in a row, up to the maximum).
@@ -86,12 +99,17 @@ class CallerSettings(ServiceSettings):
     outlier_eject_seconds: float = Field(default=5.0, gt=0, le=300)
     outlier_max_eject_seconds: float = Field(default=60.0, gt=0, le=3600)
 
+    @model_validator(mode="after")
+    def _consul_discovery_needs_an_agent(self) -> "CallerSettings":
+        if self.discovery == "consul" and not self.consul_http_addr:
+            raise ValueError("DISCOVERY=consul needs CONSUL_HTTP_ADDR")
+        return self
+
     def make_discovery(self, *, static_urls: Mapping[str, Sequence[str]]) -> Discovery:
         if self.discovery == "static":
             return StaticDiscovery(urls=static_urls)
         if self.discovery == "consul":
-            host, _, port = self.consul_http_addr.removeprefix("http://").partition(":")
-            agent = consul.aio.Consul(host=host, port=int(port or 8500))
+            agent = consul_agent(self.consul_http_addr)
             return ConsulDiscovery(health=agent.health, close=agent.close)
         host, _, port = self.consul_dns_addr.partition(":")
         resolver = dns.asyncresolver.Resolver(configure=False)

@@ -126,7 +126,10 @@ class UpstreamClient:
         return self._upstreams
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=30, ttl_dns_cache=10)
+        # Idle connections are dropped before the services' own keep-alive timeout
+        # (uvicorn: 5 s) closes them: a request sent on a connection the server is
+        # closing at that moment would fail, and a POST cannot be sent again.
+        connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=4, ttl_dns_cache=10)
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding")
         )

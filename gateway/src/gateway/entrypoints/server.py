@@ -4,9 +4,10 @@ Hypercorn rather than uvicorn: it speaks HTTP/2, both in the clear (h2c, by prio
 knowledge or Upgrade) next to HTTP/1.1 on the HTTP port, and over TLS where ALPN
 picks h2 or http/1.1.
 
-SIGTERM or SIGINT stops accepting, ends the live connections at once (their clients
-reconnect, to another instance if there is one), gives the other requests up to the
-grace period and returns, so the caller's shutdown runs to the end. Hypercorn writes
+SIGTERM or SIGINT starts the instance's shutdown (interchange_common.lifecycle:
+draining, deregistered, ``DRAIN_SECONDS`` of serving on), then stops accepting, ends
+the live connections (their clients reconnect, to another instance if there is one),
+gives the other requests up to the grace period and returns, so the caller's shutdown runs to the end. Hypercorn writes
 no access log: the ObservabilityMiddleware does, without query strings (tickets
 travel there). The client address is the socket's peer: no proxy header is trusted.
 """
@@ -21,6 +22,8 @@ from typing import Any
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+
+from interchange_common import lifecycle
 
 _log = logging.getLogger(__name__)
 # At DEBUG these write out every header they encode or decode: Authorization, and the
@@ -87,6 +90,7 @@ async def serve_http(
 
     async def shutdown_trigger() -> None:
         await stopping.wait()
+        await lifecycle.current().begin()
         _log.info("shutting down", extra={"grace_seconds": grace_seconds})
         on_shutdown()
 

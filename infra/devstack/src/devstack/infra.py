@@ -62,6 +62,8 @@ class Infra:
     postgres_url: str
     redis_url: str
     rabbitmq_url: str
+    # A Consul agent (host:port) when CONSUL_HTTP_ADDR names one; none runs here by default.
+    consul_http_addr: str = ""
 
     def url_of(self, service: str) -> str:
         return {"postgres": self.postgres_url, "redis": self.redis_url, "rabbitmq": self.rabbitmq_url}[service]
@@ -162,7 +164,10 @@ def ensure_infra() -> Infra:
         lines = "\n".join(f"  - {_HOW_TO[name]}" for name in missing)
         raise InfraMissing(f"Interchange needs these servers and could not find them:\n{lines}")
     return Infra(
-        postgres_url=found["postgres"] or "", redis_url=found["redis"] or "", rabbitmq_url=found["rabbitmq"] or ""
+        postgres_url=found["postgres"] or "",
+        redis_url=found["redis"] or "",
+        rabbitmq_url=found["rabbitmq"] or "",
+        consul_http_addr=os.environ.get("CONSUL_HTTP_ADDR", ""),
     )
 
 

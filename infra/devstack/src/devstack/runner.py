@@ -175,6 +175,10 @@ class NativeStack:
         self._spawn(dataclasses.replace(planned, environment={**planned.environment, **(environment or {})}))
         self._wait_healthy(self.running[-1], deadline=time.monotonic() + health_timeout)
 
+    def returncode(self, name: str) -> int | None:
+        """The exit status of one service's process; None while it runs."""
+        return self._running(name).process.poll()
+
     def exited(self) -> list[str]:
         """Names of services whose process has ended."""
         return [running.service.name for running in self.running if running.process.poll() is not None]

@@ -54,8 +54,22 @@ def plan(*, options: StackOptions, infra: Infra) -> list[NativeService]:
     if options.only is not None:
         services = _with_dependencies(services, options.only)
     for service in services:
+        _use_consul_if_any(service, consul_http_addr=infra.consul_http_addr)
         service.environment.update(options.env_overrides.get(service.name, {}))
     return services
+
+
+def _use_consul_if_any(service: NativeService, *, consul_http_addr: str) -> None:
+    """Compose's services register with compose's Consul and the gateway discovers
+    through it. Natively: the agent CONSUL_HTTP_ADDR names, else no registration and
+    static discovery (the *_SERVICE_URL lists)."""
+    environment = service.environment
+    if "CONSUL_HTTP_ADDR" in environment:
+        environment["CONSUL_HTTP_ADDR"] = consul_http_addr
+        if consul_http_addr:
+            environment["SERVICE_ADDRESS"] = "127.0.0.1"
+    if "DISCOVERY" in environment and not consul_http_addr:
+        environment["DISCOVERY"] = "static"
 
 
 def _with_dependencies(services: list[NativeService], wanted: frozenset[str]) -> list[NativeService]:
