@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter
 from pydantic import AfterValidator
 
 from interchange_common.deadlines import adopt_timeout, remaining
@@ -29,6 +30,8 @@ from interchange_common.requestctx import REQUEST_ID_HEADER, accept_request_id, 
 from interchange_common.resilience import CircuitBreaker, RetryBudget, retrying
 from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
 
+CLIENT_CALLS = Counter("rpc_client_calls_total", "gRPC calls made (each may take several attempts)", ["upstream"])
+CLIENT_ATTEMPTS = Counter("rpc_client_attempts_total", "gRPC attempts sent, retries included", ["upstream"])
 _OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 _log = logging.getLogger("interchange.rpc")
 
@@ -284,6 +287,8 @@ async def call_within(
     Raises the last AioRpcError, or TimeoutError when no time is left."""
     deadline = remaining(at_most=deadline)
     started = time.monotonic()
+    upstream = breaker.name if breaker is not None else budget.name if budget is not None else "-"
+    CLIENT_CALLS.labels(upstream=upstream).inc()
 
     def retried(error: BaseException) -> bool:
         return isinstance(error, grpc.aio.AioRpcError) and error.code() in retry_on
@@ -295,6 +300,7 @@ async def call_within(
                 left = deadline - (time.monotonic() - started)
                 if left <= 0:
                     raise TimeoutError(f"no answer within {deadline:.3f} s")
+                CLIENT_ATTEMPTS.labels(upstream=upstream).inc()
                 return await method(request, timeout=left)
     raise AssertionError("tenacity retries or raises")
 
