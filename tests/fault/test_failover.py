@@ -18,26 +18,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.accounts import Account, register
 from devstack.shop import ITEMS, ORDER_INSTANCES, Shop
-from devstack.testing import wait_for
+from devstack.testing import metric, wait_for
 
 # Cool-downs the test can wait out; a short user check deadline.
 SHOP_ENV = {
     instance: {"BREAKER_OPEN_SECONDS": "5", "USER_SERVICE_DEADLINE_SECONDS": "0.5"} for instance in ORDER_INSTANCES
 } | {"gateway": {"OUTLIER_EJECT_SECONDS": "2", "OUTLIER_MAX_EJECT_SECONDS": "2"}}
-
-
-def sample(url: str, name: str, labels: dict[str, str]) -> float | None:
-    """One value from a service's /metrics, or None when it has no such sample."""
-    text = httpx.get(f"{url}/metrics", timeout=5).text
-    for family in text_string_to_metric_families(text):
-        for found in family.samples:
-            if found.name == name and all(found.labels.get(k) == v for k, v in labels.items()):
-                return found.value
-    return None
 
 
 @dataclass
@@ -80,13 +69,13 @@ def test_a_killed_order_instance_costs_a_short_burst_is_ejected_and_returns(shop
         before = traffic.count()
         shop.stack.native.kill(ORDER_INSTANCES[1])
         wait_for(lambda: traffic.count() >= before + 100, timeout=120, what="traffic after the kill")
-        ejected = sample(gateway_url, "upstream_instance_ejected", {"service": "order-service", "instance": second_id})
+        ejected = metric(gateway_url, "upstream_instance_ejected", {"service": "order-service", "instance": second_id})
         after = traffic.outcomes[before:]
 
         shop.stack.native.restart(ORDER_INSTANCES[1])
         served = {"method": "POST", "route": "/internal/orders", "status": "201"}
         wait_for(
-            lambda: (sample(second, "http_requests_total", served) or 0) > 0,
+            lambda: (metric(second, "http_requests_total", served) or 0) > 0,
             timeout=60,
             what="the restarted instance to take orders again",
         )
@@ -106,7 +95,7 @@ def test_a_stopped_user_service_fails_orders_fast_then_the_breaker_closes(shop: 
     instances = [shop.stack.url(instance, 8002) for instance in ORDER_INSTANCES]
 
     def breakers_open() -> bool:
-        states = [sample(url, "circuit_breaker_state", {"breaker": "user-service"}) for url in instances]
+        states = [metric(url, "circuit_breaker_state", {"breaker": "user-service"}) for url in instances]
         return all(state == 2 for state in states)
 
     shop.stack.native.kill("user-service", sig=signal.SIGSTOP)
@@ -138,7 +127,7 @@ def test_a_stopped_user_service_fails_orders_fast_then_the_breaker_closes(shop: 
     )
     assert placed.json()["status"] == "PLACED"
     wait_for(
-        lambda: any(sample(url, "circuit_breaker_state", {"breaker": "user-service"}) == 0 for url in instances),
+        lambda: any(metric(url, "circuit_breaker_state", {"breaker": "user-service"}) == 0 for url in instances),
         timeout=10,
         what="a breaker closed by itself",
     )

@@ -13,14 +13,12 @@ import json
 from pathlib import Path
 from typing import Protocol
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.accounts import register
 from devstack.faults import LatencyProxy, NetnsLink, netem_unavailable_because
 from devstack.shop import ORDER_INSTANCES, Shop
-from devstack.testing import wait_for
+from devstack.testing import metric, wait_for
 
 DEADLINE = 0.5
 SHOP_ENV = {
@@ -30,15 +28,6 @@ SHOP_ENV = {
 CALLS = 8
 # RetryBudget's defaults: 10 tokens at the start, 0.2 per call, 1 per second.
 BUDGET_TOKENS, BUDGET_RATIO, BUDGET_PER_SECOND = 10, 0.2, 1.0
-
-
-def counter(url: str, name: str, labels: dict[str, str]) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=5).text
-    for family in text_string_to_metric_families(text):
-        for found in family.samples:
-            if found.name == name and all(found.labels.get(k) == v for k, v in labels.items()):
-                return found.value
-    return 0.0
 
 
 def received_get_user(log: Path) -> int:
@@ -82,7 +71,7 @@ def deadline_and_attempts_hold(shop: Shop, *, link: Link) -> None:
     account = register(shop.gateway)
 
     def total(name: str) -> float:
-        return sum(counter(url, name, {"upstream": "user-service"}) for url in orders)
+        return sum(metric(url, name, {"upstream": "user-service"}) or 0.0 for url in orders)
 
     for instance in ORDER_INSTANCES:
         stack.native.restart(instance, environment={"USER_SERVICE_URL": f"grpc://127.0.0.1:{link.port}"})
@@ -91,7 +80,7 @@ def deadline_and_attempts_hold(shop: Shop, *, link: Link) -> None:
         # connection up (a connection made under latency fails a call before it is sent).
         for _ in range(40):
             assert shop.place(account).status_code == 201
-            if all(counter(url, "rpc_client_attempts_total", {"upstream": "user-service"}) for url in orders):
+            if all(metric(url, "rpc_client_attempts_total", {"upstream": "user-service"}) for url in orders):
                 break
         else:
             raise AssertionError("the gateway sent 40 orders to one instance only")

@@ -190,7 +190,12 @@ def build(*, settings: Settings) -> Container:
         store=store,
         directory=None
         if users_channel is None
-        else GrpcUserDirectory(channel=users_channel, deadline_seconds=settings.user_service_deadline_seconds),
+        else GrpcUserDirectory(
+            channel=users_channel,
+            breaker=settings.breaker(upstream="user-service"),
+            budget=settings.retry_budget(upstream="user-service"),
+            deadline_seconds=settings.user_service_deadline_seconds,
+        ),
     )
     republisher = AmqpRepublisher(amqp_url=amqp_url, queue=settings.events_queue)
     dead_letters = DeadLetters(store=SqlDeadLetterStore(engine=engine), republisher=republisher)

@@ -8,7 +8,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from interchange_common.rpc import GrpcUrl
-from interchange_common.settings import ServiceSettings
+from interchange_common.settings import CallerSettings
 
 SERVICE_NAME = "notification-service"
 MAX_RETRIES = 10
@@ -25,7 +25,7 @@ def _smtp_address(url: str) -> tuple[str, int]:
     return parts.hostname, port
 
 
-class Settings(ServiceSettings):
+class Settings(CallerSettings):
     http_port: int = 8003
     # The TCP feed (API.md "Raw protocols"): newline-delimited JSON for terminals.
     tcp_port: int = 9000

@@ -16,6 +16,8 @@ from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.compose import default_ports, load_compose
 from devstack.infra import Infra, create_databases, drop_databases
@@ -37,6 +39,17 @@ def free_port() -> int:
 def run_id() -> str:
     """A short random id that names one test run's databases, keys and queues."""
     return secrets.token_hex(4)
+
+
+def metric(url: str, name: str, labels: Mapping[str, str]) -> float | None:
+    """One sample from the /metrics of the service at ``url`` (the first whose labels
+    include ``labels``), or None when it has none such."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and all(found.labels.get(key) == value for key, value in labels.items()):
+                return float(found.value)
+    return None
 
 
 def wait_for(condition: Callable[[], T | None], *, timeout: float, interval: float = 0.05, what: str = "") -> T:

@@ -12,14 +12,24 @@ from datetime import UTC
 import grpc
 
 from interchange_common.contracts import user_pb2, user_pb2_grpc
+from interchange_common.resilience import CircuitBreaker, CircuitOpen, RetryBudget
 from interchange_common.rpc import call_within
 from notification_service.adapters.errors import UserDirectoryUnavailable
 from notification_service.domain.model import Recipient
 
 
 class GrpcUserDirectory:
-    def __init__(self, *, channel: grpc.aio.Channel, deadline_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        channel: grpc.aio.Channel,
+        breaker: CircuitBreaker | None = None,
+        budget: RetryBudget | None = None,
+        deadline_seconds: float = 1.0,
+    ) -> None:
         self._stub = user_pb2_grpc.UserServiceStub(channel)
+        self._breaker = breaker
+        self._budget = budget
         self._deadline = deadline_seconds
 
     async def lookup(self, *, user_id: uuid.UUID) -> Recipient | None:
@@ -29,7 +39,11 @@ class GrpcUserDirectory:
                 user_pb2.GetUserRequest(id=str(user_id)),
                 deadline=self._deadline,
                 retry_on=frozenset({grpc.StatusCode.UNAVAILABLE}),
+                budget=self._budget,
+                breaker=self._breaker,
             )
+        except CircuitOpen as e:
+            raise UserDirectoryUnavailable("user-service is failing; not asked again yet") from e
         except grpc.aio.AioRpcError as e:
             if e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
                 return None
