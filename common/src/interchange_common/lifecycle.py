@@ -17,7 +17,8 @@ the servers, the health route and the HTTP middleware need it.
 import asyncio
 import logging
 import socket
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from interchange_common.discovery import ConsulAgent, ConsulRegistration, Registration
 
@@ -29,6 +30,8 @@ class Shutdown:
     registration: ConsulRegistration | None = None
     drain_seconds: float = 0.0
     draining: bool = False
+    # Also told at step 1 (a gRPC server's health service turns NOT_SERVING).
+    on_drain: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def begin(self) -> None:
         """Steps 1 and 2, then wait out the drain; safe to call more than once."""
@@ -36,6 +39,8 @@ class Shutdown:
             return
         self.draining = True
         _log.info("draining", extra={"drain_seconds": self.drain_seconds})
+        for hook in self.on_drain:
+            await hook()
         if self.registration is not None:
             try:
                 async with asyncio.timeout(2.0):

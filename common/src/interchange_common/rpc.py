@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ipaddress
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -23,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter
 from pydantic import AfterValidator
 
+from interchange_common import lifecycle
 from interchange_common.deadlines import adopt_timeout, remaining
 from interchange_common.errors import ServiceAuthError
 from interchange_common.httpserver import serve_http
@@ -192,15 +195,37 @@ def service_interceptors(*, issuer: ServiceTokenIssuer, audience: str) -> list[g
     ]
 
 
-def grpc_target(url: str) -> str:
-    """``grpc://host:port`` → ``host:port``, the form grpc wants. Addresses of gRPC
-    servers are written as URLs so that they read (and are rewritten by tools such
-    as devstack) like every other address in the configuration."""
-    parts = urlsplit(url)
+def _one_target(url: str) -> tuple[str, int]:
+    parts = urlsplit(url.strip())
     if parts.scheme != "grpc" or not parts.hostname or parts.port is None or parts.path.strip("/"):
         raise ValueError(f"expected grpc://host:port, got {url!r}")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6 keeps its brackets
-    return f"{host}:{parts.port}"
+    return parts.hostname, parts.port
+
+
+def grpc_target(url: str) -> str:
+    """``grpc://host:port`` → ``host:port``, the form grpc wants; a comma-separated
+    list of instances (IP addresses) → ``ipv4:a:p,b:p`` (or ``ipv6:``), for grpc's
+    round-robin balancing. One name stands for every address DNS gives for it
+    (compose's service names, Consul's ``<service>.service.consul``). Addresses of
+    gRPC servers are written as URLs so that they read (and are rewritten by tools
+    such as devstack) like every other address in the configuration."""
+    hosts = [_one_target(part) for part in url.split(",") if part.strip()]
+    if not hosts:
+        raise ValueError(f"expected grpc://host:port, got {url!r}")
+    if len(hosts) == 1:
+        host, port = hosts[0]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 keeps its brackets
+    try:
+        versions = {ipaddress.ip_address(host).version for host, _ in hosts}
+    except ValueError as e:
+        raise ValueError(
+            f"list several instances by IP address, or give one name that resolves to all of them: {url!r}"
+        ) from e
+    if versions == {4}:
+        return "ipv4:" + ",".join(f"{host}:{port}" for host, port in hosts)
+    if versions == {6}:
+        return "ipv6:" + ",".join(f"[{host}]:{port}" for host, port in hosts)
+    raise ValueError(f"list IPv4 or IPv6 addresses, not both: {url!r}")
 
 
 def _checked_grpc_url(url: str) -> str:
@@ -211,9 +236,21 @@ def _checked_grpc_url(url: str) -> str:
 GrpcUrl = Annotated[str, AfterValidator(_checked_grpc_url)]
 
 
+# Every address the target resolves to gets a connection, calls go round-robin over
+# those whose server says SERVING on the standard health service (grpc watches it:
+# an instance that drains or stops drops out at once), and a refused connection is
+# retried in the background with grpc's own backoff.
+_BALANCED = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})
+
+
 def service_channel(*, target: str, issuer: ServiceTokenIssuer, audience: str) -> grpc.aio.Channel:
-    """A channel whose calls carry a service token for ``audience`` and the request id."""
-    return grpc.aio.insecure_channel(target, interceptors=service_interceptors(issuer=issuer, audience=audience))
+    """A channel whose calls carry a service token for ``audience`` and the request
+    id, balanced over every instance ``target`` names (see grpc_target)."""
+    return grpc.aio.insecure_channel(
+        target,
+        options=[("grpc.service_config", _BALANCED)],
+        interceptors=service_interceptors(issuer=issuer, audience=audience),
+    )
 
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -256,11 +293,14 @@ async def serve_with_http(
     grace_seconds: float = 5.0,
 ) -> None:
     """Serve the gRPC service ``register`` adds (see create_server) and the HTTP app
-    until SIGTERM or SIGINT: HTTP drains first, then gRPC gets its grace period."""
+    until SIGTERM or SIGINT. When the drain begins the gRPC health service says
+    NOT_SERVING (balanced clients stop sending), HTTP drains, then gRPC gets its
+    grace period."""
     grpc_server, health_servicer = create_server(verifier=verifier, service_names=[service_name], register=register)
     grpc_server.add_insecure_port(f"{host}:{grpc_port}")
     await grpc_server.start()
     await mark_serving(health_servicer=health_servicer, service_names=[service_name])
+    lifecycle.current().on_drain.append(health_servicer.enter_graceful_shutdown)
     _log.info("serving", extra={"http_port": http_port, "grpc_port": grpc_port})
     try:
         await serve_http(app=http_app, host=host, port=http_port)
