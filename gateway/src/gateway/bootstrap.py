@@ -71,7 +71,9 @@ async def serve(*, settings: Settings) -> None:
             audience=settings.jwt_audience,
         )
         await verifier.refresh()
-        limiter = RedisRateLimiter(redis=redis, key_prefix=settings.redis_key_prefix)
+        limiter = RedisRateLimiter(
+            redis=redis, key_prefix=settings.redis_key_prefix, on_failure=settings.rate_limit_on_redis_failure
+        )
         tickets = RedisTicketStore(
             redis=redis, key_prefix=settings.redis_key_prefix, ttl_seconds=settings.ticket_ttl_seconds
         )

@@ -1,7 +1,7 @@
 """The gateway's settings, from the environment (see docker-compose.yml)."""
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -33,6 +33,9 @@ class Settings(CallerSettings):
     jwt_issuer: str = "interchange"
     jwt_audience: str = "interchange-api"
 
+    # When Redis cannot be reached: "open" limits in each instance's memory instead,
+    # "closed" refuses requests (503) until it answers again.
+    rate_limit_on_redis_failure: Literal["open", "closed"] = "open"
     rate_limit_requests: int = Field(default=600, ge=1)
     rate_limit_window_seconds: int = Field(default=60, ge=1)
     # Register and log in: per client address, much stricter.

@@ -1,16 +1,21 @@
 """The gateway app forwarding to a real upstream server, with the real Redis limiter."""
 
+import asyncio
 import uuid
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from prometheus_client import REGISTRY
+from redis.asyncio import Redis
 
-from devstack.testing import free_port
+from devstack.testing import PrivateRedis, free_port
+from gateway.adapters.ratelimiter import RedisRateLimiter
 from gateway.adapters.upstream import UpstreamClient
 from gateway.domain.errors import AuthenticationFailed
 from gateway.domain.model import Access, Principal, RateLimitPolicy, Route, Upstream
 from gateway.entrypoints.http import create_app
+from gateway.entrypoints.live import Hit
 from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
 
 pytestmark = pytest.mark.integration
@@ -38,19 +43,30 @@ async def verify(*, header):
 
 @pytest.fixture(scope="module")
 async def client(upstream, limiter, key_prefix, balancer_over):
+    forwarder = forwarder_to(upstream.url, balancer_over=balancer_over)
+    await forwarder.start()
+    app = gateway_app(forwarder=forwarder, hit=limiter.hit, key_prefix=key_prefix)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+        yield client
+    await forwarder.close()
+
+
+def forwarder_to(url: str, *, balancer_over) -> UpstreamClient:
     upstreams = {
         "things": Upstream("things", audience="thing-service"),
         "down": Upstream("down", audience="down-service"),
         "slow": Upstream("slow", audience="thing-service", timeout_seconds=0.2),
     }
     balancers = {
-        "things": balancer_over(upstream.url),
+        "things": balancer_over(url),
         "down": balancer_over(f"http://127.0.0.1:{free_port()}"),
-        "slow": balancer_over(upstream.url),
+        "slow": balancer_over(url),
     }
-    forwarder = UpstreamClient(upstreams=upstreams, balancers=balancers)
-    await forwarder.start()
-    app = create_app(
+    return UpstreamClient(upstreams=upstreams, balancers=balancers)
+
+
+def gateway_app(*, forwarder: UpstreamClient, hit: Hit, key_prefix: str) -> FastAPI:
+    return create_app(
         routes=ROUTES,
         policies={
             "default": RateLimitPolicy(f"default-{key_prefix}", 1000, 60),
@@ -58,15 +74,12 @@ async def client(upstream, limiter, key_prefix, balancer_over):
         },
         upstream=forwarder,
         verify=verify,
-        hit=limiter.hit,
+        hit=hit,
         issuer=ServiceTokenIssuer(service="gateway", secret=SECRET, ttl_seconds=300),
         health_checks=lambda: [],
         cors_origins=["https://app.example.com"],
         max_body_bytes=1024,
     )
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
-        yield client
-    await forwarder.close()
 
 
 async def test_a_request_is_forwarded_with_a_service_token_the_actor_and_the_request_id(client, upstream):
@@ -182,3 +195,29 @@ async def test_cors_preflight_for_an_allowed_origin(client):
         "/api/things", headers={"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"}
     )
     assert "access-control-allow-origin" not in refused.headers
+
+
+async def test_a_rate_limiter_failing_closed_answers_503_while_redis_is_down(upstream, balancer_over, key_prefix):
+    reason = PrivateRedis.unavailable_because()
+    if reason is not None:
+        pytest.fail(reason)  # redis-server is part of this machine's set-up (DESIGN.md)
+    server = PrivateRedis()
+    server.start()
+    redis = Redis.from_url(server.url, socket_connect_timeout=0.3, socket_timeout=0.3)
+    limiter = RedisRateLimiter(redis=redis, key_prefix=key_prefix, on_failure="closed")
+    forwarder = forwarder_to(upstream.url, balancer_over=balancer_over)
+    await forwarder.start()
+    app = gateway_app(forwarder=forwarder, hit=limiter.hit, key_prefix=key_prefix)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+            signed_in = {"Authorization": "Bearer user-token"}
+            assert (await client.get("/api/things/a", headers=signed_in)).status_code == 200
+            await asyncio.to_thread(server.stop)
+            refused = await client.get("/api/things/a", headers=signed_in)
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "1"
+            assert refused.json()["detail"] == "the rate limiter is unavailable; try again shortly"
+    finally:
+        await forwarder.close()
+        await redis.aclose()
+        server.remove()

@@ -1,10 +1,16 @@
-"""The shared Redis rate limiter against a real Redis."""
+"""The shared Redis rate limiter against a real Redis, and a private one that the
+tests stop to see each failure policy."""
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from redis.asyncio import Redis
 
+from devstack.testing import PrivateRedis, eventually
 from gateway.adapters.ratelimiter import RedisRateLimiter
+from gateway.domain.errors import StoreUnavailable
 from gateway.domain.model import RateLimitPolicy
 
 pytestmark = pytest.mark.integration
@@ -46,13 +52,55 @@ async def test_every_counter_key_has_a_ttl(limiter, redis, key_prefix):
         assert 0 < ttl <= 60_000
 
 
-async def test_an_unreachable_redis_lets_requests_through():
-    from redis.asyncio import Redis
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    reason = PrivateRedis.unavailable_because()
+    if reason is not None:
+        pytest.fail(reason)  # redis-server is part of this machine's set-up (DESIGN.md)
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.remove()
 
-    from devstack.testing import free_port
 
-    dead = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
-    limiter = RedisRateLimiter(redis=dead, key_prefix="unused")
-    decision = await limiter.hit(policy=RateLimitPolicy("t5", limit=1, window_seconds=60), key="k")
-    assert decision.allowed
-    await dead.aclose()
+@pytest.fixture
+async def private_client(private_redis) -> AsyncIterator[Redis]:
+    client = Redis.from_url(private_redis.url, socket_connect_timeout=0.3, socket_timeout=0.3)
+    yield client
+    await client.aclose()
+
+
+async def test_failing_open_keeps_limiting_in_the_instance_while_redis_is_down(private_redis, private_client):
+    limiter = RedisRateLimiter(redis=private_client, key_prefix="ic-it-open", on_failure="open")
+    policy = RateLimitPolicy("open", limit=3, window_seconds=60)
+    assert (await limiter.hit(policy=policy, key="k")).allowed  # counted in Redis
+    await asyncio.to_thread(private_redis.stop)
+    decisions = [await limiter.hit(policy=policy, key="k") for _ in range(5)]
+    # The instance counts from nothing (it cannot see Redis's count), and still stops at the limit.
+    assert [d.allowed for d in decisions] == [True, True, True, False, False]
+    assert decisions[-1].headers()["Retry-After"] == str(decisions[-1].reset_seconds)
+    await asyncio.to_thread(private_redis.start)
+
+    async def counted_in_redis_again() -> bool:
+        decision = await limiter.hit(policy=policy, key=f"back-{uuid.uuid4().hex}")
+        return decision.allowed and bool(await private_client.keys("{ic-it-open:rl:open:back-*"))
+
+    await eventually(counted_in_redis_again, timeout=10, what="the limiter to use Redis again")
+
+
+async def test_failing_closed_refuses_while_redis_is_down(private_redis, private_client):
+    limiter = RedisRateLimiter(redis=private_client, key_prefix="ic-it-closed", on_failure="closed")
+    policy = RateLimitPolicy("closed", limit=100, window_seconds=60)
+    assert (await limiter.hit(policy=policy, key="k")).allowed
+    await asyncio.to_thread(private_redis.stop)
+    with pytest.raises(StoreUnavailable, match="rate limiter is unavailable"):
+        await limiter.hit(policy=policy, key="k")
+    await asyncio.to_thread(private_redis.start)
+    await eventually(lambda: _allowed(limiter, policy), timeout=10, what="requests to pass once Redis answers again")
+
+
+async def _allowed(limiter: RedisRateLimiter, policy: RateLimitPolicy) -> bool:
+    try:
+        return (await limiter.hit(policy=policy, key="k")).allowed
+    except StoreUnavailable:
+        return False

@@ -4,7 +4,7 @@ GatewayError
  ├── AuthenticationFailed   no access token, or one that does not verify (401)
  ├── Forbidden              a valid caller without the role the route needs (403)
  ├── RateLimited            over the caller's limit (429)
- ├── StoreUnavailable       Redis, where tickets live, did not answer (503)
+ ├── StoreUnavailable       Redis (tickets, rate limits when they fail closed) did not answer (503)
  └── UpstreamFailed         the service behind the route did not answer
       ├── UpstreamUnavailable   connection refused or reset, breaker open (503)
       └── UpstreamTimeout       no answer within the route's timeout (504)
@@ -32,7 +32,7 @@ class RateLimited(GatewayError):
 
 
 class StoreUnavailable(GatewayError):
-    """The store of tickets did not answer."""
+    """Redis did not answer: for tickets, or for rate limits set to fail closed."""
 
 
 class UpstreamFailed(GatewayError):

@@ -29,11 +29,13 @@ from starlette.staticfiles import StaticFiles
 
 from gateway.adapters.tickets import RedisTicketStore
 from gateway.adapters.upstream import UpstreamClient
-from gateway.domain.errors import AuthenticationFailed, Forbidden, UpstreamFailed
-from gateway.domain.model import Access, Principal, RateDecision, RateLimitPolicy, Route
+from gateway.domain.errors import AuthenticationFailed, Forbidden, StoreUnavailable, UpstreamFailed
+from gateway.domain.model import Access, Principal, RateLimitPolicy, Route
 from gateway.entrypoints.live import (
     CallerGate,
+    Hit,
     LiveConnections,
+    Verify,
     client_key,
     events_endpoint,
     socket_endpoint,
@@ -47,9 +49,6 @@ from interchange_common.metrics import metrics_router
 from interchange_common.problems import install_problem_handlers, problem_response
 from interchange_common.requestctx import REQUEST_ID_HEADER, current_request_id
 from interchange_common.servicejwt import ServiceTokenIssuer
-
-Verify = Callable[..., Awaitable[Principal]]
-Hit = Callable[..., Awaitable[RateDecision]]
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Server push is gone from browsers; a preload hint on the page does its job.
@@ -85,6 +84,12 @@ def proxy_endpoint(
     protected = route.access is not Access.PUBLIC
 
     async def endpoint(request: Request) -> Response:
+        try:
+            return await proxied(request)
+        except StoreUnavailable as e:  # the rate limiter, set to fail closed
+            return problem_response(status=503, detail=str(e), headers={"Retry-After": "1"})
+
+    async def proxied(request: Request) -> Response:
         principal: Principal | None = None
         if protected:
             try:
