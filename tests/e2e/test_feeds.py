@@ -2,35 +2,11 @@
 with its access token and sees its own notifications arrive as lines; UDP devices
 ping and broadcast to each other with real tokens."""
 
-import socket
 import uuid
-from typing import Any
 
-import orjson
 import pytest
 
-
-class Terminal:
-    def __init__(self, port: int) -> None:
-        self.socket = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.lines = self.socket.makefile("rb")
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.socket.sendall(orjson.dumps(message) + b"\n")
-
-    def receive(self) -> dict[str, Any]:
-        line = self.lines.readline()
-        assert line, "the feed closed the connection"
-        return orjson.loads(line)
-
-    def receive_type(self, kind: str) -> dict[str, Any]:
-        while (message := self.receive())["type"] != kind:
-            pass
-        return message
-
-    def close(self) -> None:
-        self.lines.close()
-        self.socket.close()
+from devstack.live import Device, Terminal
 
 
 @pytest.fixture
@@ -63,22 +39,6 @@ def test_a_forged_token_is_refused_on_the_feed(terminal):
     assert terminal.receive()["type"] == "error"
     terminal.send({"ping": 1})
     assert terminal.receive()["type"] == "echo"
-
-
-class Device:
-    def __init__(self, port: int) -> None:
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.socket.settimeout(10)
-        self.socket.connect(("127.0.0.1", port))
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.socket.send(orjson.dumps(message))
-
-    def receive(self) -> dict[str, Any]:
-        return orjson.loads(self.socket.recv(65_536))
-
-    def close(self) -> None:
-        self.socket.close()
 
 
 @pytest.fixture

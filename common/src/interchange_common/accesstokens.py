@@ -58,20 +58,28 @@ class AccessTokenVerifier:
     async def refresh(self) -> None:
         """Fetch the key set now; keeps the old keys if user-service does not answer."""
         async with self._refresh_lock:
-            self._last_refresh = time.monotonic()
-            try:
-                document = await self._fetch_jwks()
-                keys = {jwk["kid"]: jwt.PyJWK(jwk).key for jwk in document["keys"] if jwk.get("kid")}
-            except Exception as e:  # the next unknown kid retries; known keys keep working
-                _log.warning("jwks refresh failed", extra={"error": type(e).__name__})
-                return
-            self._keys = keys
+            await self._fetch()
+
+    async def _fetch(self) -> None:
+        self._last_refresh = time.monotonic()
+        try:
+            document = await self._fetch_jwks()
+            keys = {jwk["kid"]: jwt.PyJWK(jwk).key for jwk in document["keys"] if jwk.get("kid")}
+        except Exception as e:  # the next unknown kid retries; known keys keep working
+            _log.warning("jwks refresh failed", extra={"error": type(e).__name__})
+            return
+        self._keys = keys
 
     async def _key_for(self, *, kid: str) -> Any:
         key = self._keys.get(kid)
-        if key is None and time.monotonic() - self._last_refresh >= self._refresh_interval:
-            await self.refresh()
-            key = self._keys.get(kid)
+        if key is None:
+            # Under the lock: a check that arrives while another one's fetch is under
+            # way waits for that fetch instead of being refused for want of keys.
+            async with self._refresh_lock:
+                key = self._keys.get(kid)
+                if key is None and time.monotonic() - self._last_refresh >= self._refresh_interval:
+                    await self._fetch()
+                    key = self._keys.get(kid)
         if key is None:
             raise AccessTokenRejected("token signed by an unknown key")
         return key

@@ -1,5 +1,6 @@
 """The gateway's access-token check: one table of tokens that must be refused."""
 
+import asyncio
 import base64
 import json
 import time
@@ -191,3 +192,21 @@ async def test_a_failing_jwks_fetch_keeps_the_known_keys(ring, verifier):
     verifier._fetch_jwks = broken
     await verifier.refresh()
     assert (await verifier.verify(token=token)).user_id
+
+
+async def test_checks_that_arrive_during_the_first_fetch_wait_for_it(ring):
+    """No keys yet (nothing fetched at start-up): the first check fetches, and those
+    that arrive meanwhile wait for that fetch instead of being refused."""
+    released = asyncio.Event()
+
+    async def slow_fetch():
+        await released.wait()
+        return await ring.fetch()
+
+    verifier = JwksTokenVerifier(fetch_jwks=slow_fetch, issuer=ISSUER, audience=AUDIENCE)
+    checks = [asyncio.create_task(verifier.verify_authorization(header=f"Bearer {ring.sign()}")) for _ in range(3)]
+    await asyncio.sleep(0)  # let them all start: the first is fetching, the others wait
+    released.set()
+    principals = await asyncio.gather(*checks)
+    assert len(principals) == 3
+    assert ring.fetches == 1

@@ -5,9 +5,12 @@ tests, the fault tests and the benchmark drive.
     Follower      a user's event stream that reopens itself from its last id, as a
                   browser's EventSource does
     Chat          GET /ws, the JSON WebSocket of rooms and private messages
+    Terminal      the TCP feed of a notification instance (port 9000)
+    Device        the UDP feed of a notification instance (port 9001)
 """
 
 import contextlib
+import socket
 from collections.abc import Iterator
 from contextlib import ExitStack
 from types import TracebackType
@@ -224,3 +227,48 @@ class Follower:
 
     def close(self) -> None:
         self._exits.close()
+
+
+class Terminal:
+    """The TCP feed (newline-delimited JSON), as a terminal uses it."""
+
+    def __init__(self, port: int) -> None:
+        self.socket = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.lines = self.socket.makefile("rb")
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.socket.sendall(orjson.dumps(message) + b"\n")
+
+    def receive(self) -> dict[str, Any]:
+        line = self.lines.readline()
+        assert line, "the feed closed the connection"
+        message: dict[str, Any] = orjson.loads(line)
+        return message
+
+    def receive_type(self, kind: str) -> dict[str, Any]:
+        while (message := self.receive())["type"] != kind:
+            pass
+        return message
+
+    def close(self) -> None:
+        self.lines.close()
+        self.socket.close()
+
+
+class Device:
+    """The UDP feed (one JSON datagram each way), as a device uses it."""
+
+    def __init__(self, port: int) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.settimeout(10)
+        self.socket.connect(("127.0.0.1", port))
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.socket.send(orjson.dumps(message))
+
+    def receive(self) -> dict[str, Any]:
+        message: dict[str, Any] = orjson.loads(self.socket.recv(65_536))
+        return message
+
+    def close(self) -> None:
+        self.socket.close()
