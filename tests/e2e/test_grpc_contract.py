@@ -68,7 +68,7 @@ def client_dir(tmp_path_factory):
 
 def test_every_method_through_a_client_generated_from_the_proto(target, client_dir):
     target.need("user_service_grpc", "service_jwt_secret")
-    token = ServiceTokenIssuer(service="e2e-client", secret=target.service_jwt_secret, ttl_seconds=300).token_for(
+    token = ServiceTokenIssuer(service="order-service", secret=target.service_jwt_secret, ttl_seconds=300).token_for(
         audience="user-service"
     )
     tag = uuid.uuid4().hex[:8]

@@ -6,7 +6,8 @@ per audience and renews it before it expires, and the verifier remembers tokens 
 has already checked until they expire: neither signs nor verifies on every call.
 
 HS256 with one shared key keeps set-up to one variable; the algorithm is pinned on
-both sides and exp, iat, iss and aud are required.
+both sides, exp, iat, iss and aud are required, and the issuer must be one of the
+deployment's services.
 """
 
 import time
@@ -19,6 +20,8 @@ import jwt
 from interchange_common.errors import ServiceAuthError
 
 ALGORITHM = "HS256"
+# The services of this deployment: a token from any other issuer is refused.
+KNOWN_SERVICES = frozenset({"gateway", "user-service", "order-service", "notification-service", "event-store"})
 _REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 _LEEWAY_SECONDS = 5
 
@@ -70,9 +73,12 @@ class ServiceTokenIssuer:
 class ServiceTokenVerifier:
     """Verifies tokens addressed to ``service``; remembers valid ones until they expire."""
 
-    def __init__(self, *, service: str, secret: str, cache_size: int = 1024) -> None:
+    def __init__(
+        self, *, service: str, secret: str, callers: frozenset[str] = KNOWN_SERVICES, cache_size: int = 1024
+    ) -> None:
         self._service = service
         self._secret = secret
+        self._callers = callers
         self._cache: OrderedDict[str, ServiceCaller] = OrderedDict()
         self._cache_size = cache_size
 
@@ -95,6 +101,8 @@ class ServiceTokenVerifier:
             raise ServiceAuthError(f"invalid service token: {e}") from e
         if claims["iss"] != claims["sub"]:
             raise ServiceAuthError("invalid service token: iss and sub differ")
+        if claims["iss"] not in self._callers:
+            raise ServiceAuthError("invalid service token: not from a known service")
         caller = ServiceCaller(service=str(claims["iss"]), expires_at=float(claims["exp"]))
         self._cache[token] = caller
         if len(self._cache) > self._cache_size:

@@ -57,7 +57,7 @@ async def instances() -> AsyncIterator[list[Instance]]:
 @pytest.fixture
 async def channel(instances) -> AsyncIterator[grpc.aio.Channel]:
     target = grpc_target(",".join(f"grpc://127.0.0.1:{instance.port}" for instance in instances))
-    issuer = ServiceTokenIssuer(service="caller", secret=SECRET, ttl_seconds=300)
+    issuer = ServiceTokenIssuer(service="order-service", secret=SECRET, ttl_seconds=300)
     async with service_channel(target=target, issuer=issuer, audience="who") as balanced:
         yield balanced
 

@@ -52,9 +52,27 @@ def test_a_token_for_another_service_is_refused():
         jwt.encode(
             {"iss": "gateway", "sub": "user", "aud": "user-service", "iat": int(time.time()), "exp": 2**40}, SECRET
         ),
+        jwt.encode(
+            {"iss": "mallory", "sub": "mallory", "aud": "user-service", "iat": int(time.time()), "exp": 2**40}, SECRET
+        ),
+        jwt.encode(
+            {"iss": "gateway", "sub": "gateway", "aud": "user-service", "iat": int(time.time()) + 3600, "exp": 2**40},
+            SECRET,
+        ),
+        jwt.encode({"iss": "gateway", "sub": "gateway", "iat": int(time.time()), "exp": 2**40}, SECRET),
         "not-a-token",
     ],
-    ids=["expired", "no-exp-iat", "wrong-key", "alg-none", "sub-differs", "garbage"],
+    ids=[
+        "expired",
+        "no-exp-iat",
+        "wrong-key",
+        "alg-none",
+        "sub-differs",
+        "unknown-issuer",
+        "iat-in-the-future",
+        "no-aud",
+        "garbage",
+    ],
 )
 def test_bad_tokens_are_refused(token):
     with pytest.raises(ServiceAuthError):
