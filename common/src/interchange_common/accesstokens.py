@@ -41,7 +41,7 @@ class AccessTokenVerifier:
         issuer: str,
         audience: str,
         leeway_seconds: int = 30,
-        refresh_interval_seconds: float = 10.0,
+        refresh_interval_seconds: float = 1.0,
         cache_size: int = 10_000,
     ) -> None:
         self._fetch_jwks = fetch_jwks

@@ -21,7 +21,7 @@ from interchange_common.servicejwt import ServiceTokenVerifier
 from interchange_common.tasks import cancel_and_wait
 from user_service.adapters.passwords import Argon2PasswordHasher
 from user_service.adapters.repository import SqlUserRepository
-from user_service.adapters.tokens import RsaAccessTokenIssuer, load_private_key
+from user_service.adapters.tokens import RsaAccessTokenIssuer, load_private_key, load_public_key
 from user_service.config import SERVICE_NAME, Settings
 from user_service.domain.usecases import Users
 from user_service.entrypoints.grpc_server import SERVICE_NAME as GRPC_SERVICE_NAME
@@ -60,6 +60,7 @@ def build(*, settings: Settings) -> Container:
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         ttl_seconds=settings.access_token_ttl_seconds,
+        verify_only=[load_public_key(path=path) for path in settings.jwt_verify_only_key_files],
     )
     repository = SqlUserRepository(engine=engine, events_exchange=settings.events_exchange)
     users = Users(repository=repository, hasher=Argon2PasswordHasher(), tokens=tokens)

@@ -18,6 +18,10 @@ class Settings(ServiceSettings):
     migrate_on_start: bool = True
 
     jwt_private_key_file: Path
+    # Keys published in the JWKS but never signed with (a JSON list of PEM files): in
+    # a rotation, the next key before any instance signs with it, then the old key
+    # until the tokens it signed have expired (see adapters/tokens.py).
+    jwt_verify_only_key_files: list[Path] = Field(default_factory=list)
     jwt_issuer: str = "interchange"
     jwt_audience: str = "interchange-api"
     access_token_ttl_seconds: int = Field(default=900, ge=60, le=86_400)

@@ -5,9 +5,15 @@ from datetime import UTC, datetime
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from user_service.adapters.tokens import RsaAccessTokenIssuer, SigningKeyError, load_private_key
+from user_service.adapters.tokens import (
+    RsaAccessTokenIssuer,
+    SigningKeyError,
+    load_private_key,
+    load_public_key,
+)
 from user_service.domain.model import User, UserStatus
 
 
@@ -54,3 +60,46 @@ def test_a_missing_or_wrong_key_file_is_a_clear_error(tmp_path):
     garbage.write_text("not a key")
     with pytest.raises(SigningKeyError):
         load_private_key(path=garbage)
+
+
+def verify_with(jwks, token):
+    jwk = next(k for k in jwks["keys"] if k["kid"] == jwt.get_unverified_header(token)["kid"])
+    return jwt.decode(token, jwt.PyJWK(jwk).key, algorithms=["RS256"], audience="interchange-api")
+
+
+def test_during_a_rotation_both_keys_are_published_and_only_the_new_one_signs():
+    old_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def issuer(key, verify_only=()):
+        return RsaAccessTokenIssuer(
+            key=key, issuer="interchange", audience="interchange-api", ttl_seconds=900, verify_only=verify_only
+        )
+
+    before = issuer(old_key)
+    during = issuer(new_key, verify_only=[old_key.public_key()])
+    old_token, _ = before.issue(user=a_user())
+    new_token, _ = during.issue(user=a_user())
+    assert [k["kid"] for k in during.jwks()["keys"]] == [during.kid, before.kid]
+    assert jwt.get_unverified_header(new_token)["kid"] == during.kid != before.kid
+    assert verify_with(during.jwks(), old_token)["sub"]  # an old token still verifies
+    assert verify_with(during.jwks(), new_token)["sub"]
+    after = issuer(new_key)
+    assert [k["kid"] for k in after.jwks()["keys"]] == [during.kid]
+
+
+def test_a_previous_key_may_be_given_as_a_private_or_a_public_pem(tmp_path):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = tmp_path / "old.pem"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public = tmp_path / "old.pub.pem"
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    assert load_public_key(path=private).public_numbers() == key.public_key().public_numbers()
+    assert load_public_key(path=public).public_numbers() == key.public_key().public_numbers()
+    (tmp_path / "bad.pem").write_text("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n")
+    with pytest.raises(SigningKeyError):
+        load_public_key(path=tmp_path / "bad.pem")
