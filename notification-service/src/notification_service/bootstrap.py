@@ -122,6 +122,7 @@ class Container:
                 max_message_bytes=self.settings.ws_max_message_bytes,
                 max_rooms=self.settings.ws_max_rooms,
                 max_sockets_per_user=self.settings.ws_max_sockets_per_user,
+                max_streams_per_user=self.settings.sse_max_streams_per_user,
                 idle_seconds=self.settings.ws_idle_seconds,
             ),
         )

@@ -85,6 +85,8 @@ class Settings(CallerSettings):
     ws_max_message_bytes: int = Field(default=4096, ge=256, le=1024 * 1024)
     ws_max_rooms: int = Field(default=20, ge=1, le=1000)
     ws_max_sockets_per_user: int = Field(default=5, ge=1, le=1000)
+    # Server-Sent Event streams one user may hold at once, across instances.
+    sse_max_streams_per_user: int = Field(default=5, ge=1, le=1000)
     # A socket that sends nothing (clients send {"type":"ping"}) for this long is closed.
     ws_idle_seconds: float = Field(default=120.0, gt=0, le=86_400)
 

@@ -586,6 +586,28 @@ async def test_sockets_per_user_are_counted_across_instances(start_instance, ope
     assert await open_socket(two, user_id)
 
 
+async def test_event_streams_per_user_are_counted_across_instances(start_instance, redis, key_prefix):
+    one = await start_instance(handles_events=False, SSE_MAX_STREAMS_PER_USER="2")
+    two = await start_instance(handles_events=False, SSE_MAX_STREAMS_PER_USER="2")
+    user_id = uuid.uuid4()
+    key = f"{key_prefix}:live:streams:{user_id}"
+    async with sse(one, live_headers(user_id)), sse(two, live_headers(user_id)):
+        async with httpx.AsyncClient(base_url=one.http, timeout=TIMEOUT) as client:
+            refused = await client.get("/internal/events", headers=live_headers(user_id))
+            assert_problem(refused, 429)
+            assert refused.json()["detail"] == "at most 2 event streams per user"
+        async with sse(one, live_headers(uuid.uuid4())):
+            pass  # another user is not affected
+        assert await redis.zcard(key) == 2
+
+    async def released():
+        return await redis.zcard(key) == 0
+
+    await eventually(released, timeout=TIMEOUT, interval=0.02)
+    async with sse(two, live_headers(user_id)):
+        assert await redis.zcard(key) == 1
+
+
 async def test_a_crashed_instances_sockets_lapse(start_instance, open_socket, redis, key_prefix):
     instance = await start_instance(handles_events=False, WS_MAX_SOCKETS_PER_USER="1")
     user_id = uuid.uuid4()

@@ -6,8 +6,9 @@
     │                      the key expires once it has been idle that long
     ├── pushed:<id>        "notification <id> is in its stream" (SET NX, a day): the push
     │                      script is idempotent, so a rerun after a crash adds nothing
-    ├── sockets:<user>     ZSET of the user's WebSocket ids scored by lease expiry; a
-    │                      crashed instance's sockets lapse by themselves
+    ├── sockets:<user>     ZSET of the user's WebSocket ids scored by lease expiry, and
+    ├── streams:<user>     of their SSE streams: a crashed instance's connections lapse
+    │                      by themselves
     └── channels notifications | rooms | private
               │ PUBLISH (the push script publishes in the same atomic step as the XADD)
               ▼
@@ -39,7 +40,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from prometheus_client import Counter
@@ -80,8 +81,9 @@ redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. id .. ' ' .. ARGV[3])
 return {1, id}
 """
 
-# KEYS[1] the user's socket set. ARGV: socket id, limit, lease in ms.
-# Expired leases go first; a socket already in the set renews its lease whatever the count.
+# KEYS[1] the user's set of connections of one kind. ARGV: connection id, limit, lease
+# in ms. Expired leases go first; a connection already in the set renews its lease
+# whatever the count.
 _LEASE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -93,6 +95,9 @@ redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[3])), ARGV
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
+
+
+ConnectionKind = Literal["sockets", "streams"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +236,7 @@ class LiveHub:
         history_max_length: int,
         history_max_age_seconds: int,
         queue_size: int = 256,
-        socket_lease_seconds: float = 60.0,
+        lease_seconds: float = 60.0,
         ping_seconds: float = 5.0,
     ) -> None:
         self._redis = redis
@@ -240,7 +245,7 @@ class LiveHub:
         self._max_length = history_max_length
         self._max_age_ms = history_max_age_seconds * 1000
         self._queue_size = queue_size
-        self.socket_lease_seconds = socket_lease_seconds
+        self.lease_seconds = lease_seconds
         self._ping_seconds = ping_seconds
         self._push = redis.register_script(_PUSH)
         self._lease = redis.register_script(_LEASE)
@@ -261,8 +266,8 @@ class LiveHub:
     def pushed_key(self, notification_id: uuid.UUID) -> str:
         return f"{self._prefix}:pushed:{notification_id}"
 
-    def sockets_key(self, user_id: uuid.UUID) -> str:
-        return f"{self._prefix}:sockets:{user_id}"
+    def connections_key(self, kind: ConnectionKind, user_id: uuid.UUID) -> str:
+        return f"{self._prefix}:{kind}:{user_id}"
 
     # Writing ----------------------------------------------------------------------
 
@@ -332,25 +337,27 @@ class LiveHub:
         except RedisError as e:
             raise LiveUnavailable("could not read a stream") from e
 
-    # WebSocket leases ---------------------------------------------------------------
+    # Connection leases (WebSockets, SSE streams) -------------------------------------
 
-    async def acquire_socket(self, *, user_id: uuid.UUID, socket_id: str, limit: int) -> bool:
-        """Count a socket of the user (across instances); False when the user already
-        has ``limit`` live ones. Renewing an acquired socket always succeeds."""
+    async def acquire_connection(
+        self, *, kind: ConnectionKind, user_id: uuid.UUID, connection_id: str, limit: int
+    ) -> bool:
+        """Count a connection of the user (across instances); False when the user
+        already has ``limit`` live ones of this kind. Renewing always succeeds."""
         try:
             granted = await self._lease(
-                keys=[self.sockets_key(user_id)],
-                args=[socket_id, limit, int(self.socket_lease_seconds * 1000)],
+                keys=[self.connections_key(kind, user_id)],
+                args=[connection_id, limit, int(self.lease_seconds * 1000)],
             )
         except RedisError as e:
-            raise LiveUnavailable("could not count the user's sockets") from e
+            raise LiveUnavailable(f"could not count the user's {kind}") from e
         return bool(granted)
 
-    async def release_socket(self, *, user_id: uuid.UUID, socket_id: str) -> None:
+    async def release_connection(self, *, kind: ConnectionKind, user_id: uuid.UUID, connection_id: str) -> None:
         try:
-            await self._redis.zrem(self.sockets_key(user_id), socket_id)
+            await self._redis.zrem(self.connections_key(kind, user_id), connection_id)
         except RedisError as e:
-            raise LiveUnavailable("could not release a socket") from e
+            raise LiveUnavailable(f"could not release one of the user's {kind}") from e
 
     # Local subscribers ----------------------------------------------------------------
 

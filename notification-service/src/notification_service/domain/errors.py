@@ -10,6 +10,7 @@ NotificationServiceError
  ├── DeadLetterNotFound        no dead letter with that id
  ├── InvalidStreamId           a resume point that is not a stream id (Last-Event-ID)
  ├── LiveMessageRejected       a WebSocket message that breaks the protocol or a room rule
+ ├── TooManyStreams            the user already has as many event streams as allowed
  └── (adapters.errors)         NotificationStoreError, ReplayFailed, MailServerUnavailable,
                                LiveUnavailable, SubscriptionEnded, …
 """
@@ -53,3 +54,7 @@ class InvalidStreamId(NotificationServiceError):
 
 class LiveMessageRejected(NotificationServiceError):
     """A WebSocket message that breaks the protocol or a room rule; the socket stays open."""
+
+
+class TooManyStreams(NotificationServiceError):
+    """The user already holds as many Server-Sent Event streams as allowed (429)."""

@@ -33,6 +33,7 @@ from notification_service.domain.errors import (
     NotificationServiceError,
     NotSignedIn,
     PermissionDenied,
+    TooManyStreams,
 )
 from notification_service.domain.model import MAX_PAGE_SIZE
 from notification_service.domain.usecases import DeadLetters, Notifications
@@ -51,6 +52,7 @@ _STATUS_OF: dict[type[Exception], int] = {
     DeadLetterNotFound: 404,
     InvalidRequest: 422,
     InvalidStreamId: 422,
+    TooManyStreams: 429,
     NotificationStoreError: 503,
     ReplayFailed: 503,
     LiveUnavailable: 503,

@@ -11,6 +11,8 @@ GET /internal/events   Server-Sent Events. Resumes after ``Last-Event-ID`` (else
                        ``id: <stream id>`` / ``event: notification`` / ``data: <JSON>``
                        per notification, ``: keepalive`` after each heartbeat period
                        without a write. Ends when the token expires or the service stops.
+                       429 when the user already holds SSE_MAX_STREAMS_PER_USER streams
+                       (counted in Redis across instances, like sockets).
 GET /internal/ws       WebSocket, JSON messages with a "type" (domain.live has the list).
                        Closes: 1008 "too many connections" (per-user cap, counted in
                        Redis), 1008 "token expired", 1009 a message over the cap,
@@ -23,7 +25,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -44,9 +46,16 @@ from interchange_common.actors import (
 from interchange_common.errors import ServiceAuthError
 from interchange_common.servicejwt import ServiceTokenVerifier
 from notification_service.adapters.errors import LiveUnavailable, SubscriptionEnded
-from notification_service.adapters.live import SHUTTING_DOWN, LiveFrame, LiveHub, LiveNotification, Subscription
+from notification_service.adapters.live import (
+    SHUTTING_DOWN,
+    ConnectionKind,
+    LiveFrame,
+    LiveHub,
+    LiveNotification,
+    Subscription,
+)
 from notification_service.domain import live
-from notification_service.domain.errors import LiveMessageRejected, NotSignedIn
+from notification_service.domain.errors import LiveMessageRejected, NotSignedIn, TooManyStreams
 
 _log = logging.getLogger(__name__)
 
@@ -65,6 +74,7 @@ class LiveLimits:
     max_message_bytes: int = 4096
     max_rooms: int = 20
     max_sockets_per_user: int = 5
+    max_streams_per_user: int = 5
     idle_seconds: float = 120.0
 
 
@@ -102,7 +112,15 @@ class EventStream(Response):
     media_type = "text/event-stream"
 
     def __init__(
-        self, *, hub: LiveHub, subscription: Subscription, expires_at: float, heartbeat_seconds: float, clock: Clock
+        self,
+        *,
+        hub: LiveHub,
+        subscription: Subscription,
+        lease: Callable[[], Awaitable[None]],
+        release: Callable[[], Awaitable[None]],
+        expires_at: float,
+        heartbeat_seconds: float,
+        clock: Clock,
     ) -> None:
         # Not Response.__init__: it would announce a content-length for the empty body.
         self.status_code = 200
@@ -115,6 +133,8 @@ class EventStream(Response):
         ]
         self._hub = hub
         self._subscription = subscription
+        self._lease = lease
+        self._release = release
         self._expires_at = expires_at
         self._heartbeat = heartbeat_seconds
         self._clock = clock
@@ -122,13 +142,16 @@ class EventStream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         streaming = asyncio.ensure_future(self._stream(send))
         gone = asyncio.ensure_future(self._disconnected(receive))
+        leasing = asyncio.ensure_future(self._lease())
         try:
             done, _ = await asyncio.wait({streaming, gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (streaming, gone):
+            for task in (streaming, gone, leasing):
                 task.cancel()
-            await asyncio.gather(streaming, gone, return_exceptions=True)
+            await asyncio.gather(streaming, gone, leasing, return_exceptions=True)
             self._hub.unsubscribe(self._subscription)
+            with contextlib.suppress(LiveUnavailable):
+                await self._release()
         if streaming in done and not streaming.cancelled():
             streaming.result()
 
@@ -166,6 +189,16 @@ class EventStream(Response):
         await send(_body(b"", more=False))
 
 
+async def keep_lease(*, hub: LiveHub, kind: ConnectionKind, user_id: uuid.UUID, connection_id: str, limit: int) -> None:
+    """Renew a connection's lease until cancelled (a crashed instance's lapse)."""
+    while True:
+        await asyncio.sleep(hub.lease_seconds / 3)
+        try:
+            await hub.acquire_connection(kind=kind, user_id=user_id, connection_id=connection_id, limit=limit)
+        except LiveUnavailable:
+            _log.warning("connection lease not renewed", extra={"kind": kind, "connection_id": connection_id})
+
+
 @dataclass(frozen=True, slots=True)
 class _Close:
     code: int
@@ -200,8 +233,8 @@ class LiveSocket:
         await self._ws.accept()
         user_id = self._user.user_id
         try:
-            acquired = await self._hub.acquire_socket(
-                user_id=user_id, socket_id=self._client_id, limit=self._limits.max_sockets_per_user
+            acquired = await self._hub.acquire_connection(
+                kind="sockets", user_id=user_id, connection_id=self._client_id, limit=self._limits.max_sockets_per_user
             )
         except LiveUnavailable:
             await self._close(_UNAVAILABLE)
@@ -228,7 +261,7 @@ class LiveSocket:
             close = _UNAVAILABLE
         finally:
             with contextlib.suppress(LiveUnavailable):
-                await self._hub.release_socket(user_id=user_id, socket_id=self._client_id)
+                await self._hub.release_connection(kind="sockets", user_id=user_id, connection_id=self._client_id)
         _log.info(
             "websocket closed",
             extra={"client_id": self._client_id, "code": close.code if close else None},
@@ -297,16 +330,13 @@ class LiveSocket:
         return _Close(1008, "token expired")
 
     async def _keep_lease(self) -> None:
-        while True:
-            await asyncio.sleep(self._hub.socket_lease_seconds / 3)
-            try:
-                await self._hub.acquire_socket(
-                    user_id=self._user.user_id,
-                    socket_id=self._client_id,
-                    limit=self._limits.max_sockets_per_user,
-                )
-            except LiveUnavailable:
-                _log.warning("websocket lease not renewed", extra={"client_id": self._client_id})
+        await keep_lease(
+            hub=self._hub,
+            kind="sockets",
+            user_id=self._user.user_id,
+            connection_id=self._client_id,
+            limit=self._limits.max_sockets_per_user,
+        )
 
     def _reply(self, subscription: Subscription, frame: dict[str, Any]) -> None:
         subscription.offer(LiveFrame(data=orjson.dumps(frame)))
@@ -379,10 +409,28 @@ def live_router(
         user = live_user(headers=request.headers, verifier=verifier, now=clock())
         raw = request.headers.get(LAST_EVENT_ID_HEADER) or request.query_params.get("last_event_id")
         after = live.parse_stream_id(raw.strip()) if raw else None
-        subscription = await hub.subscribe(user_id=user.user_id, client_id=uuid.uuid4().hex, after=after)
+        stream_id = uuid.uuid4().hex
+        limit = limits.max_streams_per_user
+
+        async def lease() -> None:
+            await keep_lease(hub=hub, kind="streams", user_id=user.user_id, connection_id=stream_id, limit=limit)
+
+        async def release() -> None:
+            await hub.release_connection(kind="streams", user_id=user.user_id, connection_id=stream_id)
+
+        if not await hub.acquire_connection(kind="streams", user_id=user.user_id, connection_id=stream_id, limit=limit):
+            raise TooManyStreams(f"at most {limit} event streams per user")
+        try:
+            subscription = await hub.subscribe(user_id=user.user_id, client_id=stream_id, after=after)
+        except BaseException:
+            with contextlib.suppress(LiveUnavailable):
+                await release()
+            raise
         return EventStream(
             hub=hub,
             subscription=subscription,
+            lease=lease,
+            release=release,
             expires_at=user.expires_at,
             heartbeat_seconds=limits.heartbeat_seconds,
             clock=clock,
