@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack.compose import load_compose
+from gateway.bootstrap import revocation_topology
 from interchange_common.messaging import Topology, consumer_topology, exchange_topology
 from notification_service.bootstrap import topology_of
 from notification_service.config import Settings as NotificationSettings
@@ -26,6 +27,7 @@ def expected() -> dict[str, Any]:
     compose = load_compose(compose_file=ROOT / "docker-compose.yml", env_file=ROOT / ".env.example", environ={})
     notifications = compose["services"]["notification-service"]["environment"]
     settings = NotificationSettings.model_validate({key.lower(): value for key, value in notifications.items()})
+    gateway = compose["services"]["gateway"]["environment"]
     exchanges = {
         spec["environment"]["EVENTS_EXCHANGE"]
         for spec in compose["services"].values()
@@ -34,7 +36,9 @@ def expected() -> dict[str, Any]:
     topology = Topology()
     for exchange in sorted(exchanges):
         topology += exchange_topology(exchange)
-    return (topology + consumer_topology(topology_of(settings))).definitions()
+    topology += consumer_topology(topology_of(settings))
+    revocations = revocation_topology(exchange=gateway["EVENTS_EXCHANGE"], queue=gateway["EVENTS_QUEUE"])
+    return (topology + consumer_topology(revocations)).definitions()
 
 
 def test_the_definitions_file_is_what_the_services_declare():
@@ -49,6 +53,7 @@ def test_the_deployment_has_one_events_exchange_with_a_dead_letter_path():
     queues = {q["name"]: q["arguments"] for q in definitions["queues"]}
     assert "notification-service.dead" in queues
     assert queues["notification-service.retry.1"]["x-dead-letter-routing-key"] == "notification-service"
+    assert "gateway.dead" in queues  # the gateway's revocations have a dead-letter path too
 
 
 if __name__ == "__main__":

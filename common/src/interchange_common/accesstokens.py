@@ -117,6 +117,7 @@ class AccessTokenVerifier:
             if isinstance(roles, list)
             else frozenset(),
             expires_at=float(claims["exp"]),
+            issued_at=float(claims["iat"]),
         )
         self._cache[token] = user
         if len(self._cache) > self._cache_size:

@@ -56,6 +56,7 @@ class SignedInUser:
     user_id: uuid.UUID
     roles: frozenset[str]
     expires_at: float  # seconds since the epoch
+    issued_at: float = 0.0  # the token's iat, seconds since the epoch
 
     @property
     def is_admin(self) -> bool:

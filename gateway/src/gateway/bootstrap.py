@@ -1,10 +1,12 @@
 """The one place that builds the gateway: clients created, the app wired, served."""
 
+import asyncio
 import logging
 
 from redis.asyncio import Redis
 
 from gateway.adapters.ratelimiter import RedisRateLimiter
+from gateway.adapters.revocations import RevocationHandler, checked
 from gateway.adapters.tickets import RedisTicketStore
 from gateway.adapters.tokens import JwksTokenVerifier
 from gateway.adapters.upstream import UpstreamClient
@@ -16,7 +18,10 @@ from gateway.entrypoints.live import LiveConnections
 from gateway.entrypoints.server import Listeners, serve_http
 from interchange_common.discovery import parse_urls
 from interchange_common.health import HealthCheck, Probe
+from interchange_common.messaging import Consumer, ConsumerTopology
+from interchange_common.revocations import RedisRevocations
 from interchange_common.servicejwt import ServiceTokenIssuer
+from interchange_common.tasks import cancel_and_wait
 
 _log = logging.getLogger(__name__)
 
@@ -43,6 +48,11 @@ def static_urls(*, settings: Settings) -> dict[str, list[str]]:
     }
 
 
+def revocation_topology(*, exchange: str, queue: str) -> ConsumerTopology:
+    """The gateway's queue: the user events that end a user's tokens."""
+    return ConsumerTopology(exchange=exchange, queue=queue, bindings=("user.updated", "user.deleted"))
+
+
 def policies(*, settings: Settings) -> dict[str, RateLimitPolicy]:
     return {
         "default": RateLimitPolicy("default", settings.rate_limit_requests, settings.rate_limit_window_seconds),
@@ -64,6 +74,7 @@ async def serve(*, settings: Settings) -> None:
         settings.redis_url.get_secret_value(), socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
     )
     await upstream.start()
+    consuming: asyncio.Task[None] | None = None
     try:
         verifier = JwksTokenVerifier(
             fetch_jwks=lambda: upstream.get_json(upstream=USERS, path="/.well-known/jwks.json"),
@@ -71,6 +82,16 @@ async def serve(*, settings: Settings) -> None:
             audience=settings.jwt_audience,
         )
         await verifier.refresh()
+        revocations = RedisRevocations(
+            redis=redis, key_prefix=settings.redis_key_prefix, ttl_seconds=settings.revocation_ttl_seconds
+        )
+        consumer = Consumer(
+            amqp_url=settings.rabbitmq_url.get_secret_value(),
+            topology=revocation_topology(exchange=settings.events_exchange, queue=settings.events_queue),
+            handler=RevocationHandler(revocations=revocations),
+        )
+        consuming = asyncio.create_task(consumer.run(), name="revocations")
+        verify = checked(verify=verifier.verify_authorization, revocations=revocations)
         limiter = RedisRateLimiter(
             redis=redis, key_prefix=settings.redis_key_prefix, on_failure=settings.rate_limit_on_redis_failure
         )
@@ -98,7 +119,7 @@ async def serve(*, settings: Settings) -> None:
             routes=ROUTES,
             policies=policies(settings=settings),
             upstream=upstream,
-            verify=verifier.verify_authorization,
+            verify=verify,
             hit=limiter.hit,
             issuer=ServiceTokenIssuer(
                 service=SERVICE_NAME,
@@ -128,6 +149,8 @@ async def serve(*, settings: Settings) -> None:
             on_shutdown=connections.end_all,
         )
     finally:
+        if consuming is not None:
+            await cancel_and_wait([consuming])
         await upstream.close()
         await discovery.close()
         await redis.aclose()

@@ -21,6 +21,13 @@ class Settings(CallerSettings):
     # redis://[:password@]host:port/db
     redis_url: SecretStr
     redis_key_prefix: str = "interchange"
+    # amqp://user:password@host:port/vhost: user events (deleted, suspended) revoke
+    # that user's tokens; one queue for all gateway instances.
+    rabbitmq_url: SecretStr
+    events_exchange: str = "interchange.events"
+    events_queue: str = Field(default="gateway", min_length=1, max_length=200)
+    # How long a revocation is kept: at least the longest an access token lives.
+    revocation_ttl_seconds: int = Field(default=3600, ge=60)
 
     # Each *_SERVICE_URL may list several instances, comma-separated (static discovery).
     user_service_url: str

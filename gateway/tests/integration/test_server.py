@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from devstack.secrets import write_dev_certificate
-from devstack.testing import eventually, free_port
+from devstack.testing import delete_exchange, eventually, free_port
 
 pytestmark = pytest.mark.integration
 KID = "test-key"
@@ -101,6 +101,10 @@ async def gateway(tmp_path_factory, certificate, users, notifications, infra, ke
         "SERVICE_JWT_SECRET": secrets.token_urlsafe(48),
         "REDIS_URL": infra.redis_url,
         "REDIS_KEY_PREFIX": key_prefix,
+        # The run's own exchange and queue on the shared broker, removed afterwards.
+        "RABBITMQ_URL": infra.rabbitmq_url,
+        "EVENTS_EXCHANGE": f"{key_prefix}.events",
+        "EVENTS_QUEUE": f"{key_prefix}.gateway",
         "USER_SERVICE_URL": users.url,
         "ORDER_SERVICE_URL": users.url,
         "NOTIFICATION_SERVICE_URL": f"{dead}, {notifications.url}",
@@ -135,6 +139,7 @@ async def gateway(tmp_path_factory, certificate, users, notifications, infra, ke
     if popen.poll() is None:
         popen.kill()
         popen.wait(timeout=10)
+    await delete_exchange(amqp_url=infra.rabbitmq_url, exchange=env["EVENTS_EXCHANGE"], queues=[env["EVENTS_QUEUE"]])
 
 
 def tls_context(process):

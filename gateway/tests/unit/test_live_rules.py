@@ -86,6 +86,7 @@ def test_with_tls_both_listen(tmp_path):
 ENV = {
     "SERVICE_JWT_SECRET": "s" * 40,
     "REDIS_URL": "redis://localhost:6379/0",
+    "RABBITMQ_URL": "amqp://guest:guest@localhost:5672/",
     "USER_SERVICE_URL": "http://users:8001",
     "ORDER_SERVICE_URL": "http://orders:8002",
     "NOTIFICATION_SERVICE_URL": "http://n1:8003,http://n2:8003",

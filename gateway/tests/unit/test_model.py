@@ -1,9 +1,10 @@
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
 from gateway.domain.errors import AuthenticationFailed, Forbidden
-from gateway.domain.model import Access, Principal, RateDecision, Route
+from gateway.domain.model import Access, Principal, RateDecision, Route, revoked_at
 from gateway.domain.routes import ROUTES
 
 USER = Principal(user_id=uuid.uuid4(), roles=frozenset({"user"}), expires_at=0)
@@ -57,3 +58,16 @@ def test_the_route_table_puts_me_before_the_id_route():
 
 def test_a_trailing_newline_is_not_a_plain_segment():
     assert route(Access.USER).upstream_path(path_params={"user_id": "abc\n"}, principal=USER) is None
+
+
+def user_event(kind: str, **data: object) -> dict[str, object]:
+    return {"type": kind, "occurred_at": "2026-11-27T10:00:00.500Z", "data": {"id": "u", **data}}
+
+
+def test_deleted_or_suspended_users_tokens_end_at_the_event_and_others_do_not():
+    at = datetime(2026, 11, 27, 10, 0, 0, 500_000, tzinfo=UTC).timestamp()
+    assert revoked_at(user_event("user.deleted")) == at
+    assert revoked_at(user_event("user.updated", status="SUSPENDED")) == at
+    assert revoked_at(user_event("user.updated", status="ACTIVE", name="Renamed")) is None
+    assert revoked_at(user_event("user.created", status="ACTIVE")) is None
+    assert revoked_at({"type": "order.placed", "data": {}}) is None

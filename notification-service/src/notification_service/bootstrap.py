@@ -28,6 +28,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -37,6 +38,7 @@ from interchange_common.health import HealthCheck
 from interchange_common.httpserver import serve_http
 from interchange_common.messaging import Consumer, ConsumerTopology
 from interchange_common.migrations import upgrade
+from interchange_common.revocations import RedisRevocations
 from interchange_common.rpc import grpc_target, service_channel
 from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
 from interchange_common.tasks import cancel_and_wait, every
@@ -201,9 +203,11 @@ def build(*, settings: Settings) -> Container:
     republisher = AmqpRepublisher(amqp_url=amqp_url, queue=settings.events_queue)
     dead_letters = DeadLetters(store=SqlDeadLetterStore(engine=engine), republisher=republisher)
     topology = topology_of(settings)
-    authenticate = _authenticator(settings)
     redis_url = settings.redis_url.get_secret_value()
     redis = redis_commands(redis_url)
+    authenticate = _authenticator(
+        settings, revocations=RedisRevocations(redis=redis, key_prefix=settings.redis_key_prefix)
+    )
     live = LiveHub(
         redis=redis,
         connect_subscriber=lambda: redis_subscriber(redis_url),
@@ -265,8 +269,10 @@ def migrate(*, settings: Settings) -> None:
     upgrade(script_location=MIGRATIONS, database_url=settings.database_url.get_secret_value())
 
 
-def _authenticator(settings: Settings) -> Authenticate:
-    """Access tokens checked against user-service's published keys (JWKS_URL)."""
+def _authenticator(settings: Settings, *, revocations: RedisRevocations) -> Authenticate:
+    """Access tokens checked against user-service's published keys (JWKS_URL), and
+    refused once their user is deleted or suspended (the gateway's revocation marks;
+    while Redis does not answer they are let through: they still expire)."""
     jwks_url = settings.jwks_url
     if jwks_url is None:
 
@@ -286,9 +292,17 @@ def _authenticator(settings: Settings) -> Authenticate:
 
     async def authenticate(token: str) -> SignedInUser:
         try:
-            return await verifier.verify(token=token)
+            user = await verifier.verify(token=token)
         except AccessTokenRejected as e:
             raise Rejected(str(e)) from e
+        try:
+            revoked = await revocations.is_revoked(user_id=user.user_id, issued_at=user.issued_at)
+        except RedisError as e:
+            _log.warning("revocations unavailable, token not checked", extra={"error": type(e).__name__})
+            return user
+        if revoked:
+            raise Rejected("token revoked")
+        return user
 
     return authenticate
 

@@ -8,12 +8,15 @@ Principal         the signed-in caller, from a verified access token
 RateLimitPolicy   how many requests per window, and the key it counts by
 RateDecision      the answer of the limiter for one request
 origin_allowed    may a page from this Origin open a WebSocket to us
+revoked_at        when a user event ends that user's tokens (deleted, suspended)
 """
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
+from typing import Any
 
 from gateway.domain.errors import AuthenticationFailed, Forbidden
 from interchange_common.actors import SignedInUser
@@ -119,3 +122,16 @@ def origin_allowed(*, origin: str | None, host: str | None, secure: bool, allowe
     if origin in allowed:
         return True
     return host is not None and origin.lower() == f"{'https' if secure else 'http'}://{host.lower()}"
+
+
+def revoked_at(event: Mapping[str, Any]) -> float | None:
+    """When a user event ends the user's tokens (epoch seconds): a deleted user, or
+    one no longer active (suspended). Tokens issued at or before that time are
+    refused; ones issued after (say, once the user is active again) are not. None:
+    the event ends nothing (a rename, a new user)."""
+    kind, data = event.get("type"), event.get("data") or {}
+    if kind not in ("user.deleted", "user.updated"):
+        return None
+    if kind == "user.updated" and data.get("status", "ACTIVE") == "ACTIVE":
+        return None
+    return datetime.fromisoformat(str(event["occurred_at"]).replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,58 @@
+"""Tokens that stop working before they expire: a deleted or suspended user's.
+
+user-service publishes user.updated and user.deleted; the gateway consumes them (one
+queue for every gateway instance) and records, per user, the time before which
+their tokens are refused, in Redis, so that every instance refuses them at once.
+The mark (interchange_common.revocations) lives as long as a token can; the TCP and
+UDP feeds of notification-service read the same marks.
+
+RevocationHandler  the consumer's handler: user events → revoke (domain.revoked_at)
+checked            wraps a token check: a revoked token is AuthenticationFailed
+"""
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+from redis.exceptions import RedisError
+
+from gateway.domain.errors import AuthenticationFailed
+from gateway.domain.model import Principal, revoked_at
+from interchange_common.messaging import Delivery
+from interchange_common.revocations import RedisRevocations
+
+_log = logging.getLogger(__name__)
+
+Verify = Callable[..., Awaitable[Principal]]
+
+
+class RevocationHandler:
+    def __init__(self, *, revocations: RedisRevocations) -> None:
+        self._revocations = revocations
+
+    async def __call__(self, delivery: Delivery) -> None:
+        event = delivery.json()
+        at = revoked_at(event) if isinstance(event, dict) else None
+        if at is None:
+            return
+        user_id = uuid.UUID(str(event["data"]["id"]))
+        await self._revocations.revoke(user_id=user_id, at=at)
+        _log.info("tokens revoked", extra={"user_id": str(user_id), "event": event.get("type")})
+
+
+def checked(*, verify: Verify, revocations: RedisRevocations) -> Verify:
+    """``verify``, then refuse a token issued at or before its user's revocation. When
+    Redis does not answer the token is let through (logged): it still expires."""
+
+    async def verify_and_check(*, header: str | None) -> Principal:
+        principal = await verify(header=header)
+        try:
+            revoked = await revocations.is_revoked(user_id=principal.user_id, issued_at=principal.issued_at)
+        except RedisError as e:
+            _log.warning("revocations unavailable, token not checked", extra={"error": type(e).__name__})
+            return principal
+        if revoked:
+            raise AuthenticationFailed("token revoked")
+        return principal
+
+    return verify_and_check
