@@ -136,7 +136,7 @@ def main() -> None:
             login.raise_for_status()
         user_id, user_token = user.json()["id"], login.json()["access_token"]
         service_token = ServiceTokenIssuer(
-            service="gateway", secret=example["SERVICE_JWT_SECRET"], ttl_seconds=3600
+            service="order-service", secret=example["SERVICE_JWT_SECRET"], ttl_seconds=3600
         ).token_for(audience="user-service")
 
         nginx_port = free_port()
