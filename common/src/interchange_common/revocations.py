@@ -4,9 +4,13 @@ as a token can live. The gateway writes the marks (from user events) and checks
 them on every request; notification-service checks them on its TCP and UDP feeds.
 """
 
+import logging
 import uuid
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+_log = logging.getLogger("interchange.revocations")
 
 # KEYS[1] the user's mark. ARGV: time (epoch seconds), ttl in seconds. Keeps the later
 # of two marks (events may arrive out of order) and always sets the expiry.
@@ -38,7 +42,11 @@ class RedisRevocations:
         return None if value is None else float(value)
 
     async def is_revoked(self, *, user_id: uuid.UUID, issued_at: float) -> bool:
-        """Is a token of this user, issued at ``issued_at``, refused? (RedisError when
-        Redis does not answer: the caller decides.)"""
-        since = await self.revoked_since(user_id=user_id)
+        """Is a token of this user, issued at ``issued_at``, refused? When Redis does
+        not answer: no (logged); the token still expires."""
+        try:
+            since = await self.revoked_since(user_id=user_id)
+        except RedisError as e:
+            _log.warning("revocations unavailable, token not checked", extra={"error": type(e).__name__})
+            return False
         return since is not None and issued_at <= since

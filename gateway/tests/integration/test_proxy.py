@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from devstack.testing import PrivateRedis, free_port
+from devstack.testing import free_port
 from gateway.adapters.ratelimiter import RedisRateLimiter
 from gateway.adapters.upstream import UpstreamClient
 from gateway.domain.errors import AuthenticationFailed
@@ -197,12 +197,10 @@ async def test_cors_preflight_for_an_allowed_origin(client):
     assert "access-control-allow-origin" not in refused.headers
 
 
-async def test_a_rate_limiter_failing_closed_answers_503_while_redis_is_down(upstream, balancer_over, key_prefix):
-    reason = PrivateRedis.unavailable_because()
-    if reason is not None:
-        pytest.fail(reason)  # redis-server is part of this machine's set-up (DESIGN.md)
-    server = PrivateRedis()
-    server.start()
+async def test_a_rate_limiter_failing_closed_answers_503_while_redis_is_down(
+    upstream, balancer_over, key_prefix, private_redis
+):
+    server = private_redis
     redis = Redis.from_url(server.url, socket_connect_timeout=0.3, socket_timeout=0.3)
     limiter = RedisRateLimiter(redis=redis, key_prefix=key_prefix, on_failure="closed")
     forwarder = forwarder_to(upstream.url, balancer_over=balancer_over)
@@ -220,4 +218,3 @@ async def test_a_rate_limiter_failing_closed_answers_503_while_redis_is_down(ups
     finally:
         await forwarder.close()
         await redis.aclose()
-        server.remove()

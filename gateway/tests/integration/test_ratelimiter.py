@@ -3,12 +3,12 @@ tests stop to see each failure policy."""
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
-from devstack.testing import PrivateRedis, eventually
+from devstack.testing import eventually
 from gateway.adapters.ratelimiter import RedisRateLimiter
 from gateway.domain.errors import StoreUnavailable
 from gateway.domain.model import RateLimitPolicy
@@ -50,17 +50,6 @@ async def test_every_counter_key_has_a_ttl(limiter, redis, key_prefix):
     for counter in keys:
         ttl = await redis.pttl(counter)
         assert 0 < ttl <= 60_000
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    reason = PrivateRedis.unavailable_because()
-    if reason is not None:
-        pytest.fail(reason)  # redis-server is part of this machine's set-up (DESIGN.md)
-    server = PrivateRedis()
-    server.start()
-    yield server
-    server.remove()
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -295,12 +294,7 @@ def _authenticator(settings: Settings, *, revocations: RedisRevocations) -> Auth
             user = await verifier.verify(token=token)
         except AccessTokenRejected as e:
             raise Rejected(str(e)) from e
-        try:
-            revoked = await revocations.is_revoked(user_id=user.user_id, issued_at=user.issued_at)
-        except RedisError as e:
-            _log.warning("revocations unavailable, token not checked", extra={"error": type(e).__name__})
-            return user
-        if revoked:
+        if await revocations.is_revoked(user_id=user.user_id, issued_at=user.issued_at):
             raise Rejected("token revoked")
         return user
 

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from devstack.testing import PrivateRedis, eventually, free_port
+from devstack.testing import eventually, free_port
 from interchange_common.actors import SignedInUser
 from interchange_common.servicejwt import ServiceTokenIssuer
 from interchange_common.tasks import cancel_and_wait
@@ -738,17 +738,6 @@ async def test_the_live_pusher_is_woken_by_the_commit(database_url, db, store, m
         assert await redis.xlen(hub.stream_key(user_id)) == 2
     finally:
         await cancel_and_wait([running])
-
-
-@pytest.fixture
-def private_redis():
-    reason = PrivateRedis.unavailable_because()
-    if reason is not None:
-        pytest.fail(reason)  # redis-server is part of this machine's set-up (DESIGN.md)
-    server = PrivateRedis()
-    server.start()
-    yield server
-    server.remove()
 
 
 async def test_the_subscriber_resubscribes_after_redis_restarts_and_refills_the_gap(private_redis, make_hub):

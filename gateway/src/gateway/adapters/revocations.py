@@ -14,8 +14,6 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 
-from redis.exceptions import RedisError
-
 from gateway.domain.errors import AuthenticationFailed
 from gateway.domain.model import Principal, revoked_at
 from interchange_common.messaging import Delivery
@@ -46,12 +44,7 @@ def checked(*, verify: Verify, revocations: RedisRevocations) -> Verify:
 
     async def verify_and_check(*, header: str | None) -> Principal:
         principal = await verify(header=header)
-        try:
-            revoked = await revocations.is_revoked(user_id=principal.user_id, issued_at=principal.issued_at)
-        except RedisError as e:
-            _log.warning("revocations unavailable, token not checked", extra={"error": type(e).__name__})
-            return principal
-        if revoked:
+        if await revocations.is_revoked(user_id=principal.user_id, issued_at=principal.issued_at):
             raise AuthenticationFailed("token revoked")
         return principal
 
