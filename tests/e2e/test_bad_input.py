@@ -102,3 +102,10 @@ def test_a_bad_patch_changes_nothing(gateway, new_account):
 
 def test_an_unknown_route_is_a_404_problem(gateway):
     assert_problem(gateway.get("/api/nothing-here"), 404)
+
+
+def test_an_oversized_header_is_refused_and_the_gateway_keeps_serving(gateway, new_account):
+    ada = new_account()
+    status = gateway.get("/api/users/me", headers={**ada.headers, "X-Filler": "x" * 32_768}).status_code
+    assert status == 431
+    assert gateway.get("/api/users/me", headers=ada.headers).status_code == 200

@@ -3,7 +3,8 @@
 For each HTTP request it
 - accepts the caller's X-Request-ID (or makes one), exposes it to logs and clients
   through the context variable, and echoes it on the response;
-- refuses bodies over the size cap with 413, whether announced or streamed;
+- refuses headers over 16 KiB in all with 431, and bodies over the size cap with
+  413, whether announced or streamed;
 - takes the caller's deadline (X-Request-Timeout-Ms, interchange_common.deadlines)
   for the work it starts and answers 504 when it passes;
 - cancels the request's work when the caller goes away before the answer;
@@ -37,6 +38,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _REQUEST_ID_HEADER_BYTES = REQUEST_ID_HEADER.encode()
 _DEADLINE_HEADER_BYTES = DEADLINE_HEADER.encode()
 _CONNECTION_CLOSE = (b"connection", b"close")
+# Names and values of all request headers together; past it, 431. The servers' own
+# limits are looser (Hypercorn reads 64 KiB at a time, httptools has none).
+MAX_HEADER_BYTES = 16 * 1024
 _CLOSABLE_VERSIONS = ("1.0", "1.1")  # HTTP/2 has no Connection header (it sends GOAWAY)
 _log = logging.getLogger("interchange.access")
 
@@ -104,9 +108,10 @@ def _route_template(scope: Scope) -> str:
 
 
 class ObservabilityMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_header_bytes: int = MAX_HEADER_BYTES) -> None:
         self._app = app
         self._max_body = max_body_bytes
+        self._max_headers = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,7 +120,9 @@ class ObservabilityMiddleware:
         offered: str | None = None
         announced = 0
         timeout: float | None = None
+        header_bytes = 0
         for name, value in scope["headers"]:
+            header_bytes += len(name) + len(value)
             if name == _REQUEST_ID_HEADER_BYTES:
                 offered = value.decode("latin-1")
             elif name == b"content-length" and value.isdigit():
@@ -168,7 +175,9 @@ class ObservabilityMiddleware:
 
         within = asyncio.timeout(timeout)
         try:
-            if announced > self._max_body:
+            if header_bytes > self._max_headers:
+                await self._send_problem(send_with_id, status=431, detail="request header fields too large")
+            elif announced > self._max_body:
                 await self._send_problem(send_with_id, status=413, detail="request body too large")
             else:
                 with deadline_in(timeout), watch:

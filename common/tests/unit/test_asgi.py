@@ -185,3 +185,10 @@ async def test_work_is_cancelled_when_the_caller_goes_away():
     await asyncio.wait_for(serving, timeout=5)  # returns normally: the server expects that
     assert cancelled.is_set()
     assert sent == []
+
+
+async def test_oversized_headers_are_refused_with_431(client):
+    response = await client.get("/id", headers={"X-Filler": "x" * (17 * 1024)})
+    assert response.status_code == 431
+    assert response.json()["detail"] == "request header fields too large"
+    assert (await client.get("/id", headers={"X-Filler": "x" * 1024})).status_code == 200
