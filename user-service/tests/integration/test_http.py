@@ -47,7 +47,8 @@ def as_actor(user_id, roles="user"):
 
 async def register(client):
     response = await client.post(
-        "/internal/users", json={"name": "Ada", "email": f"h-{uuid.uuid4().hex[:8]}@example.com", "password": "p" * 10}
+        "/internal/users",
+        json={"name": "Ada", "email": f"h-{uuid.uuid4().hex[:8]}@example.com", "password": f"pw-{uuid.uuid4().hex}"},
     )
     assert response.status_code == 201, response.text
     return response.json()

@@ -10,6 +10,7 @@ from user_service.domain.model import (
     UserChanges,
     UserStatus,
     apply_changes,
+    check_password,
     ensure_can_view,
     make_page,
     normalize_email,
@@ -101,3 +102,23 @@ def test_names_with_line_breaks_or_control_characters_are_refused(name):
 
 def test_a_name_keeps_its_inner_spaces_and_accents():
     assert normalize_name("  Ada  Lovelace-Byron é ") == "Ada  Lovelace-Byron é"
+
+
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [
+        ("password123", "too easy to guess"),
+        ("qwertyuiop", "too easy to guess"),
+        ("aaaaaaaaaa", "too easy to guess"),
+        ("ada.lovelace@example.com", "too easy to guess"),  # the user's own email
+        ("short", "8 to"),
+    ],
+)
+def test_weak_passwords_are_refused_with_a_reason(password, why):
+    with pytest.raises(InvalidUserData, match=why):
+        check_password(password, email="ada.lovelace@example.com", name="Ada Lovelace")
+
+
+@pytest.mark.parametrize("password", ["correct horse battery", "long enough", "pw-" + "0123456789abcdef"])
+def test_passwords_hard_enough_to_guess_are_taken(password):
+    check_password(password, email="ada.lovelace@example.com", name="Ada Lovelace")

@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
+from zxcvbn import zxcvbn
+
 from interchange_common.actors import ADMIN_ROLE, USER_ROLE, Actor
 from user_service.domain.errors import InvalidUserData, PermissionDenied, UserNotFound
 
@@ -19,6 +21,8 @@ KNOWN_ROLES = frozenset({ADMIN_ROLE, USER_ROLE})
 MAX_NAME_LENGTH = 100
 MAX_EMAIL_LENGTH = 254
 MIN_PASSWORD_LENGTH = 8
+# zxcvbn's scale: 0 too guessable … 4 very unguessable; 2 resists online guessing.
+MIN_PASSWORD_SCORE = 2
 MAX_PASSWORD_LENGTH = 128
 MAX_PAGE_SIZE = 100
 MAX_FILTER_LENGTH = 100
@@ -104,10 +108,18 @@ def normalize_name(name: str) -> str:
     return name
 
 
-def check_password(password: str) -> None:
+def check_password(password: str, *, email: str = "", name: str = "") -> None:
+    """Long enough, and not easy to guess: zxcvbn's estimate (dictionaries of common
+    passwords, names and words, keyboard walks, dates, the user's own email and
+    name) must reach MIN_PASSWORD_SCORE. As NIST SP 800-63B asks: a length and a
+    blocklist, no rules about which kinds of characters."""
     check_text(password, what="password")
     if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
         raise InvalidUserData(f"password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters")
+    estimate = zxcvbn(password, user_inputs=[part for part in (email, name) if part])
+    if estimate["score"] < MIN_PASSWORD_SCORE:
+        hint = estimate["feedback"].get("warning") or "add another word or two"
+        raise InvalidUserData(f"password is too easy to guess: {hint}")
 
 
 def normalize_roles(roles: tuple[str, ...]) -> tuple[str, ...]:

@@ -59,7 +59,7 @@ class Users:
         roles = normalize_roles(new_user.roles)
         password_hash = None
         if new_user.password is not None:
-            check_password(new_user.password)
+            check_password(new_user.password, email=email, name=name)
             password_hash = await self._hasher.hash(password=new_user.password)
         now = self._clock()
         user = User(
