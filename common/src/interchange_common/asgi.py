@@ -89,16 +89,16 @@ class _CallerWatch:
         return await self._messages.get()
 
     async def _read(self) -> None:
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                if not self.response_complete and self._task is not None:
-                    self.caller_gone = True
-                    self._task.cancel()
-                if self._messages.empty():
-                    self._messages.put_nowait(message)  # for a streaming response still reading
-                return
-            await self._messages.put(message)
+        try:
+            while (message := await self._receive())["type"] != "http.disconnect":
+                await self._messages.put(message)
+        except Exception:
+            _log.exception("reading the request failed")  # as if the caller had gone
+        if not self.response_complete and self._task is not None:
+            self.caller_gone = True
+            self._task.cancel()
+        if self._messages.empty():
+            self._messages.put_nowait({"type": "http.disconnect"})  # for a streaming response still reading
 
 
 def _route_template(scope: Scope) -> str:

@@ -211,7 +211,7 @@ class DnsSrvDiscovery:
 
     async def healthy(self, *, service: str) -> Sequence[Instance]:
         cached = self._cache.get(service)
-        if cached is not None and cached.expires > self._clock():
+        if cached is not None and cached.expires > self._clock() and cached.instances:
             return cached.instances
         try:
             instances, ttl = await self._lookup(service)

@@ -13,6 +13,7 @@ drain ends, for the service to end them (their clients reconnect elsewhere).
 """
 
 import asyncio
+import logging
 import signal
 from collections.abc import Callable
 from types import FrameType
@@ -21,6 +22,8 @@ from typing import Any
 import uvicorn
 
 from interchange_common import lifecycle
+
+_log = logging.getLogger("interchange.http")
 
 
 class _Server(uvicorn.Server):
@@ -42,10 +45,14 @@ class _Server(uvicorn.Server):
         return await super().on_tick(counter)
 
     async def _drain(self) -> None:
-        await lifecycle.current().begin()
-        if self._on_exit is not None:
-            self._on_exit()
-        self.should_exit = True
+        try:
+            await lifecycle.current().begin()
+            if self._on_exit is not None:
+                self._on_exit()
+        except Exception:
+            _log.exception("draining failed; stopping now")
+        finally:
+            self.should_exit = True  # whatever happened above, the server stops
 
 
 async def serve_http(

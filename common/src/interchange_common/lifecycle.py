@@ -40,7 +40,10 @@ class Shutdown:
         self.draining = True
         _log.info("draining", extra={"drain_seconds": self.drain_seconds})
         for hook in self.on_drain:
-            await hook()
+            try:
+                await hook()
+            except Exception:
+                _log.exception("a drain hook failed")
         if self.registration is not None:
             try:
                 async with asyncio.timeout(2.0):

@@ -239,7 +239,8 @@ def retrying(
         budget.first_attempt()
         stop = stop | _SpendBudget(budget)
     return tenacity.AsyncRetrying(
-        retry=tenacity.retry_if_exception(retryable),
+        # tenacity would offer cancellation too: it is never retried.
+        retry=tenacity.retry_if_exception(lambda e: isinstance(e, Exception) and retryable(e)),
         stop=stop,
         wait=tenacity.wait_random_exponential(multiplier=initial, max=maximum),
         reraise=True,

@@ -187,3 +187,21 @@ async def test_the_budget_caps_retries_across_calls():
             await run(attempts, budget=budget)
         counts.append(attempts.count)
     assert counts == [4, 1, 1]  # three tokens, spent by the first call's retries
+
+
+async def test_cancellation_is_never_retried_even_when_everything_else_is():
+    calls = 0
+
+    async def cancelled() -> None:
+        nonlocal calls
+        calls += 1
+        raise asyncio.CancelledError
+
+    async def call() -> None:
+        async for attempt in retrying(retryable=lambda e: True, attempts=5, within=10.0, sleep=Attempts(0).sleep):
+            with attempt:
+                await cancelled()
+
+    with pytest.raises(asyncio.CancelledError):
+        await call()
+    assert calls == 1
