@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, WebSocket
+from prometheus_client import Gauge
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
@@ -58,6 +59,7 @@ from notification_service.domain import live
 from notification_service.domain.errors import LiveMessageRejected, NotSignedIn, TooManyStreams
 
 _log = logging.getLogger(__name__)
+LIVE_CONNECTIONS = Gauge("notification_live_connections", "Open SSE streams and WebSockets here", ["kind"])
 
 SSE_RETRY = b"retry: 2000\n\n"
 SSE_KEEPALIVE = b": keepalive\n\n"
@@ -143,9 +145,11 @@ class EventStream(Response):
         streaming = asyncio.ensure_future(self._stream(send))
         gone = asyncio.ensure_future(self._disconnected(receive))
         leasing = asyncio.ensure_future(self._lease())
+        LIVE_CONNECTIONS.labels(kind="sse").inc()
         try:
             done, _ = await asyncio.wait({streaming, gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            LIVE_CONNECTIONS.labels(kind="sse").dec()
             for task in (streaming, gone, leasing):
                 task.cancel()
             await asyncio.gather(streaming, gone, leasing, return_exceptions=True)
@@ -247,6 +251,7 @@ class LiveSocket:
             subscription = await self._hub.subscribe(
                 user_id=user_id, client_id=self._client_id, after=None, private=True
             )
+            LIVE_CONNECTIONS.labels(kind="websocket").inc()
             try:
                 _log.info("websocket opened", extra={"client_id": self._client_id, "user_id": str(user_id)})
                 self._reply(
@@ -255,6 +260,7 @@ class LiveSocket:
                 )
                 close = await self._run(subscription)
             finally:
+                LIVE_CONNECTIONS.labels(kind="websocket").dec()
                 self._hub.unsubscribe(subscription)
                 await self._leave_every_room()
         except LiveUnavailable:
