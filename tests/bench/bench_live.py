@@ -22,7 +22,6 @@ stack (two notification instances) on free ports.
 import argparse
 import asyncio
 import contextlib
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from devstack.compose import read_env_file
 from devstack.infra import ensure_infra
 from devstack.live import WELCOME
 from devstack.shop import ITEMS, NOTIFICATION_INSTANCES, shop_on
-from devstack.testing import free_port, wait_for
+from devstack.testing import accepts, free_port, wait_for
 from interchange_common.actors import ACTOR_EXPIRES_HEADER, ACTOR_ID_HEADER, ACTOR_ROLES_HEADER
 from interchange_common.servicejwt import ServiceTokenIssuer
 
@@ -62,12 +61,6 @@ def say(message: str) -> None:
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
-def accepts(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
-    return False
 
 
 # The baseline: a bare broadcast server, run as this script with --baseline-port.
@@ -281,7 +274,9 @@ def main() -> None:
         ) as shop:
             instance = shop.stack.url(NOTIFICATION_INSTANCES[0], 8003).replace("http://", "ws://") + "/internal/ws"
             baseline_url = f"ws://127.0.0.1:{port}"
-            wait_for(lambda: baseline.poll() is None and accepts(port), timeout=10, what="the baseline server")
+            wait_for(
+                lambda: baseline.poll() is None and accepts("127.0.0.1", port), timeout=10, what="the baseline server"
+            )
             say(f"fan-out: {args.clients} clients in one room, {args.messages} messages, {args.window} in flight")
             shape = {"clients": args.clients, "messages": args.messages, "window": args.window}
             ours = uvloop.run(fan_out(connect_one=instance_connector(url=instance, secret=secret), joins=True, **shape))

@@ -6,6 +6,8 @@ import uuid
 import jwt
 import pytest
 
+from devstack.testing import assert_problem
+
 
 @pytest.fixture
 def user_count(gateway, admin):
@@ -13,17 +15,6 @@ def user_count(gateway, admin):
         return int(gateway.get("/api/users", headers=admin.headers).json()["total"])
 
     return count
-
-
-def assert_problem(response, status):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["status"] == status
-    assert body["title"]
-    assert body["detail"]
-    assert body["request_id"] == response.headers["x-request-id"]
-    assert "Traceback" not in response.text
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,6 @@ user token and an access token as a service token. Each door also takes one good
 token, so a door that refused everything would fail here too.
 """
 
-import base64
-import hashlib
-import hmac
 import json
 import time
 import uuid
@@ -27,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from devstack.accounts import Account, register
+from devstack.forgery import alg_none, hs256_signed, tampered
 from devstack.live import Chat, Device, EventStream, StreamEnded, Terminal
 from interchange_common.contracts import eventstore_pb2, eventstore_pb2_grpc, user_pb2, user_pb2_grpc
 from interchange_common.servicejwt import ServiceTokenIssuer
@@ -59,28 +57,10 @@ class Keys:
         return jwt.encode(claims, secret or self.service_secret, algorithm="HS256")
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def tampered(token: str, **changes: Any) -> str:
-    header, payload, signature = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    claims.update(changes)
-    return f"{header}.{_b64(json.dumps(claims).encode())}.{signature}"
-
-
-def alg_none(claims: dict[str, Any], **header: Any) -> str:
-    return f"{_b64(json.dumps({'alg': 'none', 'typ': 'JWT', **header}).encode())}.{_b64(json.dumps(claims).encode())}."
-
-
 def hs256_with_the_public_key(keys: Keys) -> str:
     now = int(time.time())
-    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": keys.kid}).encode())
     body = {"iss": ISSUER, "aud": AUDIENCE, "sub": keys.account.id, "iat": now, "exp": now + 600}
-    payload = _b64(json.dumps(body).encode())
-    signature = hmac.new(keys.public_pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()
-    return f"{header}.{payload}.{_b64(signature)}"
+    return hs256_signed(body, secret=keys.public_pem, kid=keys.kid)
 
 
 NOW = int(time.time())

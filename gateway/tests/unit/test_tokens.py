@@ -1,8 +1,6 @@
 """The gateway's access-token check: one table of tokens that must be refused."""
 
 import asyncio
-import base64
-import json
 import time
 import uuid
 
@@ -12,6 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from devstack.forgery import hs256_signed, tampered
 from gateway.adapters.tokens import JwksTokenVerifier
 from gateway.domain.errors import AuthenticationFailed
 
@@ -59,29 +58,15 @@ async def verifier(ring):
     return verifier
 
 
-def tamper(token):
-    header, payload, signature = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    claims["roles"] = ["admin"]
-    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    return f"{header}.{forged}.{signature}"
-
-
 def hs256_with_public_key(ring):
     public_pem = (
         ring.keys["k1"]
         .public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT","kid":"k1"}').rstrip(b"=").decode()
     now = int(time.time())
     body = {"iss": ISSUER, "aud": AUDIENCE, "sub": str(uuid.uuid4()), "iat": now, "exp": now + 600}
-    payload = base64.urlsafe_b64encode(json.dumps(body).encode()).rstrip(b"=").decode()
-    import hashlib
-    import hmac
-
-    signature = hmac.new(public_pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()
-    return f"{header}.{payload}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+    return hs256_signed(body, secret=public_pem, kid="k1")
 
 
 BAD_TOKENS = {
@@ -107,7 +92,7 @@ BAD_TOKENS = {
         algorithm="RS256",
         headers={"kid": "made-up"},
     ),
-    "tampered-payload": lambda ring: tamper(ring.sign()),
+    "tampered-payload": lambda ring: tampered(ring.sign(), roles=["admin"]),
     "service-token": lambda ring: jwt.encode(
         {"iss": "order-service", "sub": "order-service", "aud": "user-service", "iat": 0, "exp": 2**40},
         "s" * 40,

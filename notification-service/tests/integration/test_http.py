@@ -6,22 +6,13 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from devstack.testing import assert_problem
 from notification_service.domain.model import DeadLetter
 
 pytestmark = pytest.mark.integration
 
 ADMIN = {"x-actor-id": str(uuid.uuid4()), "x-actor-roles": "user,admin"}
 USER = {"x-actor-id": str(uuid.uuid4()), "x-actor-roles": "user"}
-
-
-def assert_problem(response, status):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["status"] == status
-    assert body["detail"]
-    assert body["request_id"] == response.headers["x-request-id"]
-    return body
 
 
 async def stored_dead_letter(service):

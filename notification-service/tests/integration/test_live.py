@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from devstack.testing import eventually, free_port
+from devstack.testing import assert_problem, eventually, free_port
 from interchange_common.actors import SignedInUser
 from interchange_common.servicejwt import ServiceTokenIssuer
 from interchange_common.tasks import cancel_and_wait
@@ -367,15 +367,6 @@ async def test_sse_ends_when_the_token_expires_and_when_the_service_stops(start_
         assert await stream.block() == ["retry: 2000"]
         instance.live.shutdown()
         assert await stream.ended()
-
-
-def assert_problem(response, status):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["status"] == status
-    assert body["detail"]
-    return body
 
 
 @pytest.mark.parametrize(

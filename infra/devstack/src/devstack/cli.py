@@ -17,14 +17,13 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import jwt
-
 from devstack.compose import read_env_file
 from devstack.errors import DevstackError
 from devstack.infra import ensure_infra
 from devstack.runner import stop_from_state
 from devstack.secrets import ensure_dev_secrets
 from devstack.stack import Stack, StackOptions
+from interchange_common.servicejwt import KNOWN_SERVICES, ServiceTokenIssuer
 
 STATE_FILE = Path(".run/native-stack.json")
 
@@ -85,15 +84,14 @@ def _up(root: Path) -> int:
         (root / STATE_FILE).unlink(missing_ok=True)
 
 
-def _service_token(*, root: Path, audience: str) -> str:
-    """A short-lived service token signed with .env's SERVICE_JWT_SECRET, for calling
-    internal APIs by hand (curl, grpcurl) on a development stack."""
+def _service_token(*, root: Path, audience: str, caller: str) -> str:
+    """A service token signed with .env's SERVICE_JWT_SECRET, for calling internal APIs
+    by hand (curl, grpcurl) on a development stack, as ``caller`` (services accept
+    tokens from the deployment's own services only)."""
     secret = read_env_file(root / ".env").get("SERVICE_JWT_SECRET")
     if not secret:
         raise DevstackError("SERVICE_JWT_SECRET is not set in .env")
-    now = int(time.time())
-    claims = {"iss": "developer", "sub": "developer", "aud": audience, "iat": now, "exp": now + 3600}
-    return jwt.encode(claims, secret, algorithm="HS256")
+    return ServiceTokenIssuer(service=caller, secret=secret, ttl_seconds=3600).token_for(audience=audience)
 
 
 def _down(root: Path) -> int:
@@ -109,6 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=["infra", "secrets", "up", "down", "service-token"])
     parser.add_argument("--root", type=Path, default=Path.cwd())
     parser.add_argument("--audience", default="event-store", help="service-token: the service to call")
+    parser.add_argument(
+        "--caller", default="order-service", choices=sorted(KNOWN_SERVICES), help="service-token: calling as"
+    )
     args = parser.parse_args(argv)
     root: Path = args.root.resolve()
     os.chdir(root)
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
             ensure_dev_secrets(root=root)
             code = 0
         elif args.command == "service-token":
-            print(_service_token(root=root, audience=args.audience))  # noqa: T201  # the command's output
+            print(_service_token(root=root, audience=args.audience, caller=args.caller))  # noqa: T201  # the command's output
             code = 0
         elif args.command == "up":
             code = _up(root)

@@ -15,7 +15,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ import time
 import uuid
 from types import TracebackType
 
-from devstack.testing import free_port, wait_for
+from devstack.testing import accepts, free_port, wait_for
 
 _CHUNK = 64 * 1024
 
@@ -178,7 +177,7 @@ class NetnsLink:
         ends = [f"{self._ns_ip}:{self.port}", f"{self._host_ip}:{self._relay_port}"]
         forwarder = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "devstack.faults", *ends])
         self._exits.callback(_stop, forwarder)
-        wait_for(lambda: _answers(self._ns_ip, self.port), timeout=15, what="the forwarder in the namespace")
+        wait_for(lambda: accepts(self._ns_ip, self.port), timeout=15, what="the forwarder in the namespace")
 
 
 def _run(command: list[str], *, check: bool = True) -> None:
@@ -194,12 +193,6 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-
-
-def _answers(host: str, port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
-        return True
-    return False
 
 
 def netem_unavailable_because() -> str | None:

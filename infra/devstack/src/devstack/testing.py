@@ -2,6 +2,7 @@
 databases and exchanges, and a private RabbitMQ node or Redis server that a test may stop."""
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -12,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
@@ -50,6 +51,27 @@ def metric(url: str, name: str, labels: Mapping[str, str]) -> float | None:
             if found.name == name and all(found.labels.get(key) == value for key, value in labels.items()):
                 return float(found.value)
     return None
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """``response`` is an RFC 9457 problem with ``status`` that names its request id
+    and shows no traceback; its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text
+    return body
+
+
+def accepts(host: str, port: int) -> bool:
+    """Something accepts TCP connections on ``host:port``."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+        return True
+    return False
 
 
 def wait_for(condition: Callable[[], T | None], *, timeout: float, interval: float = 0.05, what: str = "") -> T:
