@@ -9,10 +9,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from interchange_common import lifecycle
@@ -77,12 +78,31 @@ def health_response(*, results: Sequence[CheckResult]) -> Response:
     )
 
 
+class DependencyHealth(BaseModel):
+    service: str
+    status: Literal["healthy", "unhealthy"]
+    response_time_ms: float
+    error: str | None = None
+
+
+class HealthReport(BaseModel):
+    """What /health answers (documentation: the body is written by health_response)."""
+
+    status: Literal["healthy", "unhealthy", "draining"]
+    services: list[DependencyHealth] = []
+
+
 def health_router(*, checks: Callable[[], Sequence[HealthCheck]]) -> APIRouter:
     """GET /health (dependencies; 503 "draining" once the instance is stopping) and
     GET /health/live (the process answers)."""
     router = APIRouter(tags=["operations"])
 
-    @router.get("/health", summary="Health of every dependency, checked in parallel")
+    @router.get(
+        "/health",
+        summary="Health of every dependency, checked in parallel",
+        response_model=HealthReport,
+        responses={503: {"model": HealthReport, "description": "A dependency is down, or the instance is draining"}},
+    )
     async def health() -> Response:
         if lifecycle.current().draining:
             # Going away: no new work from anyone who still asks (load balancers, Consul).

@@ -91,6 +91,80 @@ async def _on_validation_error(_: Request, exc: Exception) -> Response:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    """Make FastAPI's own errors (404, 405, 422 …) problem responses."""
+    """Make FastAPI's own errors (404, 405, 422 …) problem responses, and say so in
+    the app's OpenAPI document (which also loses FastAPI's null parameters)."""
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = without_null_parameters(with_problems(generate()))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the document
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details, with the request id. A 422 lists what is wrong in errors.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "request_id"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "request_id": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["loc", "msg", "type"],
+                "properties": {
+                    "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+PROBLEM_RESPONSE: dict[str, Any] = {
+    "description": "Any error, as a problem (RFC 9457)",
+    "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+# What FastAPI documents for its validation errors, which install_problem_handlers replaces.
+_FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
+
+
+def with_problems(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with every operation's errors as problems: FastAPI's own 422 shape
+    gives way to a ``default`` problem response, which covers every error status."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            validation = responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            if validation.get("$ref", "").endswith("/HTTPValidationError"):
+                del responses["422"]
+            responses.setdefault("default", PROBLEM_RESPONSE)
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name in _FASTAPI_VALIDATION:
+        schemas.pop(name, None)
+    schemas["Problem"] = PROBLEM_SCHEMA
+    return document
+
+
+def without_null_parameters(document: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI documents an optional parameter (``str | None``) as "a string or null";
+    a query or header value is text or absent, never null, and a client that sends
+    the text "null" gets a 422. The null alternative goes."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                choices = [choice for choice in schema.get("anyOf", ()) if choice != {"type": "null"}]
+                if "anyOf" in schema and len(choices) == 1:
+                    del schema["anyOf"]
+                    schema.update(choices[0])
+    return document

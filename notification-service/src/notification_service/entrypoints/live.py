@@ -410,7 +410,8 @@ def live_router(
 ) -> APIRouter:
     router = APIRouter(prefix="/internal", tags=["live"])
 
-    @router.get("/events", response_class=EventStream)
+    # status_code: FastAPI cannot read it off EventStream, and its document would fail.
+    @router.get("/events", response_class=EventStream, status_code=200)
     async def events(request: Request) -> Response:
         user = live_user(headers=request.headers, verifier=verifier, now=clock())
         raw = request.headers.get(LAST_EVENT_ID_HEADER) or request.query_params.get("last_event_id")
