@@ -5,6 +5,7 @@ import logging
 
 from redis.asyncio import Redis
 
+from gateway.adapters.apidocs import ApiDocuments
 from gateway.adapters.ratelimiter import RedisRateLimiter
 from gateway.adapters.revocations import RevocationHandler, checked
 from gateway.adapters.tickets import RedisTicketStore
@@ -129,11 +130,17 @@ async def serve(*, settings: Settings) -> None:
             health_checks=health_checks,
             cors_origins=settings.cors_origins,
             max_body_bytes=settings.max_body_bytes,
+            body_timeout_seconds=settings.request_body_timeout_seconds,
             live=LiveSetup(
                 upstream_name=NOTIFICATIONS,
                 tickets=tickets,
                 allowed_origins=settings.ws_allowed_origins,
                 connections=connections,
+            ),
+            api_documents=ApiDocuments(
+                fetch=lambda name: upstream.get_json(upstream=name, path="/openapi.json"),
+                upstreams=list(targets),
+                routes=ROUTES,
             ),
         )
         await serve_http(
@@ -147,6 +154,7 @@ async def serve(*, settings: Settings) -> None:
             ),
             grace_seconds=settings.shutdown_grace_seconds,
             on_shutdown=connections.end_all,
+            head_timeout_seconds=settings.request_head_timeout_seconds,
         )
     finally:
         if consuming is not None:

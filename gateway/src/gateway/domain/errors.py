@@ -5,9 +5,10 @@ GatewayError
  ├── Forbidden              a valid caller without the role the route needs (403)
  ├── RateLimited            over the caller's limit (429)
  ├── StoreUnavailable       Redis (tickets, rate limits when they fail closed) did not answer (503)
- └── UpstreamFailed         the service behind the route did not answer
-      ├── UpstreamUnavailable   connection refused or reset, breaker open (503)
-      └── UpstreamTimeout       no answer within the route's timeout (504)
+ ├── UpstreamFailed         the service behind the route did not answer
+ │    ├── UpstreamUnavailable   connection refused or reset, breaker open (503)
+ │    └── UpstreamTimeout       no answer within the route's timeout (504)
+ └── ApiDocumentIncomplete  an upstream's OpenAPI document lacks a route's operation (503)
 """
 
 
@@ -50,3 +51,8 @@ class UpstreamUnavailable(UpstreamFailed):
 
 class UpstreamTimeout(UpstreamFailed):
     """The upstream did not answer within the route's timeout."""
+
+
+class ApiDocumentIncomplete(GatewayError):
+    """The upstreams' OpenAPI documents do not describe the route table: a route's
+    operation is missing, or two services define one schema name differently."""

@@ -3,6 +3,7 @@
 /                        the page (static/index.html), with its script preloaded
 /static/                 the page's files
 /health, /metrics        operations
+/openapi.json            the public API, composed from the upstreams' documents
 /api/auth/ticket, /api/events, /ws
                          tickets and the live connections (see entrypoints/live.py)
 every row of the route table
@@ -27,6 +28,7 @@ from starlette.routing import Mount, WebSocketRoute
 from starlette.routing import Route as StarletteRoute
 from starlette.staticfiles import StaticFiles
 
+from gateway.adapters.apidocs import ApiDocuments
 from gateway.adapters.tickets import RedisTicketStore
 from gateway.adapters.upstream import UpstreamClient
 from gateway.domain.errors import AuthenticationFailed, Forbidden, StoreUnavailable, UpstreamFailed
@@ -43,7 +45,7 @@ from gateway.entrypoints.live import (
     upstream_failure,
 )
 from interchange_common.actors import ACTOR_ID_HEADER, ACTOR_ROLES_HEADER
-from interchange_common.asgi import ObservabilityMiddleware
+from interchange_common.asgi import BODY_TIMEOUT_SECONDS, ObservabilityMiddleware
 from interchange_common.health import HealthCheck, health_router
 from interchange_common.metrics import metrics_router
 from interchange_common.problems import install_problem_handlers, problem_response
@@ -69,6 +71,19 @@ class LiveSetup:
     connections: LiveConnections
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def by_method(endpoints: Mapping[str, Endpoint]) -> Endpoint:
+    """One endpoint for a path's methods (HEAD is answered as GET: Starlette allows it with GET)."""
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await endpoints[method](request)
+
+    return endpoint
+
+
 def proxy_endpoint(
     *,
     route: Route,
@@ -78,7 +93,7 @@ def proxy_endpoint(
     verify: Verify,
     hit: Hit,
     issuer: ServiceTokenIssuer,
-) -> Callable[[Request], Awaitable[Response]]:
+) -> Endpoint:
     audience = upstream.upstreams[route.upstream].audience
     forward_headers = route.forward_headers
     protected = route.access is not Access.PUBLIC
@@ -134,6 +149,17 @@ def proxy_endpoint(
     return endpoint
 
 
+def document_endpoint(*, app: FastAPI, documents: ApiDocuments) -> Endpoint:
+    async def endpoint(_: Request) -> Response:
+        try:
+            body = await documents.current(own=app.openapi())
+        except UpstreamFailed as e:
+            return problem_response(status=503, detail=str(e), headers={"Retry-After": "5"})
+        return Response(content=body, media_type="application/json", headers={"Cache-Control": "no-cache"})
+
+    return endpoint
+
+
 def create_app(
     *,
     routes: Sequence[Route],
@@ -145,7 +171,9 @@ def create_app(
     health_checks: Callable[[], Sequence[HealthCheck]],
     cors_origins: Sequence[str],
     max_body_bytes: int,
+    body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
     live: LiveSetup | None = None,
+    api_documents: ApiDocuments | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Interchange gateway",
@@ -153,12 +181,17 @@ def create_app(
         description="The public API of Interchange. See API.md for the full contract.",
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,
     )
     install_problem_handlers(app)
     app.include_router(health_router(checks=health_checks))
     app.include_router(metrics_router())
     app.router.routes.append(StarletteRoute("/", index, methods=["GET"], name="The page"))
     app.router.routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
+    if api_documents is not None:
+        app.router.routes.append(
+            StarletteRoute("/openapi.json", document_endpoint(app=app, documents=api_documents), methods=["GET"])
+        )
     if live is not None:
         gate = CallerGate(
             verify=verify,
@@ -199,8 +232,10 @@ def create_app(
                 name="WebSocket",
             ),
         ]
+    # One Starlette route per path, so that a 405 lists every method the path takes in Allow.
+    by_path: dict[str, dict[str, Endpoint]] = {}
     for route in routes:
-        endpoint = proxy_endpoint(
+        by_path.setdefault(route.path, {})[route.method] = proxy_endpoint(
             route=route,
             policy=policies[route.rate_limit],
             ip_policy=policies["default"],
@@ -209,7 +244,8 @@ def create_app(
             hit=hit,
             issuer=issuer,
         )
-        app.router.routes.append(StarletteRoute(route.path, endpoint, methods=[route.method], name=route.summary))
+    for path, endpoints in by_path.items():
+        app.router.routes.append(StarletteRoute(path, by_method(endpoints), methods=list(endpoints), name=path))
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -225,5 +261,7 @@ def create_app(
                 "ratelimit-reset",
             ],
         )
-    app.add_middleware(ObservabilityMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(
+        ObservabilityMiddleware, max_body_bytes=max_body_bytes, body_timeout_seconds=body_timeout_seconds
+    )
     return app
