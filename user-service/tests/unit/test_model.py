@@ -122,3 +122,9 @@ def test_weak_passwords_are_refused_with_a_reason(password, why):
 @pytest.mark.parametrize("password", ["correct horse battery", "long enough", "pw-" + "0123456789abcdef"])
 def test_passwords_hard_enough_to_guess_are_taken(password):
     check_password(password, email="ada.lovelace@example.com", name="Ada Lovelace")
+
+
+def test_a_password_longer_than_zxcvbn_takes_is_judged_by_its_start():
+    check_password("pw-" + "0123456789abcdef" * 7 + "x" * 13, email="ada@example.com")  # 128 characters
+    with pytest.raises(InvalidUserData, match="too easy to guess"):
+        check_password("a" * 72 + "Zq8#vL2!mW", email="ada@example.com")

@@ -55,6 +55,8 @@ _STATUS_OF: dict[type[Exception], int] = {
     ReadModelLagging: 503,
     UserCheckUnavailable: 503,
 }
+# An order's ETag as If-Match takes it ("3", W/"3" or 3), or * for any version.
+IF_MATCH_PATTERN = r'^\s*(?:\*|(?:W/)?"?\d{1,18}"?)\s*$'
 _ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
 
 
@@ -104,9 +106,15 @@ def create_http_app(
     require_service = service_caller_dependency(verifier=verifier)
     internal = APIRouter(prefix="/internal", dependencies=[Depends(require_service)], tags=["orders"])
     ActorDep = Annotated[Actor, Depends(actor_dependency(require_service=require_service))]
-    IfMatch = Annotated[str | None, Header(max_length=64)]
+    IfMatch = Annotated[str | None, Header(max_length=64, pattern=IF_MATCH_PATTERN)]
 
-    @internal.post("/orders", status_code=201, response_model=OrderPublic, summary="Place an order")
+    @internal.post(
+        "/orders",
+        status_code=201,
+        response_model=OrderPublic,
+        summary="Place an order",
+        responses={200: {"model": OrderPublic, "description": "The order this Idempotency-Key placed before"}},
+    )
     async def place_order(
         body: OrderCreate,
         actor: ActorDep,

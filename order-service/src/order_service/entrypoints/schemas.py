@@ -1,25 +1,54 @@
 """The HTTP shapes of orders (API.md): what comes in, what goes out."""
 
+import re
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from interchange_common.events import RecordedEvent
-from order_service.domain.order import MAX_ITEMS, MAX_REASON_LENGTH, Item, Order
+from order_service.domain.order import MAX_ITEMS, MAX_REASON_LENGTH, MAX_UNIT_PRICE, Item, Order
 
 StatusName = Literal["PLACED", "CONFIRMED", "SHIPPED", "CANCELLED"]
+
+
+# A price as a string: 0 to 1000000, at most two decimal places, no sign or exponent.
+PRICE_PATTERN = r"^(?:(?:0|[1-9][0-9]{0,5})(?:\.[0-9]{1,2})?|1000000(?:\.0{1,2})?)$"
+
+
+def _plain_price(value: object) -> object:
+    """Only what the document says passes: a bool is not a number, and a string must
+    be a plain decimal ("12.50"), not anything Decimal() would parse ("1e3", " 5")."""
+    if isinstance(value, bool) or (isinstance(value, str) and not re.fullmatch(PRICE_PATTERN, value)):
+        raise ValueError('unit_price is 0 to 1000000 with at most two decimal places, as a number or like "12.50"')
+    return value
+
+
+# A JSON number or a decimal string: 12.5 and "12.50" are the same price.
+UnitPrice = Annotated[
+    Decimal,
+    BeforeValidator(_plain_price),
+    Field(ge=0, le=MAX_UNIT_PRICE, decimal_places=2, allow_inf_nan=False),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": int(MAX_UNIT_PRICE), "multipleOf": 0.01},
+                {"type": "string", "pattern": PRICE_PATTERN},
+            ]
+        }
+    ),
+]
 
 
 class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sku: str = Field(min_length=1, max_length=64)
-    quantity: int = Field(ge=1, le=10_000)
-    # A JSON number or a decimal string: 12.5 and "12.50" are the same price.
-    unit_price: Decimal = Field(ge=0, le=1_000_000, allow_inf_nan=False)
+    # Strict: "5" and true are not quantities; what the document allows is what passes.
+    quantity: int = Field(ge=1, le=10_000, strict=True)
+    unit_price: UnitPrice
 
     def to_item(self) -> Item:
         return Item(sku=self.sku, quantity=self.quantity, unit_price=self.unit_price)
