@@ -22,7 +22,7 @@ MYPY_PACKAGES := -p interchange_common -p user_service -p gateway -p event_store
 PYTEST := $(BIN)/pytest
 
 .PHONY: help up down test lint typecheck protos check-protos setup tools infra secrets unit integration e2e fault deploy-check \
-	bench clean
+	bench fuzz clean
 
 help:
 	@echo "make up            run the deployment (Docker if an engine answers, else local processes)"
@@ -32,6 +32,7 @@ help:
 	@echo "make protos        regenerate code from protos/"
 	@echo "make check-protos  fail when generated code is stale"
 	@echo "make bench         gateway vs direct vs nginx; event-store appends vs pgbench; live fan-out and latency"
+	@echo "make fuzz          schemathesis on the gateway's API for longer, with a new seed (FUZZ_MAX_EXAMPLES, FUZZ_SEED)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -125,6 +126,11 @@ bench: setup infra
 	$(BIN)/python tests/bench/bench_gateway.py
 	$(BIN)/python tests/bench/bench_eventstore.py
 	$(BIN)/python tests/bench/bench_live.py
+
+# The API fuzzer as in `make test` (tests/e2e/test_fuzz.py), longer and with a new seed
+# each run; a failure prints its seed and a curl command that reproduces it.
+fuzz: setup infra
+	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-500} FUZZ_SEED=$${FUZZ_SEED:-random} $(PYTEST) -q -m e2e tests/e2e/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache
