@@ -69,6 +69,8 @@ def _native(infra, tmp_path_factory) -> Iterator[Target]:
                 "gateway": {
                     "RATE_LIMIT_REQUESTS": "100000",
                     "AUTH_RATE_LIMIT_REQUESTS": "10000",
+                    # test_slow_clients waits this out.
+                    "REQUEST_BODY_TIMEOUT_SECONDS": "2",
                 },
                 # Short retries, so that a poison message reaches the dead letters quickly.
                 **{instance: {"RETRY_DELAYS": RETRY_DELAYS} for instance in NOTIFICATION_INSTANCES},

@@ -5,6 +5,9 @@ For each HTTP request it
   through the context variable, and echoes it on the response;
 - refuses headers over 16 KiB in all with 431, and bodies over the size cap with
   413, whether announced or streamed;
+- answers 408 when the request body has not all arrived within the body timeout
+  (a slow client holds no request for ever; the servers bound the headers: see
+  BODY_TIMEOUT_SECONDS);
 - takes the caller's deadline (X-Request-Timeout-Ms, interchange_common.deadlines)
   for the work it starts and answers 504 when it passes;
 - cancels the request's work when the caller goes away before the answer;
@@ -41,6 +44,11 @@ _CONNECTION_CLOSE = (b"connection", b"close")
 # Names and values of all request headers together; past it, 431. The servers' own
 # limits are looser (Hypercorn reads 64 KiB at a time, httptools has none).
 MAX_HEADER_BYTES = 16 * 1024
+# The whole request body must arrive within this time of the request's start. The
+# headers before it are the server's to bound: Hypercorn (the gateway) closes a
+# connection whose request head is not complete within its keep-alive timeout.
+# After the body, waiting is unbounded (an SSE client sends nothing for hours).
+BODY_TIMEOUT_SECONDS = 30.0
 _CLOSABLE_VERSIONS = ("1.0", "1.1")  # HTTP/2 has no Connection header (it sends GOAWAY)
 _log = logging.getLogger("interchange.access")
 
@@ -57,8 +65,21 @@ LATENCY = Histogram(
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-class _BodyTooLarge(Exception):
-    """A streamed request body went past the cap."""
+class _BodyRefused(Exception):
+    """A streamed request body went past the size cap or the body timeout."""
+
+    def __init__(self, *, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def _too_large() -> _BodyRefused:
+    return _BodyRefused(status=413, detail="request body too large")
+
+
+def _too_slow(seconds: float) -> _BodyRefused:
+    return _BodyRefused(status=408, detail=f"the request body did not arrive within {seconds:g} s")
 
 
 class _CallerWatch:
@@ -108,10 +129,18 @@ def _route_template(scope: Scope) -> str:
 
 
 class ObservabilityMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_header_bytes: int = MAX_HEADER_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
+    ) -> None:
         self._app = app
         self._max_body = max_body_bytes
         self._max_headers = max_header_bytes
+        self._body_timeout = body_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -152,24 +181,34 @@ class ObservabilityMiddleware:
             await send(message)
 
         received = 0
-        too_large = False
+        body_complete = False
+        refused: _BodyRefused | None = None
+        body_deadline = asyncio.get_running_loop().time() + self._body_timeout
 
         async def receive_capped() -> Message:
-            nonlocal received, too_large
-            message = await watch.receive()
+            nonlocal received, body_complete, refused
+            if body_complete:
+                return await watch.receive()
+            try:
+                async with asyncio.timeout_at(body_deadline):
+                    message = await watch.receive()
+            except TimeoutError:
+                refused = _too_slow(self._body_timeout)
+                raise refused from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_complete = not message.get("more_body", False)
                 if received > self._max_body:
-                    too_large = True
-                    raise _BodyTooLarge
+                    refused = _too_large()
+                    raise refused
             return message
 
         async def send_checked(message: Message) -> None:
             # FastAPI turns an error while reading the body into its own 400: when the
-            # reason was our cap, the client gets the 413 that says so instead.
-            if too_large:
+            # reason was our cap or timeout, the client gets the answer that says so.
+            if refused is not None:
                 if message["type"] == "http.response.start":
-                    await self._send_problem(send_with_id, status=413, detail="request body too large")
+                    await self._send_problem(send_with_id, status=refused.status, detail=refused.detail)
                 return
             await send_with_id(message)
 
@@ -178,14 +217,15 @@ class ObservabilityMiddleware:
             if header_bytes > self._max_headers:
                 await self._send_problem(send_with_id, status=431, detail="request header fields too large")
             elif announced > self._max_body:
-                await self._send_problem(send_with_id, status=413, detail="request body too large")
+                large = _too_large()
+                await self._send_problem(send_with_id, status=large.status, detail=large.detail)
             else:
                 with deadline_in(timeout), watch:
                     async with within:
                         await self._app(scope, receive_capped, send_checked)
-        except _BodyTooLarge:
+        except _BodyRefused as e:
             if not response_started:
-                await self._send_problem(send_with_id, status=413, detail="request body too large")
+                await self._send_problem(send_with_id, status=e.status, detail=e.detail)
         except asyncio.CancelledError:
             if not watch.caller_gone:
                 raise

@@ -192,3 +192,72 @@ async def test_oversized_headers_are_refused_with_431(client):
     assert response.status_code == 431
     assert response.json()["detail"] == "request header fields too large"
     assert (await client.get("/id", headers={"X-Filler": "x" * 1024})).status_code == 200
+
+
+def _serve(app, *, messages, body_timeout_seconds):
+    """The middleware around ``app`` with a caller that sends ``messages`` and then
+    nothing until ``leave`` is set; what it was sent, and the serving task."""
+    leave = asyncio.Event()
+    sent: list[dict[str, object]] = []
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/raw", "headers": []}
+    middleware = ObservabilityMiddleware(app, max_body_bytes=1024, body_timeout_seconds=body_timeout_seconds)
+    return sent, leave, asyncio.create_task(middleware(scope, receive, send))
+
+
+async def read_body_app(scope, receive, send):
+    while (await receive()).get("more_body", False):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"read"})
+
+
+async def test_a_body_that_stops_arriving_is_a_408():
+    sent, leave, serving = _serve(
+        read_body_app, messages=[{"type": "http.request", "body": b"{", "more_body": True}], body_timeout_seconds=0.05
+    )
+    await asyncio.wait_for(serving, timeout=5)
+    assert sent[0]["status"] == 408
+    assert json.loads(sent[1]["body"])["detail"] == "the request body did not arrive within 0.05 s"
+    leave.set()
+
+
+async def test_a_body_that_arrives_in_time_is_read():
+    sent, _, serving = _serve(
+        read_body_app,
+        messages=[
+            {"type": "http.request", "body": b"{", "more_body": True},
+            {"type": "http.request", "body": b"}", "more_body": False},
+        ],
+        body_timeout_seconds=5,
+    )
+    await asyncio.wait_for(serving, timeout=5)
+    assert sent[0]["status"] == 200
+
+
+async def test_after_the_body_a_silent_caller_is_not_timed_out():
+    """A streaming answer waits for the caller to go: that wait has no body timeout."""
+
+    async def app(scope, receive, send):
+        await receive()  # the whole (empty) body
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"event\n", "more_body": True})
+        await receive()  # until the caller goes
+
+    sent, leave, serving = _serve(
+        app, messages=[{"type": "http.request", "body": b"", "more_body": False}], body_timeout_seconds=0.05
+    )
+    await asyncio.sleep(0.2)  # four body timeouts pass while the answer streams
+    assert not serving.done()
+    leave.set()
+    await asyncio.wait_for(serving, timeout=5)
+    assert [message.get("status") for message in sent] == [200, None]  # no 408 or 500 after the 200

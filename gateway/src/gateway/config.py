@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from interchange_common.accesstokens import MAX_ACCESS_TOKEN_TTL_SECONDS
 from interchange_common.discovery import parse_urls
 from interchange_common.settings import CallerSettings
 
@@ -26,8 +27,10 @@ class Settings(CallerSettings):
     rabbitmq_url: SecretStr
     events_exchange: str = "interchange.events"
     events_queue: str = Field(default="gateway", min_length=1, max_length=200)
-    # How long a revocation is kept: at least the longest an access token lives.
-    revocation_ttl_seconds: int = Field(default=3600, ge=60)
+    # How long a revocation is kept: at least the longest an access token lives. The
+    # default outlives any token user-service can issue; set it to user-service's
+    # ACCESS_TOKEN_TTL_SECONDS or more.
+    revocation_ttl_seconds: int = Field(default=MAX_ACCESS_TOKEN_TTL_SECONDS, ge=60)
 
     # Each *_SERVICE_URL may list several instances, comma-separated (static discovery).
     user_service_url: str
@@ -60,6 +63,11 @@ class Settings(CallerSettings):
 
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 64 * 1024
+    # Slow clients: a request head (and an idle keep-alive connection) gets this long,
+    # then the connection is closed; a request body must all arrive within the body
+    # timeout of the request's start, or the answer is 408.
+    request_head_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    request_body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     health_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
 
     @field_validator("tls_cert_file", "tls_key_file", mode="before")

@@ -48,7 +48,7 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def hypercorn_config(*, listeners: Listeners, grace_seconds: float) -> Config:
+def hypercorn_config(*, listeners: Listeners, grace_seconds: float, head_timeout_seconds: float = 5.0) -> Config:
     config = Config()
     http = [_address(listeners.host, listeners.http_port)]
     # Without certificate and key Hypercorn serves ``bind`` in the clear and ignores
@@ -66,6 +66,10 @@ def hypercorn_config(*, listeners: Listeners, grace_seconds: float) -> Config:
     config.include_server_header = False
     config.graceful_timeout = grace_seconds
     config.websocket_ping_interval = 20.0
+    # Hypercorn's idle timer runs from a connection's start (and after each answer)
+    # until a whole request head has arrived: it bounds a slow client's headers as
+    # well as an idle keep-alive connection. The body is bounded by the middleware.
+    config.keep_alive_timeout = head_timeout_seconds
     return config
 
 
@@ -76,12 +80,15 @@ async def serve_http(
     grace_seconds: float,
     on_shutdown: Callable[[], None],
     stop: asyncio.Event | None = None,
+    head_timeout_seconds: float = 5.0,
 ) -> None:
     """Serve until SIGTERM or SIGINT (or ``stop`` is set), call ``on_shutdown``, drain
     and return. A test passes ``stop`` and leaves the process's signals alone."""
     for name in _HEADER_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).getEffectiveLevel()))
-    config = hypercorn_config(listeners=listeners, grace_seconds=grace_seconds)
+    config = hypercorn_config(
+        listeners=listeners, grace_seconds=grace_seconds, head_timeout_seconds=head_timeout_seconds
+    )
     stopping = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     if stop is None:
