@@ -22,6 +22,10 @@ import jwt
 from interchange_common.actors import SignedInUser
 from interchange_common.errors import InterchangeCommonError
 
+# The longest an access token may live (user-service's ACCESS_TOKEN_TTL_SECONDS): a
+# revocation must be remembered at least this long to outlive every token it ends.
+MAX_ACCESS_TOKEN_TTL_SECONDS = 86_400
+
 ALGORITHM = "RS256"
 _REQUIRED = ["exp", "iat", "iss", "aud", "sub"]
 _log = logging.getLogger(__name__)

@@ -64,10 +64,11 @@ def user_event(kind: str, **data: object) -> dict[str, object]:
     return {"type": kind, "occurred_at": "2026-11-27T10:00:00.500Z", "data": {"id": "u", **data}}
 
 
-def test_deleted_or_suspended_users_tokens_end_at_the_event_and_others_do_not():
+def test_deleted_suspended_or_re_roled_users_tokens_end_at_the_event_and_others_do_not():
     at = datetime(2026, 11, 27, 10, 0, 0, 500_000, tzinfo=UTC).timestamp()
     assert revoked_at(user_event("user.deleted")) == at
     assert revoked_at(user_event("user.updated", status="SUSPENDED")) == at
-    assert revoked_at(user_event("user.updated", status="ACTIVE", name="Renamed")) is None
+    assert revoked_at(user_event("user.updated", status="ACTIVE", roles=["user"], changed=["roles"])) == at
+    assert revoked_at(user_event("user.updated", status="ACTIVE", name="Renamed", changed=["name"])) is None
     assert revoked_at(user_event("user.created", status="ACTIVE")) is None
     assert revoked_at({"type": "order.placed", "data": {}}) is None

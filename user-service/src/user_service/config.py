@@ -4,6 +4,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 
+from interchange_common.accesstokens import MAX_ACCESS_TOKEN_TTL_SECONDS
 from interchange_common.settings import ServiceSettings
 
 SERVICE_NAME = "user-service"
@@ -24,7 +25,7 @@ class Settings(ServiceSettings):
     jwt_verify_only_key_files: list[Path] = Field(default_factory=list)
     jwt_issuer: str = "interchange"
     jwt_audience: str = "interchange-api"
-    access_token_ttl_seconds: int = Field(default=900, ge=60, le=86_400)
+    access_token_ttl_seconds: int = Field(default=900, ge=60, le=MAX_ACCESS_TOKEN_TTL_SECONDS)
 
     admin_email: str
     admin_password: SecretStr

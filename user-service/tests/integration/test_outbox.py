@@ -74,6 +74,7 @@ async def test_every_change_reaches_the_exchange_in_order_without_secrets(users,
     assert [body["type"] for body in mine] == ["user.created", "user.updated", "user.deleted"]
     assert mine[0]["data"]["email"] == user.email
     assert mine[1]["data"]["name"] == "Ada L."
+    assert mine[1]["data"]["changed"] == ["name"]
     assert all("password" not in orjson.dumps(body).decode() for body in mine)
     first = next(m for m in received if orjson.loads(m.body)["id"] == mine[0]["id"])
     assert first.routing_key == "user.created"

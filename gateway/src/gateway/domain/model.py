@@ -8,7 +8,7 @@ Principal         the signed-in caller, from a verified access token
 RateLimitPolicy   how many requests per window, and the key it counts by
 RateDecision      the answer of the limiter for one request
 origin_allowed    may a page from this Origin open a WebSocket to us
-revoked_at        when a user event ends that user's tokens (deleted, suspended)
+revoked_at        when a user event ends that user's tokens (deleted, suspended, roles changed)
 """
 
 import re
@@ -125,13 +125,14 @@ def origin_allowed(*, origin: str | None, host: str | None, secure: bool, allowe
 
 
 def revoked_at(event: Mapping[str, Any]) -> float | None:
-    """When a user event ends the user's tokens (epoch seconds): a deleted user, or
-    one no longer active (suspended). Tokens issued at or before that time are
-    refused; ones issued after (say, once the user is active again) are not. None:
-    the event ends nothing (a rename, a new user)."""
+    """When a user event ends the user's tokens (epoch seconds): a deleted user, one
+    no longer active (suspended), or one whose roles changed (tokens carry roles: a
+    demoted admin's token must not stay an admin's). Tokens issued at or before that
+    time are refused; ones issued after (a new log in) are not. None: the event ends
+    nothing (a rename, a new user)."""
     kind, data = event.get("type"), event.get("data") or {}
     if kind not in ("user.deleted", "user.updated"):
         return None
-    if kind == "user.updated" and data.get("status", "ACTIVE") == "ACTIVE":
+    if kind == "user.updated" and data.get("status", "ACTIVE") == "ACTIVE" and "roles" not in data.get("changed", ()):
         return None
     return datetime.fromisoformat(str(event["occurred_at"]).replace("Z", "+00:00")).timestamp()

@@ -120,7 +120,8 @@ class SqlUserRepository:
                 if changed != current:
                     await conn.execute(update(users).where(users.c.id == user_id).values(**_user_to_row(changed)))
                     await self._publish(
-                        conn, user_updated(user=changed, correlation_id=outgoing_request_id(), at=_now())
+                        conn,
+                        user_updated(before=current, user=changed, correlation_id=outgoing_request_id(), at=_now()),
                     )
         return changed
 

@@ -18,6 +18,7 @@ class UserEvent:
     occurred_at: datetime
     correlation_id: str
     user: User | None  # None for user.deleted
+    changed: tuple[str, ...] = ()  # user.updated: the fields that changed
 
     def as_message(self) -> dict[str, Any]:
         data: dict[str, Any] = {"id": str(self.user_id)}
@@ -28,6 +29,8 @@ class UserEvent:
                 "roles": list(self.user.roles),
                 "status": self.user.status.value,
             }
+        if self.type == "user.updated":
+            data["changed"] = list(self.changed)
         return {
             "id": str(self.id),
             "type": self.type,
@@ -41,8 +44,13 @@ def user_created(*, user: User, correlation_id: str, at: datetime) -> UserEvent:
     return UserEvent(uuid.uuid4(), "user.created", user.id, at, correlation_id, user)
 
 
-def user_updated(*, user: User, correlation_id: str, at: datetime) -> UserEvent:
-    return UserEvent(uuid.uuid4(), "user.updated", user.id, at, correlation_id, user)
+# What a user.updated event names as changed (never the password hash).
+_PUBLISHED_FIELDS = ("name", "email", "roles", "status")
+
+
+def user_updated(*, before: User, user: User, correlation_id: str, at: datetime) -> UserEvent:
+    changed = tuple(name for name in _PUBLISHED_FIELDS if getattr(before, name) != getattr(user, name))
+    return UserEvent(uuid.uuid4(), "user.updated", user.id, at, correlation_id, user, changed)
 
 
 def user_deleted(*, user_id: uuid.UUID, correlation_id: str, at: datetime) -> UserEvent:
