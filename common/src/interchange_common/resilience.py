@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 
 import tenacity
 from prometheus_client import Counter, Gauge
@@ -58,6 +59,17 @@ class CircuitOpen(InterchangeCommonError):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """One admitted call: the breaker's state generation it was let through in, and
+    whether it is a half-open probe. A verdict from another generation is stale (a
+    slow call let through while closed that ends after the breaker opened) and moves
+    nothing."""
+
+    generation: int
+    probe: bool
+
+
 class CircuitBreaker:
     def __init__(
         self,
@@ -80,6 +92,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probing = 0
         self._probe_successes = 0
+        self._generation = 0
         # Calls come from one event loop, but a gRPC or thread-pool caller may not.
         self._lock = threading.Lock()
         BREAKER_STATE.labels(breaker=name).set(BreakerState.CLOSED.value)
@@ -90,22 +103,24 @@ class CircuitBreaker:
             self._cool_down()
             return self._state
 
-    def admit(self) -> None:
+    def admit(self) -> Admission:
         """Let one call through, or raise CircuitOpen. Every admitted call must end
-        in exactly one of ``succeeded``, ``failed`` or ``abandoned``."""
+        in exactly one of ``succeeded``, ``failed`` or ``abandoned``, given its admission."""
         with self._lock:
             self._cool_down()
             if self._state is BreakerState.CLOSED:
-                return
+                return Admission(generation=self._generation, probe=False)
             if self._state is BreakerState.HALF_OPEN and self._probing < self._probes:
                 self._probing += 1
-                return
+                return Admission(generation=self._generation, probe=True)
             retry_after = max(0.0, self._opened_at + self._open_seconds - self._clock())
         BREAKER_REJECTED.labels(breaker=self.name).inc()
         raise CircuitOpen(breaker=self.name, retry_after=retry_after)
 
-    def succeeded(self) -> None:
+    def succeeded(self, *, admission: Admission) -> None:
         with self._lock:
+            if admission.generation != self._generation:
+                return
             if self._state is BreakerState.HALF_OPEN:
                 self._probing = max(0, self._probing - 1)
                 self._probe_successes += 1
@@ -113,8 +128,10 @@ class CircuitBreaker:
                     self._move(BreakerState.CLOSED)
             self._failures = 0
 
-    def failed(self) -> None:
+    def failed(self, *, admission: Admission) -> None:
         with self._lock:
+            if admission.generation != self._generation:
+                return
             if self._state is BreakerState.HALF_OPEN:
                 self._move(BreakerState.OPEN)
             elif self._state is BreakerState.CLOSED:
@@ -122,10 +139,10 @@ class CircuitBreaker:
                 if self._failures >= self._failures_to_open:
                     self._move(BreakerState.OPEN)
 
-    def abandoned(self) -> None:
+    def abandoned(self, *, admission: Admission) -> None:
         """The call ended without a verdict (cancelled): free its probe slot."""
         with self._lock:
-            if self._state is BreakerState.HALF_OPEN:
+            if admission.probe and admission.generation == self._generation:
                 self._probing = max(0, self._probing - 1)
 
     @contextlib.contextmanager
@@ -133,19 +150,19 @@ class CircuitBreaker:
         """``with breaker.guard(): await call()``: admitted or CircuitOpen; an exception
         for which ``is_failure`` is true counts against the upstream, others (an answer
         such as "not found") count as success; cancellation counts as neither."""
-        self.admit()
+        admission = self.admit()
         try:
             yield
         except Exception as e:
             if is_failure(e):
-                self.failed()
+                self.failed(admission=admission)
             else:
-                self.succeeded()
+                self.succeeded(admission=admission)
             raise
         except BaseException:
-            self.abandoned()
+            self.abandoned(admission=admission)
             raise
-        self.succeeded()
+        self.succeeded(admission=admission)
 
     def _cool_down(self) -> None:
         if self._state is BreakerState.OPEN and self._clock() >= self._opened_at + self._open_seconds:
@@ -153,6 +170,7 @@ class CircuitBreaker:
 
     def _move(self, to: BreakerState) -> None:
         was, self._state = self._state, to
+        self._generation += 1
         self._failures = 0
         self._probing = 0
         self._probe_successes = 0

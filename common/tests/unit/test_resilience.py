@@ -65,13 +65,12 @@ def test_half_open_lets_a_limited_number_of_probes_through_and_closes_on_their_s
     clock.now += 10
     assert state_of(b) is BreakerState.HALF_OPEN
     assert state_metric() == 1
-    b.admit()
-    b.admit()
+    first, second = b.admit(), b.admit()
     with pytest.raises(CircuitOpen):
         b.admit()  # two probes in flight: the third call is refused
-    b.succeeded()
+    b.succeeded(admission=first)
     assert state_of(b) is BreakerState.HALF_OPEN
-    b.succeeded()
+    b.succeeded(admission=second)
     assert state_of(b) is BreakerState.CLOSED
     assert state_metric() == 0
 
@@ -98,8 +97,27 @@ def test_answers_that_are_not_failures_and_cancellations_do_not_count():
     clock.now += 10
     with pytest.raises(asyncio.CancelledError), b.guard():
         raise asyncio.CancelledError
-    b.admit()  # the cancelled probe gave its slot back
-    b.succeeded()
+    b.succeeded(admission=b.admit())  # the cancelled probe gave its slot back
+    assert state_of(b) is BreakerState.CLOSED
+
+
+def test_a_slow_call_from_before_the_breaker_opened_moves_nothing_when_it_ends():
+    clock = Clock()
+    b = breaker(clock, failures_to_open=1, half_open_probes=1)
+    slow = b.admit()  # let through while closed
+    fail(b)
+    clock.now += 10
+    probe = b.admit()  # half-open: the one probe
+    b.succeeded(admission=slow)  # not the probe's verdict
+    assert state_of(b) is BreakerState.HALF_OPEN
+    with pytest.raises(CircuitOpen):
+        b.admit()  # the probe's slot is still taken
+    b.failed(admission=slow)
+    assert state_of(b) is BreakerState.HALF_OPEN
+    b.abandoned(admission=slow)
+    with pytest.raises(CircuitOpen):
+        b.admit()
+    b.succeeded(admission=probe)
     assert state_of(b) is BreakerState.CLOSED
 
 
@@ -112,8 +130,7 @@ def test_transitions_are_counted():
 
     fail(b)
     clock.now += 1
-    b.admit()
-    b.succeeded()
+    b.succeeded(admission=b.admit())
     assert (transitions("open"), transitions("half_open"), transitions("closed")) == (1, 1, 1)
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import aiohttp
+import orjson
 
 from gateway.domain.errors import UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 from gateway.domain.model import Upstream
@@ -154,7 +155,7 @@ class UpstreamClient:
         except DiscoveryUnavailable as e:
             raise UpstreamUnavailable(upstream) from e
         try:
-            breaker.admit()
+            admission = breaker.admit()
         except CircuitOpen as e:
             raise UpstreamUnavailable(upstream, retry_after=e.retry_after) from e
         budget.first_attempt()
@@ -188,18 +189,18 @@ class UpstreamClient:
                         raise UpstreamUnavailable(upstream) from e
                     if getattr(result, "status", 200) in _GATEWAY_FAILURES:
                         balancer.failed(instance)
-                        breaker.failed()
+                        breaker.failed(admission=admission)
                     else:
                         balancer.succeeded(instance)
-                        breaker.succeeded()
+                        breaker.succeeded(admission=admission)
                     return result
             except UpstreamFailed:
-                breaker.failed()
+                breaker.failed(admission=admission)
                 raise
             except BaseException:
-                breaker.abandoned()
+                breaker.abandoned(admission=admission)
                 raise
-        breaker.failed()
+        breaker.failed(admission=admission)
         raise UpstreamUnavailable(upstream) from failure
 
     async def forward(
@@ -294,14 +295,19 @@ class UpstreamClient:
         raise UpstreamUnavailable(upstream) from failure
 
     async def get_json(self, *, upstream: str, path: str) -> dict[str, object]:
+        """A JSON object the upstream serves (JWKS, its OpenAPI document). Only a
+        failed call counts against the instance and the breaker: a 4xx is an answer."""
         session = self._started()
 
-        async def attempt(url: str, seconds: float) -> object:
+        async def attempt(url: str, seconds: float) -> UpstreamResponse:
             async with session.get(url + path, timeout=aiohttp.ClientTimeout(total=seconds)) as response:
-                response.raise_for_status()
-                return await response.json()
+                return UpstreamResponse(status=response.status, headers={}, body=await response.read())
 
-        document = await self._first_answer(upstream=upstream, repeatable=True, attempt=attempt)
+        answer = await self._first_answer(upstream=upstream, repeatable=True, attempt=attempt)
+        try:
+            document = orjson.loads(answer.body) if answer.status == 200 else None
+        except orjson.JSONDecodeError:
+            document = None
         if not isinstance(document, dict):
-            raise UpstreamUnavailable(f"{upstream} sent a non-object document")
+            raise UpstreamUnavailable(f"{upstream} answered {path} with {answer.status} and no JSON object")
         return document
