@@ -51,6 +51,8 @@ class Upstream:
         await asyncio.sleep(self.delay)
         if request.path == "/.well-known/jwks.json":
             return web.json_response({"keys": []})
+        if request.path == "/missing":
+            return web.json_response({"detail": "not found"}, status=404)
         return web.json_response(
             {"path": request.path, "query": request.query_string},
             status=201 if request.method == "POST" else 200,

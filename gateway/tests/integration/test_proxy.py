@@ -12,10 +12,11 @@ from redis.asyncio import Redis
 from devstack.testing import free_port
 from gateway.adapters.ratelimiter import RedisRateLimiter
 from gateway.adapters.upstream import UpstreamClient
-from gateway.domain.errors import AuthenticationFailed
+from gateway.domain.errors import AuthenticationFailed, UpstreamUnavailable
 from gateway.domain.model import Access, Principal, RateLimitPolicy, Route, Upstream
 from gateway.entrypoints.http import create_app
 from gateway.entrypoints.live import Hit
+from interchange_common.resilience import BreakerState, CircuitBreaker
 from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
 
 pytestmark = pytest.mark.integration
@@ -156,6 +157,24 @@ async def test_a_dead_upstream_opens_its_breaker_and_is_then_refused_without_try
     refused = await client.get("/api/down")
     assert refused.status_code == 503
     assert int(refused.headers["retry-after"]) > 1  # the breaker's cool-down, not "try again now"
+
+
+async def test_a_json_document_the_upstream_does_not_have_is_an_answer_not_a_failure(upstream, balancer_over):
+    breaker = CircuitBreaker(name="json-service", failures_to_open=2)
+    forwarder = UpstreamClient(
+        upstreams={"json": Upstream("json", audience="json-service")},
+        balancers={"json": balancer_over(upstream.url)},
+        breakers={"json": breaker},
+    )
+    await forwarder.start()
+    try:
+        for _ in range(4):
+            with pytest.raises(UpstreamUnavailable, match="with 404"):
+                await forwarder.get_json(upstream="json", path="/missing")
+        assert breaker.state is BreakerState.CLOSED  # a 404 is the service's answer
+        assert await forwarder.get_json(upstream="json", path="/.well-known/jwks.json") == {"keys": []}
+    finally:
+        await forwarder.close()
 
 
 async def test_the_route_timeout_reaches_the_upstream_as_its_deadline(client, upstream):
