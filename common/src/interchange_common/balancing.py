@@ -16,6 +16,7 @@ Ejection state is a Prometheus gauge, ``upstream_instance_ejected{service, insta
 and each ejection or return is a log line.
 """
 
+import contextlib
 import logging
 import random
 import time
@@ -63,6 +64,7 @@ class Balancer:
 
     async def candidates(self) -> list[Instance]:
         healthy = list(await self._discovery.healthy(service=self.service))
+        self._forget_all_but(ids={instance.id for instance in healthy})
         now = self._clock()
         ejected = sorted((i for i in healthy if self._outlier(i).until > now), key=lambda i: self._outlier(i).until)
         # Never more than the share out: past it, the ones due back soonest are in.
@@ -98,6 +100,13 @@ class Balancer:
     def ejected(self) -> set[str]:
         now = self._clock()
         return {instance for instance, outlier in self._outliers.items() if outlier.until > now}
+
+    def _forget_all_but(self, *, ids: set[str]) -> None:
+        """Instances discovery no longer lists leave no state or gauge behind."""
+        for gone in self._outliers.keys() - ids:
+            del self._outliers[gone]
+            with contextlib.suppress(KeyError):  # never ejected: no gauge
+                EJECTED.remove(self.service, gone)
 
     def _outlier(self, instance: Instance) -> _Outlier:
         outlier = self._outliers.get(instance.id)

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from interchange_common.balancing import Balancer
 from interchange_common.discovery import (
@@ -211,3 +212,25 @@ async def test_no_more_than_the_share_is_ejected():
     b.failed(bb, refused=True)
     # Both are out, but only one may be: a is due back first, so a is in.
     assert [i.id for i in await b.candidates()] == ["a:1", "b:2"]
+
+
+async def test_an_instance_discovery_drops_leaves_no_state_or_gauge_behind():
+    listed = [instance_from_url("http://a:1"), instance_from_url("http://b:2")]
+
+    class Changing:
+        async def healthy(self, *, service: str) -> list[Instance]:
+            return list(listed)
+
+        async def close(self) -> None:
+            return None
+
+    def gauge(instance: str) -> float | None:
+        return REGISTRY.get_sample_value("upstream_instance_ejected", {"service": "pruned", "instance": instance})
+
+    b = Balancer(service="pruned", discovery=Changing())
+    b.failed(listed[0], refused=True)
+    assert gauge("a:1") == 1
+    listed.pop(0)  # a:1 is gone (scaled down)
+    assert [i.id for i in await b.candidates()] == ["b:2"]
+    assert b.ejected() == set()
+    assert gauge("a:1") is None
