@@ -28,6 +28,16 @@ def test_metrics_are_prometheus_text(gateway):
     assert 'http_requests_total{method="GET",route="/health",status="200"}' in response.text
 
 
+def test_the_gateways_revocation_consumer_shows_as_connected(gateway, target):
+    target.need("stack")
+    queue = target.stack.environment("gateway")["EVENTS_QUEUE"]
+    wait_for(
+        lambda: f'messaging_consumer_connected{{queue="{queue}"}} 1.0' in gateway.get("/metrics").text,
+        timeout=30,
+        what="the gateway's consumer to connect",
+    )
+
+
 def test_the_request_id_is_echoed_or_made(gateway):
     assert (
         gateway.get("/health/live", headers={"X-Request-ID": "trace-me-123"}).headers["x-request-id"] == "trace-me-123"

@@ -31,6 +31,7 @@ from typing import Any
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from prometheus_client import Gauge
 
 from interchange_common.errors import InterchangeCommonError
 from interchange_common.tasks import run_forever
@@ -257,6 +258,11 @@ def _attempt_of(message: AbstractIncomingMessage) -> int:
     return max(failed, 0) + 1 if isinstance(failed, int) and not isinstance(failed, bool) else 1
 
 
+# A consumer that is not connected is seen here even where /health leaves it out (the
+# gateway's revocations: RabbitMQ down delays them, it does not make the gateway unfit).
+CONSUMER_CONNECTED = Gauge("messaging_consumer_connected", "1 while the queue's consumer is connected", ["queue"])
+
+
 @dataclass
 class Consumer:
     amqp_url: str
@@ -280,11 +286,13 @@ class Consumer:
             queue = await declare_consumer(channel=channel, topology=self.topology)
             connected()
             self.ready.set()
+            CONSUMER_CONNECTED.labels(queue=self.topology.queue).set(1)
             async with queue.iterator() as messages:
                 async for message in messages:
                     await self._handle(channel=channel, message=message)
         finally:
             self.ready.clear()
+            CONSUMER_CONNECTED.labels(queue=self.topology.queue).set(0)
             with contextlib.suppress(Exception):
                 await connection.close()
 
