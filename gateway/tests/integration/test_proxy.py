@@ -192,6 +192,17 @@ async def test_a_slow_upstream_is_a_504(client, upstream):
     assert response.status_code == 504
 
 
+async def test_a_query_parameter_given_twice_is_refused_and_not_forwarded(client, upstream):
+    before = len(upstream.seen)
+    response = await client.get("/api/things/7?page=1&page=x", headers={"Authorization": "Bearer user-token"})
+    assert response.status_code == 400
+    assert response.json()["detail"] == "query parameter 'page' is given more than once"
+    assert len(upstream.seen) == before
+    assert (
+        await client.get("/api/things/7?page=1&limit=2", headers={"Authorization": "Bearer user-token"})
+    ).status_code == 200
+
+
 async def test_path_traversal_never_reaches_the_upstream(client, upstream):
     before = len(upstream.seen)
     response = await client.get("/api/things/..", headers={"Authorization": "Bearer user-token"})

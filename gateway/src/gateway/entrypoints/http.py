@@ -84,6 +84,18 @@ def by_method(endpoints: Mapping[str, Endpoint]) -> Endpoint:
     return endpoint
 
 
+def repeated_query_parameter(request: Request) -> str | None:
+    """A query parameter named twice, if any. No public parameter takes a list, and
+    which of two values a service would read (the last, in FastAPI) is not the
+    caller's to guess: the request is refused instead (found by the API fuzzer)."""
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
 def proxy_endpoint(
     *,
     route: Route,
@@ -127,6 +139,11 @@ def proxy_endpoint(
         path = route.upstream_path(path_params=request.path_params, principal=principal)
         if path is None:
             return problem_response(status=404, detail="not found", headers=limit_headers)
+        repeated = repeated_query_parameter(request)
+        if repeated is not None:
+            return problem_response(
+                status=400, detail=f"query parameter {repeated!r} is given more than once", headers=limit_headers
+            )
         headers = {name: value for name in forward_headers if (value := request.headers.get(name)) is not None}
         headers["authorization"] = issuer.authorization_for(audience=audience)
         headers[REQUEST_ID_HEADER] = current_request_id()
