@@ -19,9 +19,7 @@ BOUND_SECONDS = 30.0  # the test's own limit: past it the server held the connec
 
 def connect(gateway_url: str) -> socket.socket:
     address = urlsplit(gateway_url)
-    sock = socket.create_connection((address.hostname, address.port), timeout=BOUND_SECONDS)
-    sock.settimeout(BOUND_SECONDS)
-    return sock
+    return socket.create_connection((address.hostname, address.port), timeout=BOUND_SECONDS)
 
 
 def read_all(sock: socket.socket) -> bytes:

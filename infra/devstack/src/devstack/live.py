@@ -106,7 +106,20 @@ class EventStream:
         return found
 
 
-class Chat:
+class _Messages:
+    """A channel of JSON messages with a "type"; ``receive`` is the next one."""
+
+    def receive(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def receive_type(self, kind: str) -> dict[str, Any]:
+        """The next message of ``kind``, past any others."""
+        while (message := self.receive())["type"] != kind:
+            pass
+        return message
+
+
+class Chat(_Messages):
     """One WebSocket through the gateway, signed in with an Authorization header (or a
     ticket, as a browser does); ``receive_type`` skips messages of other types."""
 
@@ -156,11 +169,6 @@ class Chat:
     def receive(self) -> dict[str, Any]:
         raw = self.connection.recv(timeout=self._timeout)
         message: dict[str, Any] = orjson.loads(raw)
-        return message
-
-    def receive_type(self, kind: str) -> dict[str, Any]:
-        while (message := self.receive())["type"] != kind:
-            pass
         return message
 
     def close_code(self) -> int | None:
@@ -229,7 +237,7 @@ class Follower:
         self._exits.close()
 
 
-class Terminal:
+class Terminal(_Messages):
     """The TCP feed (newline-delimited JSON), as a terminal uses it."""
 
     def __init__(self, port: int) -> None:
@@ -243,11 +251,6 @@ class Terminal:
         line = self.lines.readline()
         assert line, "the feed closed the connection"
         message: dict[str, Any] = orjson.loads(line)
-        return message
-
-    def receive_type(self, kind: str) -> dict[str, Any]:
-        while (message := self.receive())["type"] != kind:
-            pass
         return message
 
     def close(self) -> None:
