@@ -82,8 +82,8 @@ class ProjectionRunner:
         self._engine = engine
         self._source = source
         self._handler = handler
-        # Fires after each applied event is committed: readers that must see their own
-        # write wait on it (no polling).
+        # Fires after each applied event is committed: whoever waits for the read
+        # model to reach a point waits on it (no polling).
         self.applied = Signal()
 
     async def position(self) -> int:

@@ -108,9 +108,7 @@ def build(*, settings: Settings) -> Container:
             budget=settings.retry_budget(upstream="user-service"),
             deadline_seconds=settings.user_service_deadline_seconds,
         ),
-        read_model=OrderQueries(
-            engine=engine, applied=projection.applied, wait_seconds=settings.read_your_writes_wait_seconds
-        ),
+        read_model=OrderQueries(engine=engine),
         keys=keys,
     )
     verifier = ServiceTokenVerifier(service=SERVICE_NAME, secret=settings.service_jwt_secret.get_secret_value())

@@ -23,9 +23,6 @@ class Settings(CallerSettings):
     user_service_deadline_seconds: float = Field(default=1.0, gt=0, le=30)
 
     idempotency_key_ttl_seconds: int = Field(default=86_400, ge=60)
-    # How long a read waits for the read model to reach a version before it reads
-    # the event store instead.
-    read_your_writes_wait_seconds: float = Field(default=1.0, ge=0, le=30)
     snapshot_every: int = Field(default=50, ge=2)
     projection_enabled: bool = True
 

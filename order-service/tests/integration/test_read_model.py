@@ -1,4 +1,5 @@
-"""The orders read model, fed by a projection of the real event-store over gRPC."""
+"""The orders read model, fed by a projection of the real event-store over gRPC and
+by the commands' own results."""
 
 import asyncio
 import contextlib
@@ -23,7 +24,6 @@ from order_service.adapters.read_model import OrderQueries, project, reset
 from order_service.adapters.read_model import metadata as read_model_metadata
 from order_service.bootstrap import MIGRATIONS
 from order_service.domain.commands import handle
-from order_service.domain.errors import ReadModelLagging
 from order_service.domain.order import CancelOrder, ConfirmOrder, EventContext, Item, PlaceOrder
 
 pytestmark = pytest.mark.integration
@@ -58,6 +58,17 @@ async def projecting(engine, channel):
         yield runner
 
 
+async def projected(queries, runner, order_id, version):
+    """The order's row once the projection has brought it to ``version`` (10 s at most)."""
+    async with asyncio.timeout(10):
+        while True:
+            seen = runner.applied.generation
+            row = await queries.get(order_id=order_id)
+            if row is not None and row.version >= version:
+                return row
+            await runner.applied.wait(after=seen)
+
+
 def context():
     return EventContext(occurred_at=datetime.now(UTC), correlation_id="req", causation_id="req")
 
@@ -68,28 +79,47 @@ async def place(store, user_id, *prices):
     return await handle(store=store, order_id=order_id, command=PlaceOrder(order_id, user_id, items), context=context())
 
 
-async def test_a_client_reads_its_own_writes(engine, channel):
+async def test_the_projection_keeps_the_rows(engine, channel):
     store, user = EventStoreOrders(channel=channel), uuid.uuid4()
+    queries = OrderQueries(engine=engine)
     async with projecting(engine, channel) as runner:
-        queries = OrderQueries(engine=engine, applied=runner.applied)
         placed = await place(store, user, "4.75", "0.25")
-        row = await queries.get(order_id=placed.id, min_version=placed.version, wait_seconds=10)
-        assert row is not None
+        row = await projected(queries, runner, placed.id, placed.version)
         assert (row.status, str(row.total), row.version) == ("PLACED", "5.00", 1)
         cancelled = await handle(store=store, order_id=placed.id, command=CancelOrder(), context=context())
-        row = await queries.get(order_id=placed.id, min_version=cancelled.version, wait_seconds=10)
-        assert row is not None
-        assert (row.status, row.version) == ("CANCELLED", 2)
+        row = await projected(queries, runner, placed.id, cancelled.version)
+        assert row == cancelled
+
+
+async def test_a_recorded_command_is_read_at_once_and_never_moved_back(engine, channel):
+    store, user = EventStoreOrders(channel=channel), uuid.uuid4()
+    queries = OrderQueries(engine=engine)
+    placed = await place(store, user)
+    await queries.record(order=placed)
+    assert await queries.get(order_id=placed.id) == placed
+    confirmed = await handle(store=store, order_id=placed.id, command=ConfirmOrder(), context=context())
+    cancelled = await handle(store=store, order_id=placed.id, command=CancelOrder(), context=context())
+    await queries.record(order=cancelled)
+    await queries.record(order=confirmed)  # a slower command's older result comes second
+    assert await queries.get(order_id=placed.id) == cancelled
+    barrier = await place(store, uuid.uuid4())
+    async with projecting(engine, channel) as runner:
+        # The projection applies all three events, then the barrier's: in global
+        # order, so once the barrier's row is there, the three have been applied.
+        await projected(queries, runner, barrier.id, 1)
+    assert await queries.get(order_id=placed.id) == cancelled
+    page, total = await queries.list_for_user(user_id=user, page=1, limit=10)
+    assert (page, total) == ([cancelled], 1)
 
 
 async def test_a_users_orders_are_listed_newest_first_and_only_theirs(engine, channel):
     store, user, other = EventStoreOrders(channel=channel), uuid.uuid4(), uuid.uuid4()
+    queries = OrderQueries(engine=engine)
     async with projecting(engine, channel) as runner:
-        queries = OrderQueries(engine=engine, applied=runner.applied)
         mine = [await place(store, user) for _ in range(3)]
         theirs = await place(store, other)
         for order in (*mine, theirs):
-            assert await queries.get(order_id=order.id, min_version=1, wait_seconds=10)
+            await projected(queries, runner, order.id, 1)
         page, total = await queries.list_for_user(user_id=user, page=1, limit=2)
     assert total == 3
     assert [row.id for row in page] == [mine[2].id, mine[1].id]
@@ -97,22 +127,17 @@ async def test_a_users_orders_are_listed_newest_first_and_only_theirs(engine, ch
 
 async def test_a_rebuild_from_zero_gives_the_same_rows(engine, channel):
     store, user = EventStoreOrders(channel=channel), uuid.uuid4()
+    queries = OrderQueries(engine=engine)
     async with projecting(engine, channel) as runner:
-        queries = OrderQueries(engine=engine, applied=runner.applied)
         placed = await place(store, user)
         confirmed = await handle(store=store, order_id=placed.id, command=ConfirmOrder(), context=context())
-        before = await queries.get(order_id=placed.id, min_version=confirmed.version, wait_seconds=10)
+        before = await projected(queries, runner, placed.id, confirmed.version)
     rebuilt = ProjectionRunner(name="orders", engine=engine, source=GrpcEventSource(channel=channel), handler=project)
     await rebuilt.rebuild(reset=reset)
     async with projecting(engine, channel) as runner:
-        queries = OrderQueries(engine=engine, applied=runner.applied)
-        after = await queries.get(order_id=placed.id, min_version=confirmed.version, wait_seconds=10)
-    assert after == before
+        after = await projected(queries, runner, placed.id, confirmed.version)
+    assert after == before == confirmed
 
 
-async def test_waiting_for_a_version_that_never_comes_is_a_lagging_read_model(engine, channel):
-    async with projecting(engine, channel) as runner:
-        queries = OrderQueries(engine=engine, applied=runner.applied)
-        with pytest.raises(ReadModelLagging):
-            await queries.get(order_id=uuid.uuid4(), min_version=1, wait_seconds=0.2)
-        assert await queries.get(order_id=uuid.uuid4()) is None
+async def test_an_unknown_order_is_none(engine):
+    assert await OrderQueries(engine=engine).get(order_id=uuid.uuid4()) is None

@@ -4,22 +4,26 @@ projection of the event store's events (interchange_common.projections).
     orders        one row per order, as of the version of its last projected event
     project       the projection handler: runs in the runner's transaction, so the
                   row and the checkpoint move together (exactly once)
-    OrderQueries  reads for the API; ``get`` can wait, bounded, until the row has
-                  reached a version the caller just wrote (read your own writes)
+    OrderQueries  reads for the API, and ``record``: a command's result written
+                  before the command answers (read your own writes)
+
+Two writers keep a row, and neither ever moves it back: the projection, event by
+event, and ``record``, with the state a command just appended. A row only moves to
+a higher version, so whichever comes second leaves it as it is; both write the
+state that ``evolve`` gives at that version.
 """
 
-import asyncio
+import logging
 import uuid
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, String, Table, Uuid, func, select, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from interchange_common.events import RecordedEvent
-from interchange_common.signal import Signal
-from order_service.domain.errors import ReadModelLagging
 from order_service.domain.order import (
     Item,
     Order,
@@ -31,6 +35,7 @@ from order_service.domain.order import (
     status_after,
 )
 
+_log = logging.getLogger(__name__)
 metadata = MetaData()
 orders = Table(
     "orders",
@@ -54,27 +59,27 @@ async def project(conn: AsyncConnection, recorded: RecordedEvent) -> None:
     event = event_from_stored(event_id=recorded.id, type_=recorded.type, data=recorded.data, metadata=recorded.metadata)
     if isinstance(event, OrderPlaced):
         placed = evolve(None, event, version=recorded.version)
-        await conn.execute(
-            insert(orders)
-            .values(
-                id=placed.id,
-                user_id=placed.user_id,
-                status=placed.status.value,
-                items=[item_data(item) for item in placed.items],
-                total=placed.total,
-                currency=placed.currency,
-                version=placed.version,
-                created_at=placed.created_at,
-                updated_at=placed.updated_at,
-            )
-            .on_conflict_do_nothing(index_elements=["id"])
-        )
+        await conn.execute(insert(orders).values(**_row(placed)).on_conflict_do_nothing(index_elements=["id"]))
         return
     await conn.execute(
         update(orders)
         .where(orders.c.id == event.order_id, orders.c.version < recorded.version)
         .values(status=status_after(event).value, version=recorded.version, updated_at=event.context.occurred_at)
     )
+
+
+def _row(order: Order) -> dict[str, Any]:
+    return {
+        "id": order.id,
+        "user_id": order.user_id,
+        "status": order.status.value,
+        "items": [item_data(item) for item in order.items],
+        "total": order.total,
+        "currency": order.currency,
+        "version": order.version,
+        "created_at": order.created_at,
+        "updated_at": order.updated_at,
+    }
 
 
 async def reset(conn: AsyncConnection) -> None:
@@ -97,29 +102,37 @@ def _order(row: Any) -> Order:
 
 
 class OrderQueries:
-    def __init__(self, *, engine: AsyncEngine, applied: Signal, wait_seconds: float = 2.0) -> None:
+    def __init__(self, *, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._applied = applied
-        self._wait_seconds = wait_seconds
 
-    async def get(
-        self, *, order_id: uuid.UUID, min_version: int = 0, wait_seconds: float | None = None
-    ) -> Order | None:
-        """The order's row; with ``min_version``, waits (at most ``wait_seconds``) for
-        the projection to reach it, so that a client reads its own write."""
+    async def get(self, *, order_id: uuid.UUID) -> Order | None:
+        """The order's row, as new as the last command that answered (see ``record``)."""
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(orders).where(orders.c.id == order_id))).first()
+        return None if row is None else _order(row)
+
+    async def record(self, *, order: Order) -> None:
+        """Bring the order's row up to ``order``, unless it is already as new. A
+        failure is logged, not raised: the events are stored, the command succeeded,
+        and the projection brings the row there shortly."""
+        statement = insert(orders).values(**_row(order))
+        statement = statement.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "status": statement.excluded.status,
+                "version": statement.excluded.version,
+                "updated_at": statement.excluded.updated_at,
+            },
+            where=orders.c.version < statement.excluded.version,
+        )
         try:
-            async with asyncio.timeout(self._wait_seconds if wait_seconds is None else wait_seconds):
-                while True:
-                    seen = self._applied.generation
-                    async with self._engine.connect() as conn:
-                        row = (await conn.execute(select(orders).where(orders.c.id == order_id))).first()
-                    if row is not None and row.version >= min_version:
-                        return _order(row)
-                    if min_version == 0:
-                        return None
-                    await self._applied.wait(after=seen)
-        except TimeoutError as e:
-            raise ReadModelLagging(f"order {order_id} has not reached version {min_version} yet") from e
+            async with self._engine.begin() as conn:
+                await conn.execute(statement)
+        except (SQLAlchemyError, OSError) as e:
+            _log.warning(
+                "read model not updated by the command; the projection will",
+                extra={"order_id": str(order.id), "version": order.version, "error": type(e).__name__},
+            )
 
     async def list_for_user(self, *, user_id: uuid.UUID, page: int, limit: int) -> tuple[list[Order], int]:
         """One page of a user's orders, newest first, and how many there are."""

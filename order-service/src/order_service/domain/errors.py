@@ -8,8 +8,8 @@ OrderError
  ├── IdempotencyKeyReused   the key was used before with another request body (422)
  ├── PermissionDenied       the caller's role does not allow this (403)
  ├── ConcurrencyConflict    another change came first and retries ran out (409)
- ├── OrderStoreUnavailable  the event store did not answer in time (503)
- └── ReadModelLagging       the read model has not caught up with a write yet (503)
+ ├── VersionNotReached      a read asked for a version the order does not have (412)
+ └── OrderStoreUnavailable  the event store did not answer in time (503)
 """
 
 
@@ -45,9 +45,9 @@ class ConcurrencyConflict(OrderError):
     """Another change to the order was recorded first (409 when retries run out)."""
 
 
+class VersionNotReached(OrderError):
+    """A read asked for a version newer than the order's (``min_version``)."""
+
+
 class OrderStoreUnavailable(OrderError):
     """The event store did not answer, or not within the deadline."""
-
-
-class ReadModelLagging(OrderError):
-    """The read model has not reached the version the caller wrote; try again shortly."""

@@ -26,8 +26,13 @@ class UserCheck(Protocol):
 
 
 class OrderReadModel(Protocol):
-    async def get(self, *, order_id: uuid.UUID, min_version: int = 0) -> Order | None:
-        """The order as projected; waits (bounded) until it has reached ``min_version``."""
+    async def get(self, *, order_id: uuid.UUID) -> Order | None:
+        """The order as the read model has it: at least as new as the last command
+        that answered, or None when the model has not seen it."""
+
+    async def record(self, *, order: Order) -> None:
+        """Bring the model up to ``order``, the result of a command, unless it is
+        newer already: once the command answers, every instance reads it."""
 
     async def list_for_user(self, *, user_id: uuid.UUID, page: int, limit: int) -> tuple[list[Order], int]:
         """One page of the user's orders, newest first, and how many there are."""

@@ -1,7 +1,10 @@
 """What order-service does, written against the ports: each entry point calls these.
 
 Writes go to the event store through the decider (``commands.handle``); reads come
-from the read model. Who may do what:
+from the read model. Each command writes its result into the read model before it
+answers, so a client reads its own writes on any instance, in one order and in the
+lists; the projection keeps the model in step with every other writer. Who may do
+what:
 
     place              a signed-in user, for themselves; an Idempotency-Key makes a
                        repeated request return the first one's order
@@ -27,8 +30,8 @@ from order_service.domain.errors import (
     InvalidTransition,
     OrderNotFound,
     PermissionDenied,
-    ReadModelLagging,
     VersionMismatch,
+    VersionNotReached,
 )
 from order_service.domain.order import (
     CancelOrder,
@@ -105,7 +108,7 @@ class Orders:
             )
             earlier = await self._store.load(order_id=order_id)
             if earlier is not None:
-                return Placed(order=earlier, created=False)
+                return await self._answered(Placed(order=earlier, created=False))
         await self._users.ensure_may_order(user_id=user_id)
         command = PlaceOrder(order_id=order_id, user_id=user_id, items=items)
         try:
@@ -118,23 +121,25 @@ class Orders:
             earlier = await self._store.load(order_id=order_id)
             if idempotency_key is None or earlier is None:
                 raise
-            return Placed(order=earlier, created=False)
-        return Placed(order=order, created=True)
+            return await self._answered(Placed(order=earlier, created=False))
+        return await self._answered(Placed(order=order, created=True))
+
+    async def _answered(self, placed: Placed) -> Placed:
+        await self._read_model.record(order=placed.order)
+        return placed
 
     async def get(self, *, actor: Actor, order_id: uuid.UUID, min_version: int = 0) -> Order:
-        """From the read model, at ``min_version`` or newer (waiting for the projection
-        when it is behind, for a bounded time). An order the model has not seen yet,
-        or not at that version in time, is read from the event store instead: a
-        client always reads its own writes, and a lagging projection costs latency,
-        not errors."""
-        try:
-            order = await self._read_model.get(order_id=order_id, min_version=min_version)
-        except ReadModelLagging:
-            order = None
-        if order is None:
+        """From the read model, which holds every answered command's result. The
+        event store decides when the model has not seen the order or is older than
+        ``min_version``; a version the order does not have is VersionNotReached,
+        never an older order."""
+        order = await self._read_model.get(order_id=order_id)
+        if order is None or order.version < min_version:
             order = await self._store.load(order_id=order_id)
         if order is None or not actor.may_see(owner=order.user_id):
             raise OrderNotFound("order not found")
+        if order.version < min_version:
+            raise VersionNotReached(f"the order is at version {order.version}, not yet at {min_version}")
         return order
 
     async def list_own(self, *, actor: Actor, page: int, limit: int) -> tuple[list[Order], int, int]:
@@ -201,6 +206,8 @@ class Orders:
             if if_match is not None and order.version != if_match:
                 raise VersionMismatch(f"the order is at version {order.version}, not {if_match}")
 
-        return await handle(
+        changed = await handle(
             store=self._store, order_id=order_id, command=command, context=self._context(request_id), check=allowed
         )
+        await self._read_model.record(order=changed)
+        return changed

@@ -5,8 +5,9 @@ Internal (/internal/…): a service token is required; the gateway names the use
 X-Actor-Id and X-Actor-Roles (interchange_common.actors).
 
 Single-order responses carry ``ETag: "<version>"``; changes take ``If-Match`` with
-that ETag and answer 412 when the order has moved on. A read takes
-``?min_version=`` (the version a command answered with) and never returns older.
+that ETag and answer 412 when the order has moved on. A read returns the result
+of every command that has answered; ``?min_version=N`` also answers 412 when the
+order has no version N yet, never an older order.
 """
 
 import re
@@ -35,8 +36,8 @@ from order_service.domain.errors import (
     OrderNotFound,
     OrderStoreUnavailable,
     PermissionDenied,
-    ReadModelLagging,
     VersionMismatch,
+    VersionNotReached,
 )
 from order_service.domain.order import Order
 from order_service.domain.usecases import MAX_PAGE_SIZE, Orders
@@ -51,8 +52,8 @@ _STATUS_OF: dict[type[Exception], int] = {
     InvalidTransition: 409,
     ConcurrencyConflict: 409,
     VersionMismatch: 412,
+    VersionNotReached: 412,
     OrderStoreUnavailable: 503,
-    ReadModelLagging: 503,
     UserCheckUnavailable: 503,
 }
 # An order's ETag as If-Match takes it ("3", W/"3" or 3), or * for any version.
@@ -141,7 +142,14 @@ def create_http_app(
     async def get_order(
         order_id: str,
         actor: ActorDep,
-        min_version: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+        min_version: Annotated[
+            int,
+            Query(
+                ge=0,
+                le=2**31 - 1,
+                description="never an older order: 412 when the order has no such version yet",
+            ),
+        ] = 0,
     ) -> Response:
         return _one(await orders.get(actor=actor, order_id=_order_id(order_id), min_version=min_version))
 
