@@ -2,7 +2,8 @@
 
 InterchangeCommonError
  ├── ConfigurationError       settings that must not be used (placeholder secret, …)
- └── ServiceAuthError         a service token that is missing, invalid or not for us
+ ├── ServiceAuthError         a service token that is missing, invalid or not for us
+ └── UndecodableRequest       gRPC request bytes that are not the method's message
 """
 
 
@@ -16,3 +17,7 @@ class ConfigurationError(InterchangeCommonError):
 
 class ServiceAuthError(InterchangeCommonError):
     """A service token is missing, invalid, expired or addressed to another service."""
+
+
+class UndecodableRequest(InterchangeCommonError):
+    """The bytes of a gRPC request do not decode as the method's request message."""

@@ -1,8 +1,10 @@
 """gRPC on grpc.aio, the same way in every service.
 
 server side   create_server(): the standard health service, reflection, and an
-              interceptor that sets the request id and refuses calls without a
-              valid service token (UNAUTHENTICATED); health and reflection stay open.
+              interceptor that sets the request id, refuses calls without a
+              valid service token (UNAUTHENTICATED) before their request is
+              decoded, and answers a request that does not decode with
+              INVALID_ARGUMENT; health and reflection stay open.
 client side   service_channel(): adds the caller's service token and the current
               request id to every call's metadata.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import ipaddress
 import json
 import logging
@@ -20,6 +23,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter
@@ -27,7 +31,7 @@ from pydantic import AfterValidator
 
 from interchange_common import lifecycle
 from interchange_common.deadlines import adopt_timeout, remaining
-from interchange_common.errors import ServiceAuthError
+from interchange_common.errors import ServiceAuthError, UndecodableRequest
 from interchange_common.httpserver import serve_http
 from interchange_common.requestctx import REQUEST_ID_HEADER, accept_request_id, outgoing_request_id, request_id_var
 from interchange_common.resilience import CircuitBreaker, RetryBudget, retrying
@@ -36,6 +40,7 @@ from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifi
 CLIENT_CALLS = Counter("rpc_client_calls_total", "gRPC calls made (each may take several attempts)", ["upstream"])
 CLIENT_ATTEMPTS = Counter("rpc_client_attempts_total", "gRPC attempts sent, retries included", ["upstream"])
 _OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+_UNDECODABLE_DETAILS = "request could not be decoded"
 _log = logging.getLogger("interchange.rpc")
 
 
@@ -47,7 +52,8 @@ def _log_call(*, method: str, started: float, outcome: str) -> None:
 
 
 class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Request id from metadata, service token required, one log line per call."""
+    """Request id from metadata, service token required (checked before the request is
+    decoded), undecodable requests refused, one log line per call."""
 
     def __init__(self, *, verifier: ServiceTokenVerifier) -> None:
         self._verifier = verifier
@@ -58,8 +64,11 @@ class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        handler = _decoding_checked(handler)
         method: str = handler_call_details.method
-        if handler is None or method.startswith(_OPEN_METHOD_PREFIXES):
+        if method.startswith(_OPEN_METHOD_PREFIXES):
             return handler
         metadata = {key: _text(value) for key, value in handler_call_details.invocation_metadata or ()}
         request_id = accept_request_id(offered=metadata.get(REQUEST_ID_HEADER))
@@ -73,6 +82,79 @@ class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):
 
 def _text(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _decoding_checked(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    """The same method, except that request bytes which do not decode end the call
+    with INVALID_ARGUMENT and _UNDECODABLE_DETAILS.
+
+    Left to itself grpc.aio decodes a unary request before any handler runs, so no
+    handler can catch the failure, and answers UNKNOWN with the exception's class and
+    text ("Unexpected <class '...DecodeError'>: ..."), ahead of the token check. So a
+    unary request reaches the handler as bytes and is decoded inside it (after the
+    token check, see _wrap); a streamed request is decoded as the handler reads it,
+    and the failure is caught around the handler. Handlers are those of grpc.aio
+    servicers, coroutine or async generator functions; any other kind is left as is.
+    """
+    decode = handler.request_deserializer
+    behaviour: Any = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    if decode is None or not (inspect.iscoroutinefunction(behaviour) or inspect.isasyncgenfunction(behaviour)):
+        return handler
+
+    def strict(raw: bytes) -> Any:
+        try:
+            return decode(raw)
+        except DecodeError as e:
+            raise UndecodableRequest(_UNDECODABLE_DETAILS) from e
+
+    def as_is(requests: Any) -> Any:
+        return requests
+
+    serialize = handler.response_serializer
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            _refusing_undecodable(behaviour, prepare=strict), response_serializer=serialize
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _refusing_undecodable(behaviour, prepare=strict), response_serializer=serialize
+        )
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(
+            _refusing_undecodable(behaviour, prepare=as_is), request_deserializer=strict, response_serializer=serialize
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        _refusing_undecodable(behaviour, prepare=as_is), request_deserializer=strict, response_serializer=serialize
+    )
+
+
+def _refusing_undecodable(inner: Any, *, prepare: Callable[[Any], Any]) -> Any:
+    """``inner`` given ``prepare(request)``; an UndecodableRequest on the way ends the
+    call with INVALID_ARGUMENT. A coroutine function stays one, an async generator
+    function stays one: grpc.aio treats the two differently."""
+
+    async def refuse(context: Context) -> NoReturn:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _UNDECODABLE_DETAILS)
+        raise AssertionError("abort returned")  # abort always raises; this satisfies NoReturn
+
+    if inspect.isasyncgenfunction(inner):
+
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            try:
+                async for item in inner(prepare(request), context):
+                    yield item
+            except UndecodableRequest:
+                await refuse(context)
+
+        return stream
+
+    async def call(request: Any, context: Context) -> Any:
+        try:
+            return await inner(prepare(request), context)
+        except UndecodableRequest:
+            await refuse(context)
+
+    return call
 
 
 def _wrap(
