@@ -104,6 +104,8 @@ def _order(row: Any) -> Order:
 class OrderQueries:
     def __init__(self, *, engine: AsyncEngine) -> None:
         self._engine = engine
+        # One statement, atomic by itself: no BEGIN and COMMIT round trips around it.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def get(self, *, order_id: uuid.UUID) -> Order | None:
         """The order's row, as new as the last command that answered (see ``record``)."""
@@ -126,7 +128,7 @@ class OrderQueries:
             where=orders.c.version < statement.excluded.version,
         )
         try:
-            async with self._engine.begin() as conn:
+            async with self._autocommit.connect() as conn:
                 await conn.execute(statement)
         except (SQLAlchemyError, OSError) as e:
             _log.warning(
