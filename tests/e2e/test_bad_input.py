@@ -91,6 +91,24 @@ def test_a_bad_patch_changes_nothing(gateway, new_account):
     assert gateway.get("/api/users/me", headers=ada.headers).json() == before
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["Ada \u202eecalevoL", "Ada\u2066 Lovelace", "Ada\nBcc: x@example.com", "Ada\u2028Lovelace"],
+    ids=["right-to-left-override", "isolate", "line-feed", "line-separator"],
+)
+def test_a_name_that_could_break_or_reorder_a_line_is_a_422_and_changes_nothing(gateway, new_account, user_count, name):
+    ada = new_account()
+    before, users = gateway.get("/api/users/me", headers=ada.headers).json(), user_count()
+    registered = gateway.post(
+        "/api/auth/register", json={"name": name, "email": f"{uuid.uuid4().hex}@example.com", "password": "long enough"}
+    )
+    assert "bidirectional overrides" in assert_problem(registered, 422)["detail"]
+    renamed = gateway.patch(f"/api/users/{ada.id}", json={"name": name}, headers=ada.headers)
+    assert "bidirectional overrides" in assert_problem(renamed, 422)["detail"]
+    assert gateway.get("/api/users/me", headers=ada.headers).json() == before
+    assert user_count() == users
+
+
 def test_an_unknown_route_is_a_404_problem(gateway):
     assert_problem(gateway.get("/api/nothing-here"), 404)
 

@@ -56,6 +56,17 @@ def test_placing_an_order_sends_a_confirmation_mail_and_a_notification(gateway, 
     assert [n["type"] for n in listed] == ["order.placed"]
 
 
+def test_the_mail_greets_a_name_with_joiners_as_it_was_typed(gateway, new_account, backbone):
+    # A name with ZERO WIDTH JOINERs, non-ASCII letters and a comma: one recipient,
+    # the name unchanged (RFC 2047 encoded words in the header).
+    name = "Zoë\u200d👩\u200d💻, victim@example.org"
+    me = new_account(name)
+    order = place(gateway, me)
+    [mail] = mail_about(backbone, me.email, order["id"])
+    assert [(a.display_name, a.addr_spec) for a in mail["To"].addresses] == [(name, me.email)]
+    assert f"Hello {name}," in body_of(mail)
+
+
 def test_cancelling_sends_a_cancellation_mail(gateway, new_account, backbone):
     me = new_account()
     order = place(gateway, me)

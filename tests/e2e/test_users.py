@@ -84,3 +84,16 @@ def test_a_wrong_method_is_a_405_problem(gateway, new_account):
     response = gateway.put("/api/users/me", json={}, headers=new_account().headers)
     assert response.status_code == 405
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_names_keep_their_joiners_from_registration_to_renaming(gateway, new_account):
+    # U+200D joins an emoji sequence, U+200C keeps Persian letters apart: format
+    # characters, not controls, and names need them.
+    coder = "Ada\u200d👩\u200d💻 Lovelace"
+    ada = new_account(coder)
+    assert gateway.get("/api/users/me", headers=ada.headers).json()["name"] == coder
+    persian = "مهرداد\u200cزاده"  # noqa: RUF001  # Persian letters, on purpose
+    renamed = gateway.patch(f"/api/users/{ada.id}", json={"name": persian}, headers=ada.headers)
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["name"] == persian
+    assert gateway.get("/api/users/me", headers=ada.headers).json()["name"] == persian

@@ -5,6 +5,9 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from email.utils import parseaddr
 
 import aiosmtplib
@@ -88,6 +91,50 @@ def test_nothing_a_user_typed_can_add_a_header():
     assert message["X-Evil"] is None
     assert parseaddr(message["To"]) == ("Mallory Bcc: victim@example.com", "mallory@example.com")
     assert b"\nBcc:" not in message.as_bytes()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Ada\u200d👩\u200d💻 Lovelace",
+        "مهرداد\u200cزاده",  # noqa: RUF001  # Persian letters, on purpose
+        "山田\u3000太郎",
+        'Zoë O\'Brien, "Ada"',
+        "Zoë, victim@example.org,",  # not one more recipient
+    ],
+)
+def test_a_name_comes_through_the_to_header_as_it_was_typed(name):
+    row = {
+        "event_id": uuid.uuid4(),
+        "to_address": "ada@example.com",
+        "to_name": name,
+        "subject": "Order confirmed",
+        "body": "Hello\n",
+        "created_at": T0,
+    }
+    sent = build_message(row=row, sender="Interchange <no-reply@interchange.local>").as_bytes()
+    assert sent.isascii()  # RFC 2047 encoded words: no SMTPUTF8 needed
+    received = BytesParser(_class=EmailMessage, policy=policy.default).parsebytes(sent)
+    [address] = received["To"].addresses
+    assert (address.display_name, address.addr_spec) == (name, "ada@example.com")
+
+
+def test_a_name_that_was_never_checked_cannot_reorder_or_break_the_to_header():
+    row = {
+        "event_id": uuid.uuid4(),
+        "to_address": "mallory@example.com",
+        "to_name": "Mallory\u202eecila\u202c\x00\x85Bcc: victim@example.com",
+        "subject": "Order confirmed",
+        "body": "Hello\n",
+        "created_at": T0,
+    }
+    received = BytesParser(_class=EmailMessage, policy=policy.default).parsebytes(
+        build_message(row=row, sender="Interchange <no-reply@interchange.local>").as_bytes()
+    )
+    assert received["Bcc"] is None
+    [address] = received["To"].addresses
+    assert address.display_name == "Mallory ecila Bcc: victim@example.com"
+    assert address.addr_spec == "mallory@example.com"
 
 
 @dataclass

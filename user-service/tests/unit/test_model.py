@@ -94,9 +94,49 @@ def test_another_users_record_is_not_found_for_a_plain_user(make_user):
         apply_changes(user=user, changes=UserChanges(name="x"), actor=stranger, now=NOW)
 
 
-@pytest.mark.parametrize("name", ["Mallory\nBcc: x@example.com", "Tab\there", "Bell\x07", "Line\u2028break"])
-def test_names_with_line_breaks_or_control_characters_are_refused(name):
-    with pytest.raises(InvalidUserData, match="line breaks"):
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Mallory\nBcc: x@example.com",
+        "Carriage\rreturn",
+        "Tab\there",
+        "Bell\x07",
+        "Delete\x7f",
+        "Line\u2028break",
+        "Paragraph\u2029break",
+        "Ada \u202eecalevoL",  # RIGHT-TO-LEFT OVERRIDE: displays as "Ada Lovelace"
+        "Ada \u2066isolated\u2069",
+        "Non\ufffecharacter",
+    ],
+)
+def test_names_with_line_breaks_control_characters_or_bidi_overrides_are_refused(name):
+    with pytest.raises(InvalidUserData, match="line breaks, control characters or bidirectional overrides"):
+        normalize_name(name)
+
+
+def test_a_name_with_a_nul_character_is_refused():
+    with pytest.raises(InvalidUserData, match="NUL"):
+        normalize_name("Ada\x00Lovelace")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Ada\u200d👩\u200d💻 Lovelace",  # ZERO WIDTH JOINERs make one emoji
+        "مهرداد\u200cزاده",  # noqa: RUF001  # Persian: the ZERO WIDTH NON-JOINER keeps two words apart
+        "José María Núñez",
+        "山田\u3000太郎",
+        "김민준",
+        "Ada ❤\ufe0f",
+    ],
+)
+def test_names_keep_joiners_accents_and_every_script(name):
+    assert normalize_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["\u200d", "\u200c \u200d"])
+def test_a_name_of_format_characters_alone_is_refused(name):
+    with pytest.raises(InvalidUserData, match="visible"):
         normalize_name(name)
 
 

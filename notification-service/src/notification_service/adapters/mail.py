@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from email.headerregistry import Address
 from email.message import EmailMessage
 from enum import Enum
 from typing import Any
@@ -31,6 +32,7 @@ import asyncpg
 from prometheus_client import Counter
 
 from interchange_common.tasks import run_forever
+from interchange_common.text import without_unsafe
 from notification_service.adapters.errors import MailServerUnavailable
 from notification_service.adapters.listening import drain_when_notified
 from notification_service.adapters.store import MAIL_CHANNEL
@@ -58,16 +60,22 @@ class SmtpSettings:
 
 
 def _header_text(value: str) -> str:
-    """A header value from user data: line breaks and control characters become
-    spaces, so nothing a user typed can add a header."""
-    return " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())
+    """A header value from user data. The user service checked names, but this
+    adapter does not count on it: line breaks, control characters and bidirectional
+    overrides become spaces, so nothing a user typed can add a header or reorder one
+    on screen. Joiners stay (a Persian name, 👩‍💻); the email package encodes any
+    non-ASCII text (RFC 2047)."""
+    return without_unsafe(value)
 
 
 def build_message(*, row: Any, sender: str) -> EmailMessage:
     """The mail for one outbox row: the same row always makes the same message."""
     message = EmailMessage()
     message["From"] = sender
-    message["To"] = email.utils.formataddr((_header_text(row["to_name"]), row["to_address"]))
+    # An Address, not formataddr's text: the email package re-parses that text and, for
+    # a name with non-ASCII letters and a comma ("Zoë, x@example.org"), writes a To
+    # header that a mail client reads as other recipients, the user's own address lost.
+    message["To"] = Address(display_name=_header_text(row["to_name"]), addr_spec=row["to_address"])
     message["Subject"] = _header_text(row["subject"])
     message["Date"] = email.utils.format_datetime(row["created_at"])
     message["Message-ID"] = message_id_of(event_id=row["event_id"])

@@ -7,6 +7,7 @@ UserChanges   a partial update: None means "leave as it is"
 """
 
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -15,6 +16,7 @@ from enum import StrEnum
 from zxcvbn import zxcvbn
 
 from interchange_common.actors import ADMIN_ROLE, USER_ROLE, Actor
+from interchange_common.text import has_unsafe
 from user_service.domain.errors import InvalidUserData, PermissionDenied, UserNotFound
 
 KNOWN_ROLES = frozenset({ADMIN_ROLE, USER_ROLE})
@@ -102,9 +104,14 @@ def normalize_name(name: str) -> str:
     name = check_text(name, what="name").strip()
     if not name or len(name) > MAX_NAME_LENGTH:
         raise InvalidUserData(f"name must be 1 to {MAX_NAME_LENGTH} characters")
-    if not name.isprintable():
-        # Names go into mail headers and logs: no line breaks or control characters.
-        raise InvalidUserData("name must not contain line breaks or control characters")
+    if has_unsafe(name):
+        # Names go into mail headers, logs and other people's screens: nothing that
+        # ends a line or reorders the text around it (interchange_common.text). Joiners
+        # and other format characters stay: names need them.
+        raise InvalidUserData("name must not contain line breaks, control characters or bidirectional overrides")
+    if all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in name):
+        # Format characters alone (say, one ZERO WIDTH JOINER) show nothing: a blank name.
+        raise InvalidUserData("name must contain a visible character")
     return name
 
 

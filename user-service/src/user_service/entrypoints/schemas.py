@@ -16,12 +16,19 @@ from user_service.domain.model import (
 
 RoleName = Literal["admin", "user"]
 StatusName = Literal["ACTIVE", "INACTIVE", "SUSPENDED"]
+# The rule is the domain's (normalize_name), which answers 422 with the reason; a JSON
+# schema pattern could not say it in every client's regular-expression dialect.
+NAME_RULE = (
+    "Any text but line breaks, control characters, noncharacters and the bidirectional"
+    " embeddings, overrides and isolates (U+202A to U+202E, U+2066 to U+2069);"
+    " joiners such as U+200C and U+200D are welcome."
+)
 
 
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, description=NAME_RULE)
     email: EmailStr = Field(max_length=MAX_EMAIL_LENGTH)
     password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
 
@@ -31,7 +38,7 @@ class UserUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH, description=NAME_RULE)
     email: EmailStr | None = Field(default=None, max_length=MAX_EMAIL_LENGTH)
     roles: list[RoleName] | None = Field(default=None, max_length=len(("admin", "user")))
     status: StatusName | None = None
