@@ -45,7 +45,12 @@ from devstack.infra import ensure_infra
 from devstack.live import WELCOME
 from devstack.shop import ITEMS, NOTIFICATION_INSTANCES, shop_on
 from devstack.testing import accepts, free_port, wait_for
-from interchange_common.actors import ACTOR_EXPIRES_HEADER, ACTOR_ID_HEADER, ACTOR_ROLES_HEADER
+from interchange_common.actors import (
+    ACTOR_EXPIRES_HEADER,
+    ACTOR_ID_HEADER,
+    ACTOR_ISSUED_AT_HEADER,
+    ACTOR_ROLES_HEADER,
+)
 from interchange_common.servicejwt import ServiceTokenIssuer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,6 +161,7 @@ def instance_connector(*, url: str, secret: str) -> Connect:
             ACTOR_ID_HEADER: str(uuid.uuid4()),
             ACTOR_ROLES_HEADER: "user",
             ACTOR_EXPIRES_HEADER: str(int(time.time()) + 3600),
+            ACTOR_ISSUED_AT_HEADER: str(int(time.time())),
         }
         connection = await connect(url, additional_headers=headers, max_size=2**20)
         welcome = orjson.loads(await connection.recv())

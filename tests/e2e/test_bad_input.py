@@ -53,6 +53,25 @@ def test_unknown_ids_are_404(gateway, admin, user_id):
     assert_problem(gateway.get(f"/api/users/{user_id}", headers=admin.headers), 404)
 
 
+@pytest.mark.parametrize("slash", ["%2F", "%2f"])
+def test_an_encoded_slash_is_never_a_separator(gateway, new_account, slash):
+    me = new_account()
+    placed = gateway.post(
+        "/api/orders", json={"items": [{"sku": "SLASH-1", "quantity": 1, "unit_price": "3.00"}]}, headers=me.headers
+    )
+    assert placed.status_code == 201, placed.text
+    order_id = placed.json()["id"]
+    # One segment, the order id "<id>/cancel": a path that takes GET only, like any other order id.
+    assert_problem(gateway.post(f"/api/orders/{order_id}{slash}cancel", headers=me.headers), 405)
+    assert_problem(gateway.get(f"/api/orders/{order_id}{slash}events", headers=me.headers), 404)
+    assert_problem(gateway.get(f"/api{slash}users{slash}me", headers=me.headers), 404)
+    with gateway.stream("GET", f"/api{slash}events", headers=me.headers) as live:
+        assert live.status_code == 404
+    history = gateway.get(f"/api/orders/{order_id}/events", headers=me.headers)
+    assert [event["type"] for event in history.json()] == ["order.placed"]
+    assert gateway.get(f"/api/orders/{order_id}", headers=me.headers).json()["status"] == "PLACED"
+
+
 def test_bad_credentials_are_401(gateway, new_account):
     ada = new_account()
     assert_problem(gateway.post("/api/auth/token", json={"email": ada.email, "password": "wrong password"}), 401)

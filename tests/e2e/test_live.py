@@ -6,6 +6,7 @@ The stack runs two notification-service instances and the gateway spreads
 connections over both, so these messages cross instances through Redis.
 """
 
+import contextlib
 import uuid
 from typing import Any
 
@@ -15,7 +16,9 @@ from websockets.exceptions import InvalidStatus
 
 from devstack.accounts import Account
 from devstack.live import WELCOME, Chat, EventStream, ticket
-from devstack.testing import wait_for
+from devstack.testing import assert_problem, wait_for
+
+STREAMS_PER_USER = 5  # SSE_MAX_STREAMS_PER_USER
 
 
 def place(gateway: httpx.Client, account: Account) -> str:
@@ -181,6 +184,22 @@ def test_events_with_a_ticket_and_without_credentials(gateway, new_account):
     assert refused.status_code == 401
     assert refused.headers["content-type"] == "application/problem+json"
     assert gateway.get("/api/events").status_code == 401
+
+
+def test_one_stream_too_many_is_a_429_that_says_when_to_come_back(gateway, new_account):
+    me = new_account()
+    with contextlib.ExitStack() as open_streams:
+        for _ in range(STREAMS_PER_USER):
+            stream = open_streams.enter_context(EventStream(gateway, headers=me.headers))
+            assert stream.response.status_code == 200
+        with gateway.stream("GET", "/api/events", headers=me.headers) as refused:
+            refused.read()
+    assert_problem(refused, 429)
+    # The cap's own numbers, not the request limit's; back once the first lease can lapse.
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["ratelimit-reset"] == refused.headers["retry-after"]
+    assert refused.headers["ratelimit-limit"] == str(STREAMS_PER_USER)
+    assert refused.headers["ratelimit-remaining"] == "0"
 
 
 def test_a_malformed_last_event_id_is_refused(gateway, new_account):

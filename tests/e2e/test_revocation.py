@@ -2,15 +2,38 @@
 roles change (issue 7):
 user-service's event reaches the gateway through RabbitMQ, and every gateway
 instance refuses tokens issued before it (a mark in Redis), on every route and on
-the live channels, and so does the TCP feed. Tokens from a log in after reactivation work."""
+the live channels, and so does the TCP feed. Tokens from a log in after reactivation work.
+
+And the live connections opened before it end within 2 s of the answer that revoked
+them (issue 14), on both notification instances: WebSockets close 1008, event
+streams end, TCP clients get an error line and EOF, UDP peers are told and forgotten.
+No live right depends on a role (the roles only show in the welcome), so a role
+change ends them as the others do: every token from before it is revoked."""
 
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from typing import Any
 
 import httpx
+import jwt
+import orjson
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
 from devstack.accounts import Account, login
-from devstack.live import Chat, Terminal
+from devstack.live import Chat, Device, EventStream, StreamEnded, Terminal, ticket
+from devstack.shop import NOTIFICATION_INSTANCES
 from devstack.testing import wait_for
+from interchange_common.actors import (
+    ACTOR_EXPIRES_HEADER,
+    ACTOR_ID_HEADER,
+    ACTOR_ISSUED_AT_HEADER,
+    ACTOR_ROLES_HEADER,
+)
+from interchange_common.servicejwt import ServiceTokenIssuer
 
 
 def refused(gateway: httpx.Client, account: Account) -> bool:
@@ -88,3 +111,215 @@ def test_a_role_change_ends_the_users_tokens_so_a_demoted_admin_is_no_admin(gate
     cy_user = relogin(gateway, cy, after=changed_at)
     wait_for(lambda: not refused(gateway, cy_user), timeout=10, what="a token from after the demotion to work")
     assert gateway.get("/api/users", headers=cy_user.headers).status_code == 403
+
+
+# Live connections ----------------------------------------------------------------
+
+DEADLINE_SECONDS = 2.0
+REVOKED = {"type": "error", "detail": "token revoked"}
+
+Waiter = Callable[[float], Any]  # waits until its connection ends (or the deadline): how it ended
+
+
+def as_the_gateway_calls(target, account: Account) -> dict[str, str]:
+    """The headers the gateway sends a notification instance for this account's token:
+    with them a test opens a live connection on the instance of its choice."""
+    claims = jwt.decode(account.token, options={"verify_signature": False})
+    issuer = ServiceTokenIssuer(service="gateway", secret=target.service_jwt_secret, ttl_seconds=300)
+    return {
+        "Authorization": issuer.authorization_for(audience="notification-service"),
+        ACTOR_ID_HEADER: account.id,
+        ACTOR_ROLES_HEADER: ",".join(sorted(claims["roles"])),
+        ACTOR_EXPIRES_HEADER: str(claims["exp"]),
+        ACTOR_ISSUED_AT_HEADER: str(claims["iat"]),
+    }
+
+
+def left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.001)
+
+
+def socket_close(connection: ClientConnection) -> Waiter:
+    def wait(deadline: float) -> tuple[int | None, str]:
+        try:
+            while True:
+                connection.recv(timeout=left(deadline))
+        except ConnectionClosed:
+            return connection.close_code, connection.close_reason or ""
+
+    return wait
+
+
+def stream_end(next_event: Callable[[], object]) -> Waiter:
+    def wait(deadline: float) -> str:
+        try:
+            while True:
+                next_event()
+        except (StreamEnded, httpx.RemoteProtocolError, httpx.ReadError):
+            return "ended"
+
+    return wait
+
+
+def last_line(terminal: Terminal) -> Waiter:
+    def wait(deadline: float) -> object:
+        last = None
+        terminal.socket.settimeout(left(deadline))
+        while line := terminal.lines.readline():
+            last = orjson.loads(line)
+        return last
+
+    return wait
+
+
+def datagram(device: Device) -> Waiter:
+    def wait(deadline: float) -> object:
+        device.socket.settimeout(left(deadline))
+        return device.receive()
+
+    return wait
+
+
+class Held:
+    """One account's live connections, through the gateway and on each notification
+    instance (pinned by port), each with how it should end, and a UDP witness on each
+    instance: another signed-in user's device."""
+
+    def __init__(self, exits: ExitStack, *, target, gateway: httpx.Client, account: Account, witness: Account):
+        self.witness = witness
+        self.waiters: dict[str, Waiter] = {}
+        self.expected: dict[str, object] = {}
+        self.devices: list[tuple[Device, Device]] = []
+        self.welcomes: list[dict[str, Any]] = []
+        read_timeout = DEADLINE_SECONDS + 1  # the waits bound themselves by the deadline
+
+        chat = exits.enter_context(Chat(target.gateway_url, ticket=ticket(gateway, account)))
+        self.welcomes.append(chat.receive_type("welcome"))
+        self._expect("gateway websocket (ticket)", socket_close(chat.connection), (1008, "token revoked"))
+        stream = exits.enter_context(EventStream(gateway, headers=account.headers, read_timeout=read_timeout))
+        assert stream.response.status_code == 200
+        self._expect("gateway event stream", stream_end(stream.next), "ended")
+
+        for instance in NOTIFICATION_INSTANCES:
+            headers = as_the_gateway_calls(target, account)
+            url = target.stack.url(instance, 8003)
+            socket = exits.enter_context(
+                connect(f"{url.replace('http', 'ws', 1)}/internal/ws", additional_headers=headers, open_timeout=10)
+            )
+            self.welcomes.append(orjson.loads(socket.recv(timeout=10)))
+            self._expect(f"{instance} websocket", socket_close(socket), (1008, "token revoked"))
+
+            client = exits.enter_context(httpx.Client(base_url=url, timeout=httpx.Timeout(10, read=read_timeout)))
+            response = exits.enter_context(client.stream("GET", "/internal/events", headers=headers))
+            assert response.status_code == 200, response.read()
+            lines = response.iter_lines()
+            assert next(lines) == "retry: 2000"
+
+            def next_line(lines=lines):
+                try:
+                    return next(lines)
+                except StopIteration:
+                    raise StreamEnded("the stream ended") from None
+
+            self._expect(f"{instance} event stream", stream_end(next_line), "ended")
+
+            terminal = Terminal(target.stack.port(instance, 9000))
+            exits.callback(terminal.close)
+            assert terminal.receive()["type"] == "welcome"
+            terminal.send({"type": "auth", "token": account.token})
+            assert terminal.receive() == {"type": "authenticated", "userId": account.id}
+            self._expect(f"{instance} tcp", last_line(terminal), REVOKED)
+
+            pair = []
+            for who in (account, witness):
+                device = Device(target.stack.port(instance, 9001))
+                exits.callback(device.close)
+                device.send({"type": "ping", "token": who.token})
+                assert [device.receive(), device.receive()] == [{"type": "ack"}, {"type": "pong"}]
+                pair.append(device)
+            self._expect(f"{instance} udp", datagram(pair[0]), REVOKED)
+            self.devices.append((pair[0], pair[1]))
+
+    def _expect(self, name: str, waiter: Waiter, outcome: object) -> None:
+        self.waiters[name] = waiter
+        self.expected[name] = outcome
+
+    def ended_by(self, deadline: float) -> dict[str, object]:
+        """How each connection ended, waiting for all at once until the deadline; one
+        that had not ended by then is "still open"."""
+
+        def outcome(waiter: Waiter) -> object:
+            try:
+                ended = waiter(deadline)
+            except (TimeoutError, httpx.TimeoutException):
+                return "still open"
+            return ended if time.monotonic() <= deadline else "ended late"
+
+        with ThreadPoolExecutor(max_workers=len(self.waiters)) as pool:
+            futures = {name: pool.submit(outcome, waiter) for name, waiter in self.waiters.items()}
+            return {name: future.result() for name, future in futures.items()}
+
+    def assert_udp_peers_forgotten(self) -> None:
+        """On each instance: the witness's broadcast no longer reaches the revoked
+        peer, and the revoked peer's (no token: its sign-in is gone) reaches nobody."""
+        for revoked, witness in self.devices:
+            revoked.socket.settimeout(10)
+            witness.send({"type": "broadcast", "data": "anyone?", "token": self.witness.token})
+            assert witness.receive() == {"type": "ack"}  # relayed (to whom it went) before this ack
+            revoked.send({"type": "broadcast", "data": "still me"})
+            assert revoked.receive() == {"type": "ack"}  # no broadcast came before it
+            assert revoked.receive() == {"type": "error", "detail": "broadcasting needs a valid token"}
+            witness.send({"type": "ping"})
+            assert witness.receive() == {"type": "ack"}  # nothing of the revoked peer's came before it
+
+
+@pytest.fixture
+def hold_live(target, gateway, new_account):
+    """Opens an account's live connections everywhere (see Held); closes what is left after."""
+    target.need("stack", "service_jwt_secret")
+    with ExitStack() as exits:
+
+        def hold(account: Account) -> Held:
+            return Held(exits, target=target, gateway=gateway, account=account, witness=new_account("Witness"))
+
+        yield hold
+
+
+def assert_ended_within_the_deadline(held: Held, revoke: Callable[[], httpx.Response], status: int) -> None:
+    answer = revoke()
+    deadline = time.monotonic() + DEADLINE_SECONDS  # from the answer that revoked them
+    assert answer.status_code == status, answer.text
+    assert held.ended_by(deadline) == held.expected
+    held.assert_udp_peers_forgotten()
+
+
+def test_a_deleted_users_live_connections_end_on_every_instance(gateway, new_account, hold_live):
+    dan = new_account("Dan")
+    held = hold_live(dan)
+    assert_ended_within_the_deadline(
+        held, lambda: gateway.delete(f"/api/users/{dan.id}", headers=dan.headers), status=204
+    )
+
+
+def test_a_suspended_users_live_connections_end_on_every_instance(gateway, admin, new_account, hold_live):
+    eve = new_account("Eve")
+    held = hold_live(eve)
+    assert_ended_within_the_deadline(
+        held,
+        lambda: gateway.patch(f"/api/users/{eve.id}", json={"status": "SUSPENDED"}, headers=admin.headers),
+        status=200,
+    )
+
+
+def test_a_demoted_admins_live_connections_end_on_every_instance(gateway, admin, new_account, hold_live):
+    fay = new_account("Fay")
+    promoted = gateway.patch(f"/api/users/{fay.id}", json={"roles": ["admin", "user"]}, headers=admin.headers)
+    assert promoted.status_code == 200, promoted.text
+    fay_admin = relogin(gateway, fay, after=time.time())
+    held = hold_live(fay_admin)
+    assert all(welcome["user"]["roles"] == ["admin", "user"] for welcome in held.welcomes)  # an admin's token
+    assert_ended_within_the_deadline(
+        held,
+        lambda: gateway.patch(f"/api/users/{fay.id}", json={"roles": ["user"]}, headers=admin.headers),
+        status=200,
+    )

@@ -17,6 +17,9 @@ ACTOR_ROLES_HEADER = "x-actor-roles"
 # On live connections (SSE, WebSocket): when the user's access token expires, in whole
 # seconds since the epoch. The service ends the connection then.
 ACTOR_EXPIRES_HEADER = "x-actor-expires"
+# And when it was issued (its iat, whole seconds): a revocation of the user ends the
+# connections opened with tokens issued at or before it.
+ACTOR_ISSUED_AT_HEADER = "x-actor-issued-at"
 ADMIN_ROLE = "admin"
 USER_ROLE = "user"
 

@@ -44,6 +44,13 @@ class Upstream:
         self.bodies: list[bytes] = []
         self.delay = 0.0
         self.url = ""
+        # What its 429 (at /internal/things/limited) says: a limit that is not the gateway's.
+        self.limited_headers = {
+            "Retry-After": "9",
+            "RateLimit-Limit": "2",
+            "RateLimit-Remaining": "0",
+            "RateLimit-Reset": "9",
+        }
 
     async def handle(self, request: web.Request) -> web.Response:
         self.seen.append(request)
@@ -53,6 +60,8 @@ class Upstream:
             return web.json_response({"keys": []})
         if request.path == "/missing":
             return web.json_response({"detail": "not found"}, status=404)
+        if request.path == "/internal/things/limited":
+            return web.json_response({"detail": "slow down"}, status=429, headers=self.limited_headers)
         return web.json_response(
             {"path": request.path, "query": request.query_string},
             status=201 if request.method == "POST" else 200,
@@ -107,6 +116,7 @@ class Notifications:
         self.finished = asyncio.Event()
         self.die_mid_stream = False
         self.refuse_status: int | None = None
+        self.refuse_headers: dict[str, str] = {}
         self.upstream_closed = asyncio.Event()
         self.closed_code: int | None = None
 
@@ -115,6 +125,7 @@ class Notifications:
         self.finished = asyncio.Event()
         self.die_mid_stream = False
         self.refuse_status = None
+        self.refuse_headers = {}
         self.upstream_closed = asyncio.Event()
         self.closed_code = None
 
@@ -129,6 +140,7 @@ class Notifications:
                 {"type": "about:blank", "status": self.refuse_status, "detail": "refused by the stand-in"},
                 status=self.refuse_status,
                 content_type="application/problem+json",
+                headers=self.refuse_headers,
             )
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

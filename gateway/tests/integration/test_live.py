@@ -23,7 +23,7 @@ from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifi
 pytestmark = pytest.mark.integration
 SECRET = "live-test-secret-" + "z" * 32
 ALLOWED_ORIGIN = "https://app.example.com"
-USER = Principal(uuid.uuid4(), frozenset({"user"}), expires_at=time.time() + 3600)
+USER = Principal(uuid.uuid4(), frozenset({"user"}), expires_at=time.time() + 3600, issued_at=int(time.time()) - 60)
 TOKENS = {"user-token": USER}
 
 
@@ -133,6 +133,7 @@ async def test_a_ticket_is_stored_hashed_for_its_lifetime_and_redeems_once(gatew
     assert principal.user_id == USER.user_id
     assert principal.roles == USER.roles
     assert principal.expires_at == pytest.approx(USER.expires_at)
+    assert principal.issued_at == USER.issued_at
     with pytest.raises(AuthenticationFailed):
         await gateway.tickets.redeem(ticket=ticket)
 
@@ -192,6 +193,7 @@ async def test_sse_streams_each_event_before_the_upstream_finishes(http, stand_i
     assert seen.headers["X-Actor-Id"] == str(USER.user_id)
     assert seen.headers["X-Actor-Roles"] == "user"
     assert seen.headers["X-Actor-Expires"] == str(int(USER.expires_at))
+    assert seen.headers["X-Actor-Issued-At"] == str(int(USER.issued_at))
     caller = ServiceTokenVerifier(service="notification-service", secret=SECRET).verify_authorization(
         header=seen.headers["Authorization"]
     )
@@ -231,6 +233,26 @@ async def test_an_upstream_problem_is_passed_through(http, stand_in):
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["detail"] == "refused by the stand-in"
+
+
+async def test_an_upstream_429_keeps_its_own_retry_after_and_limit(http, stand_in):
+    # notification-service's stream cap, not the gateway's request limit (1000 here).
+    cap = {"Retry-After": "42", "RateLimit-Limit": "5", "RateLimit-Remaining": "0", "RateLimit-Reset": "42"}
+    stand_in.refuse_status = 429
+    stand_in.refuse_headers = cap
+    response = await http.get("/api/events", headers={"Authorization": "Bearer user-token"})
+    assert response.status_code == 429
+    assert {name: response.headers[name] for name in cap} == cap
+
+
+@pytest.mark.parametrize("slash", ["%2F", "%2f"])
+async def test_an_encoded_slash_is_no_separator_on_the_live_routes(http, stand_in, slash):
+    before = len(stand_in.events_requests)
+    stand_in.release.set()
+    user = {"Authorization": "Bearer user-token"}
+    assert (await http.get(f"/api{slash}events", headers=user)).status_code == 404
+    assert (await http.post(f"/api{slash}auth{slash}ticket", headers=user)).status_code == 404
+    assert len(stand_in.events_requests) == before
 
 
 async def test_an_upstream_that_dies_mid_stream_ends_the_clients_stream(http, stand_in):
@@ -279,6 +301,8 @@ async def test_websocket_relays_both_ways_and_the_client_leaving_closes_upstream
     assert stand_in.closed_code == 1000
     seen = stand_in.socket_requests[-1]
     assert seen.headers["X-Actor-Expires"] == str(int(USER.expires_at))
+    # From the ticket: the upstream ends the socket when the token behind it is revoked.
+    assert seen.headers["X-Actor-Issued-At"] == str(int(USER.issued_at))
     assert "ticket" not in seen.query_string
 
 

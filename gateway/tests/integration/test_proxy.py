@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 SECRET = "proxy-test-secret-" + "z" * 32
 ROUTES = (
     Route("GET", "/api/things/{thing_id}", "things", "/internal/things/{thing_id}", Access.USER),
+    Route("POST", "/api/things/{thing_id}/cancel", "things", "/internal/things/{thing_id}/cancel", Access.USER),
     Route("GET", "/api/me", "things", "/internal/owners/{actor_id}", Access.USER),
     Route("GET", "/api/admin/things", "things", "/internal/things", Access.ADMIN),
     Route("POST", "/api/things", "things", "/internal/things", Access.PUBLIC, rate_limit="strict"),
@@ -208,6 +209,27 @@ async def test_path_traversal_never_reaches_the_upstream(client, upstream):
     response = await client.get("/api/things/..", headers={"Authorization": "Bearer user-token"})
     assert response.status_code == 404
     assert len(upstream.seen) == before
+
+
+@pytest.mark.parametrize("slash", ["%2F", "%2f"])
+async def test_an_encoded_slash_is_part_of_its_segment_and_never_reaches_the_upstream(client, upstream, slash):
+    user = {"Authorization": "Bearer user-token"}
+    before = len(upstream.seen)
+    # Decoded before routing, these were POST /api/things/7/cancel and GET /api/me.
+    cancel = await client.post(f"/api/things/7{slash}cancel", headers=user)
+    assert cancel.status_code == 405  # /api/things/{thing_id}, as for any one segment there
+    assert "POST" not in cancel.headers["allow"]
+    assert (await client.get(f"/api/things/7{slash}cancel", headers=user)).status_code == 404
+    assert (await client.get(f"/api{slash}me", headers=user)).status_code == 404
+    assert len(upstream.seen) == before
+    assert (await client.post("/api/things/7/cancel", headers=user)).json()["path"] == "/internal/things/7/cancel"
+
+
+async def test_an_upstream_429_keeps_its_own_retry_after_and_limit(client, upstream):
+    response = await client.get("/api/things/limited", headers={"Authorization": "Bearer user-token"})
+    assert response.status_code == 429
+    # The upstream's limit refused the call, not the gateway's (1000 here).
+    assert {name: response.headers[name] for name in upstream.limited_headers} == upstream.limited_headers
 
 
 async def test_large_bodies_are_413(client):

@@ -13,7 +13,7 @@ from gateway.adapters.revocations import RevocationHandler, checked
 from gateway.domain.errors import AuthenticationFailed
 from gateway.domain.model import Principal
 from interchange_common.messaging import Delivery
-from interchange_common.revocations import RedisRevocations
+from interchange_common.revocations import RedisRevocations, Revocation
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +80,19 @@ async def test_an_unreachable_redis_lets_the_token_through():
         assert await checked(verify=verify_as(principal), revocations=store)(header="Bearer x") == principal
     finally:
         await dead.aclose()
+
+
+async def test_each_mark_is_announced_with_the_mark_kept_in_the_same_script(revocations, redis, key_prefix):
+    user_id, other = uuid.uuid4(), uuid.uuid4()
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(f"{key_prefix}:rv:revocations")
+    try:
+        assert (await pubsub.get_message(timeout=5))["type"] == "subscribe"
+        await revocations.revoke(user_id=user_id, at=2000.0)
+        await revocations.revoke(user_id=user_id, at=1000.0)  # late and older: the later mark stays
+        heard = [await pubsub.get_message(timeout=5) for _ in range(2)]
+    finally:
+        await pubsub.aclose()
+    assert [Revocation.parse(message["data"]) for message in heard] == [Revocation(user_id=user_id, at=2000.0)] * 2
+    assert await revocations.marks(user_ids=[user_id, other]) == [Revocation(user_id=user_id, at=2000.0)]
+    assert await revocations.marks(user_ids=[]) == []

@@ -107,6 +107,13 @@ def test_security_and_the_gateways_own_answers_follow_the_routes_access():
     assert register["summary"] == "Register"
 
 
+def test_the_event_streams_429_describes_the_stream_cap_too():
+    refused = composed()["paths"]["/api/events"]["get"]["responses"]["429"]
+    assert "event streams" in refused["description"]
+    assert refused["headers"]["Retry-After"]["required"] is True
+    assert {"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} <= set(refused["headers"])
+
+
 def test_operation_ids_are_the_public_ones_and_unique():
     ids = [op["operationId"] for ops in composed()["paths"].values() for op in ops.values() if "operationId" in op]
     assert "post_api_orders_order_id_cancel" in ids

@@ -11,7 +11,7 @@ from gateway.adapters.tickets import RedisTicketStore
 from gateway.domain.errors import AuthenticationFailed, StoreUnavailable
 from gateway.domain.model import Principal
 
-USER = Principal(uuid.uuid4(), frozenset({"user", "admin"}), expires_at=time.time() + 600)
+USER = Principal(uuid.uuid4(), frozenset({"user", "admin"}), expires_at=time.time() + 600, issued_at=time.time() - 60)
 
 
 class FakeRedis:

@@ -6,7 +6,9 @@
     live pusher            notifications not yet pushed (the live outbox) → the user's
                            Redis stream + the live channel, once each
     live subscriber        the live channels → this instance's SSE streams, WebSockets
-                           and TCP clients (adapters.live.LiveHub)
+                           and TCP clients (adapters.live.LiveHub); the revocations
+                           channel → those and the UDP peers of a revoked token end
+                           (adapters.revocations)
     HTTP                   notifications, dead-letter admin, SSE and WebSocket, /health, /metrics
     TCP, UDP               the raw feeds
 
@@ -46,9 +48,11 @@ from notification_service.adapters.errors import ConsumerDisconnected
 from notification_service.adapters.live import LiveHub
 from notification_service.adapters.mail import MailDispatcher, SmtpSettings
 from notification_service.adapters.pusher import LivePushDispatcher
+from notification_service.adapters.revocations import RedisRevocationWatch
 from notification_service.adapters.store import SqlDeadLetterStore, SqlNotificationStore
 from notification_service.adapters.users import GrpcUserDirectory
 from notification_service.config import SERVICE_NAME, Settings
+from notification_service.domain.live import OpenConnections
 from notification_service.domain.model import DeadLetter, Notification
 from notification_service.domain.usecases import DeadLetters, Notifications
 from notification_service.entrypoints.consumer import message_handler
@@ -91,6 +95,7 @@ class Container:
     udp_feed: UdpFeed
     redis: Redis
     live: LiveHub
+    revocations: RedisRevocationWatch
     pusher: LivePushDispatcher
 
     def health_checks(self) -> list[HealthCheck]:
@@ -118,6 +123,7 @@ class Container:
             health_checks=self.health_checks,
             max_body_bytes=self.settings.max_body_bytes,
             hub=self.live,
+            revocations=self.revocations,
             live_limits=LiveLimits(
                 heartbeat_seconds=self.settings.sse_heartbeat_seconds,
                 max_message_bytes=self.settings.ws_max_message_bytes,
@@ -204,9 +210,9 @@ def build(*, settings: Settings) -> Container:
     topology = topology_of(settings)
     redis_url = settings.redis_url.get_secret_value()
     redis = redis_commands(redis_url)
-    authenticate = _authenticator(
-        settings, revocations=RedisRevocations(redis=redis, key_prefix=settings.redis_key_prefix)
-    )
+    marks = RedisRevocations(redis=redis, key_prefix=settings.redis_key_prefix)
+    authenticate = _authenticator(settings, revocations=marks)
+    revocations = RedisRevocationWatch(revocations=marks, connections=OpenConnections())
     live = LiveHub(
         redis=redis,
         connect_subscriber=lambda: redis_subscriber(redis_url),
@@ -214,8 +220,11 @@ def build(*, settings: Settings) -> Container:
         history_max_length=settings.live_history_max_length,
         history_max_age_seconds=settings.live_history_max_age_seconds,
         queue_size=settings.live_queue_size,
+        listeners=[revocations],
     )
-    tcp_feed = TcpFeed(authenticate=authenticate, hub=live, max_line_bytes=settings.tcp_max_line_bytes)
+    tcp_feed = TcpFeed(
+        authenticate=authenticate, hub=live, revocations=revocations, max_line_bytes=settings.tcp_max_line_bytes
+    )
 
     def render(notification: Notification) -> bytes:
         return NotificationPublic.of(notification).model_dump_json().encode()
@@ -254,9 +263,12 @@ def build(*, settings: Settings) -> Container:
         users_channel=users_channel,
         store=store,
         tcp_feed=tcp_feed,
-        udp_feed=UdpFeed(authenticate=authenticate, max_datagram_bytes=settings.udp_max_datagram_bytes),
+        udp_feed=UdpFeed(
+            authenticate=authenticate, revocations=revocations, max_datagram_bytes=settings.udp_max_datagram_bytes
+        ),
         redis=redis,
         live=live,
+        revocations=revocations,
         pusher=LivePushDispatcher(
             dsn=database_url, hub=live, render=render, poll_seconds=settings.live_outbox_poll_seconds
         ),
@@ -270,7 +282,7 @@ def migrate(*, settings: Settings) -> None:
 
 def _authenticator(settings: Settings, *, revocations: RedisRevocations) -> Authenticate:
     """Access tokens checked against user-service's published keys (JWKS_URL), and
-    refused once their user is deleted or suspended (the gateway's revocation marks;
+    refused once their user's tokens are revoked (the gateway's revocation marks;
     while Redis does not answer they are let through: they still expire)."""
     jwks_url = settings.jwks_url
     if jwks_url is None:

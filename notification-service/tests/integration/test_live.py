@@ -24,24 +24,29 @@ import orjson
 import pytest
 import uvicorn
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from devstack.testing import assert_problem, eventually, free_port
 from interchange_common.actors import SignedInUser
+from interchange_common.revocations import RedisRevocations
 from interchange_common.servicejwt import ServiceTokenIssuer
 from interchange_common.tasks import cancel_and_wait
 from notification_service.adapters.live import LiveHub, LiveNotification
 from notification_service.adapters.pusher import LivePushDispatcher
+from notification_service.adapters.revocations import RedisRevocationWatch
 from notification_service.adapters.store import SqlNotificationStore
 from notification_service.bootstrap import build, redis_commands, redis_subscriber
 from notification_service.config import Settings
-from notification_service.domain.live import StreamId, parse_stream_id
+from notification_service.domain.live import OpenConnections, StreamId, parse_stream_id
 from notification_service.domain.model import Notification
 from notification_service.entrypoints.schemas import NotificationPublic
 from notification_service.entrypoints.signin import Rejected
 from notification_service.entrypoints.tcp_feed import TcpFeed
+from notification_service.entrypoints.udp_feed import UdpFeed
 
 from .conftest import SECRET
 
@@ -54,11 +59,13 @@ def service_token(caller="gateway"):
     return ServiceTokenIssuer(service=caller, secret=SECRET, ttl_seconds=300).token_for(audience="notification-service")
 
 
-def live_headers(user_id, *, roles="user", expires_in=3600.0, token=True):
+def live_headers(user_id, *, roles="user", expires_in=3600.0, issued_at=None, token=True):
+    now = time.time()
     headers = {
         "x-actor-id": str(user_id),
         "x-actor-roles": roles,
-        "x-actor-expires": str(int(time.time() + expires_in)),
+        "x-actor-expires": str(int(now + expires_in)),
+        "x-actor-issued-at": str(int(now if issued_at is None else issued_at)),
     }
     if token:
         headers["authorization"] = f"Bearer {service_token()}"
@@ -379,6 +386,8 @@ async def test_sse_ends_when_the_token_expires_and_when_the_service_stops(start_
         ({"x-actor-expires": None}, 401),
         ({"x-actor-expires": "soon"}, 401),
         ({"x-actor-expires": str(int(time.time()) - 5)}, 401),
+        ({"x-actor-issued-at": None}, 401),
+        ({"x-actor-issued-at": "earlier"}, 401),
         ({"last-event-id": "yesterday"}, 422),
         ({"last-event-id": "1700000000000"}, 422),
         ({"last-event-id": "1-2-3"}, 422),
@@ -546,6 +555,7 @@ async def test_a_message_over_the_size_cap_closes_with_1009(start_instance, open
         ({"x-actor-id": None}, "a live connection belongs to a signed-in user"),
         ({"x-actor-expires": None}, "X-Actor-Expires must be the token's expiry in epoch seconds"),
         ({"x-actor-expires": str(int(time.time()) - 1)}, "token expired"),
+        ({"x-actor-issued-at": None}, "X-Actor-Issued-At must be the token's iat in epoch seconds"),
     ],
 )
 async def test_an_unauthenticated_websocket_is_closed_with_1008(start_instance, open_socket, change, reason):
@@ -599,6 +609,23 @@ async def test_event_streams_per_user_are_counted_across_instances(start_instanc
         assert await redis.zcard(key) == 1
 
 
+async def test_a_refused_stream_says_when_the_earliest_lease_lapses(start_instance, redis, key_prefix):
+    instance = await start_instance(handles_events=False, SSE_MAX_STREAMS_PER_USER="2")
+    user_id = uuid.uuid4()
+    # A stream a crashed instance left behind, its lease running out in 7 s (a live
+    # stream's runs a minute from its last renewal): the first slot to free by itself.
+    await redis.zadd(f"{key_prefix}:live:streams:{user_id}", {"ghost": int(time.time() * 1000) + 7_000})
+    async with (
+        sse(instance, live_headers(user_id)),
+        httpx.AsyncClient(base_url=instance.http, timeout=TIMEOUT) as client,
+    ):
+        refused = await client.get("/internal/events", headers=live_headers(user_id))
+    assert_problem(refused, 429)
+    assert 5 <= int(refused.headers["retry-after"]) <= 7
+    assert refused.headers["ratelimit-reset"] == refused.headers["retry-after"]
+    assert (refused.headers["ratelimit-limit"], refused.headers["ratelimit-remaining"]) == ("2", "0")
+
+
 async def test_a_crashed_instances_sockets_lapse(start_instance, open_socket, redis, key_prefix):
     instance = await start_instance(handles_events=False, WS_MAX_SOCKETS_PER_USER="1")
     user_id = uuid.uuid4()
@@ -640,7 +667,7 @@ async def test_sockets_close_with_1012_when_the_service_stops(start_instance, op
 async def make_hub(infra, key_prefix):
     clients = []
 
-    def make(*, url=None, connect_subscriber=None, prefix=None, ping_seconds=5.0):
+    def make(*, url=None, connect_subscriber=None, prefix=None, ping_seconds=5.0, listeners=()):
         url = url or infra.redis_url
         redis = redis_commands(url)
         clients.append(redis)
@@ -651,6 +678,7 @@ async def make_hub(infra, key_prefix):
             history_max_length=1000,
             history_max_age_seconds=3600,
             ping_seconds=ping_seconds,
+            listeners=listeners,
         )
 
     yield make
@@ -829,3 +857,162 @@ async def test_a_websocket_that_does_not_read_is_dropped_and_stalls_nobody(start
     assert instance.live.subscribers == 2  # the sleeper was dropped
     code, _ = await sleeper.closed_with()
     assert code in (1013, 1006)  # 1013 "too slow" when the close frame still fits through
+
+
+class Line:
+    """A TCP feed client: newline-delimited JSON."""
+
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def signed_in(cls, feed, token):
+        terminal = cls(*await asyncio.open_connection("127.0.0.1", feed.port))
+        assert (await terminal.receive())["type"] == "welcome"
+        terminal.writer.write(orjson.dumps({"type": "auth", "token": token}) + b"\n")
+        assert (await terminal.receive())["type"] == "authenticated"
+        return terminal
+
+    async def receive(self):
+        async with asyncio.timeout(TIMEOUT):
+            line = await self.reader.readline()
+        return orjson.loads(line) if line else None
+
+    async def ended_with(self):
+        """The last line before the feed closed the connection."""
+        last = None
+        while (line := await self.receive()) is not None:
+            last = line
+        return last
+
+
+class Datagrams(asyncio.DatagramProtocol):
+    """A UDP feed client."""
+
+    def __init__(self):
+        self.inbox: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.inbox.put_nowait(orjson.loads(data))
+
+    @classmethod
+    async def signed_in(cls, feed, token):
+        _, device = await asyncio.get_running_loop().create_datagram_endpoint(cls, remote_addr=("127.0.0.1", feed.port))
+        device.send({"type": "ping", "token": token})
+        assert [await device.receive(), await device.receive()] == [{"type": "ack"}, {"type": "pong"}]
+        return device
+
+    def send(self, message):
+        assert self.transport is not None
+        self.transport.sendto(orjson.dumps(message))
+
+    async def receive(self):
+        async with asyncio.timeout(TIMEOUT):
+            return await self.inbox.get()
+
+
+async def test_a_revocation_ends_the_users_live_connections_of_every_kind_on_every_instance(
+    start_instance, open_socket, redis, key_prefix
+):
+    """The gateway's mark (SET and PUBLISH in one script) reaches both instances: the
+    user's WebSockets close 1008, event streams end, TCP clients get an error line and
+    EOF, UDP peers are told and forgotten. Tokens issued after it, and other users,
+    keep their connections."""
+    instances = [await start_instance(handles_events=False) for _ in range(2)]
+    ada, bob = uuid.uuid4(), uuid.uuid4()
+    issued = int(time.time()) - 60
+    revoked_at = issued + 30.5
+    tokens = {
+        name: SignedInUser(user_id=user_id, roles=frozenset({"user"}), expires_at=time.time() + 600, issued_at=issued)
+        for name, user_id in (("ada", ada), ("bob", bob))
+    }
+
+    async def authenticate(token):
+        if token not in tokens:
+            raise Rejected("unknown token")
+        return tokens[token]
+
+    async with contextlib.AsyncExitStack() as stack:
+        sockets, streams, lines, devices, kept = [], [], [], [], []
+        for instance in instances:
+            watch = instance.container.revocations
+            tcp = TcpFeed(authenticate=authenticate, hub=instance.live, revocations=watch)
+            udp = UdpFeed(authenticate=authenticate, revocations=watch)
+            for feed in (tcp, udp):
+                await feed.start(host="127.0.0.1", port=0)
+                stack.push_async_callback(feed.close)
+            sockets.append(await open_socket(instance, headers=live_headers(ada, issued_at=issued)))
+            streams.append(await stack.enter_async_context(sse(instance, live_headers(ada, issued_at=issued))))
+            lines.append(await Line.signed_in(tcp, "ada"))
+            stack.callback(lines[-1].writer.close)
+            for token in ("ada", "bob"):
+                devices.append(await Datagrams.signed_in(udp, token))
+                stack.callback(devices[-1].transport.close)
+            kept += [
+                await open_socket(instance, headers=live_headers(ada, issued_at=revoked_at + 1)),
+                await open_socket(instance, headers=live_headers(bob, issued_at=issued)),
+            ]
+        assert [instance.container.revocations.watched for instance in instances] == [7, 7]
+
+        await RedisRevocations(redis=redis, key_prefix=key_prefix).revoke(user_id=ada, at=revoked_at)
+
+        for socket in sockets:
+            assert await socket.closed_with() == (1008, "token revoked")
+        for stream in streams:
+            assert await stream.ended()
+        for line in lines:
+            assert await line.ended_with() == {"type": "error", "detail": "token revoked"}
+        for device in devices[::2]:  # ada's
+            assert await device.receive() == {"type": "error", "detail": "token revoked"}
+        for socket in kept:
+            assert await socket.nothing_pending()
+
+        async def only_the_kept_are_left():
+            return [(i.container.revocations.watched, i.live.subscribers) for i in instances] == [(3, 2), (3, 2)]
+
+        # Left on each: the two kept sockets (subscribed and watched), and bob's UDP peer.
+        await eventually(only_the_kept_are_left, timeout=TIMEOUT, interval=0.02)
+
+
+async def test_a_revocation_announced_while_the_subscriber_was_away_ends_the_connection_on_return(
+    infra, make_hub, redis, key_prefix
+):
+    gate = asyncio.Event()
+    gate.set()
+    closed_port = free_port()
+    name = f"ic-it-revocations-{uuid.uuid4().hex[:8]}"
+
+    def subscriber():
+        if not gate.is_set():
+            return redis_subscriber(f"redis://127.0.0.1:{closed_port}/0")
+        # As bootstrap's, with a name to find it by: no retries, so a cut ends the session.
+        return Redis.from_url(infra.redis_url, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0), client_name=name)
+
+    marks = RedisRevocations(redis=redis, key_prefix=key_prefix)
+    connections = OpenConnections()
+    watch = RedisRevocationWatch(revocations=marks, connections=connections)
+    hub = make_hub(connect_subscriber=subscriber, listeners=[watch], ping_seconds=0.5)
+    running = asyncio.create_task(hub.run())
+    user = SignedInUser(user_id=uuid.uuid4(), roles=frozenset(), expires_at=time.time() + 600, issued_at=1000.0)
+    ended = asyncio.Event()
+    try:
+        await asyncio.wait_for(hub.ready.wait(), TIMEOUT)
+        await watch.watch(user=user, end=ended.set)
+
+        gate.clear()
+        (mine,) = [client["id"] for client in await redis.client_list() if client.get("name") == name]
+        await redis.client_kill_filter(_id=mine)  # this hub's pub/sub connection, no one else's
+        await eventually(_not_ready(hub), timeout=TIMEOUT, interval=0.02)
+        await marks.revoke(user_id=user.user_id, at=2000.0)  # announced to nobody
+        assert not ended.is_set()
+
+        gate.set()
+        async with asyncio.timeout(TIMEOUT):
+            await ended.wait()
+        assert connections.users() == frozenset()
+    finally:
+        await cancel_and_wait([running])

@@ -1,5 +1,6 @@
 """Fakes for notification-service's ports: in-memory stores with real transaction
-semantics (a block that raises leaves nothing behind) and a recording republisher."""
+semantics (a block that raises leaves nothing behind), a recording republisher, and
+a revocation watch whose marks are set by the test."""
 
 import contextlib
 import copy
@@ -8,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from notification_service.domain.errors import DeadLetterNotFound
+from notification_service.domain.live import OpenConnections
 from notification_service.domain.usecases import DeadLetters, Notifications
 
 
@@ -107,6 +109,25 @@ class FakeRepublisher:
         self.sent.append(dead_letter)
 
 
+class FakeRevocations:
+    """The RevocationWatch port over the real OpenConnections, with the marks in a dict:
+    ``revoke`` is a revocation heard from the channel."""
+
+    def __init__(self):
+        self.connections = OpenConnections()
+        self.marks = {}
+
+    async def watch(self, *, user, end):
+        forget = self.connections.add(user_id=user.user_id, issued_at=user.issued_at, end=end)
+        if user.user_id in self.marks:
+            self.connections.revoke(user_id=user.user_id, revoked_at=self.marks[user.user_id])
+        return forget
+
+    def revoke(self, *, user_id, at):
+        self.marks[user_id] = max(at, self.marks.get(user_id, at))
+        return self.connections.revoke(user_id=user_id, revoked_at=self.marks[user_id])
+
+
 NOW = datetime(2026, 11, 28, 13, 0, tzinfo=UTC)
 
 
@@ -133,3 +154,8 @@ def republisher():
 @pytest.fixture
 def dead_letters(dead_letter_store, republisher):
     return DeadLetters(store=dead_letter_store, republisher=republisher)
+
+
+@pytest.fixture
+def revocations():
+    return FakeRevocations()

@@ -1,5 +1,6 @@
-"""The TCP feed over real loopback sockets, with tokens checked by a fake. (Notifications
-reach it from the live hub: tests/integration/test_live.py.)"""
+"""The TCP feed over real loopback sockets, with tokens checked by a fake and
+revocations heard by a fake watch. (Notifications and real revocations reach it from
+the live hub: tests/integration/test_live.py.)"""
 
 import asyncio
 import time
@@ -9,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from devstack.testing import eventually
 from interchange_common.actors import SignedInUser
 from notification_service.entrypoints.signin import Rejected
 from notification_service.entrypoints.tcp_feed import TcpFeed
@@ -21,6 +23,9 @@ USERS = {
 
 
 async def authenticate(token: str) -> SignedInUser:
+    if token == "ada-fresh-token":  # ada's, issued after any revocation a test makes
+        ada = USERS["ada-token"]
+        return SignedInUser(user_id=ada.user_id, roles=ada.roles, expires_at=ada.expires_at, issued_at=time.time() + 60)
     if token == "short-token":
         return SignedInUser(user_id=uuid.uuid4(), roles=frozenset(), expires_at=time.time() + 0.3)
     if token not in USERS:
@@ -53,8 +58,8 @@ class Terminal:
 
 
 @pytest.fixture
-async def feed():
-    feed = TcpFeed(authenticate=authenticate, max_line_bytes=4096, queue_size=64)
+async def feed(revocations):
+    feed = TcpFeed(authenticate=authenticate, revocations=revocations, max_line_bytes=4096, queue_size=64)
     await feed.start(host="127.0.0.1", port=0)
     yield feed
     await feed.close()
@@ -154,3 +159,51 @@ async def test_closing_the_feed_closes_every_connection(feed, connect):
     await feed.close()
     for terminal in terminals:
         assert await terminal.closed()
+
+
+ADA = USERS["ada-token"].user_id
+
+
+async def test_a_revoked_token_gets_an_error_line_then_the_connection_closes(feed, connect, revocations):
+    ada, bob = await connect("ada-token"), await connect("bob-token")
+    assert revocations.revoke(user_id=ADA, at=time.time()) == 1
+    assert await ada.receive() == {"type": "error", "detail": "token revoked"}
+    assert await ada.closed()
+    assert feed.clients == 1
+    await bob.send({"text": "anyone?"})
+    assert (await bob.receive())["type"] == "echo"
+    await bob.send({"marker": 1})
+    assert (await bob.receive())["originalMessage"] == {"marker": 1}  # bob is not affected
+
+
+async def test_a_token_revoked_before_it_signs_in_ends_the_connection_at_once(connect, revocations):
+    revocations.marks[ADA] = time.time()  # the mark is there, its announcement long gone
+    terminal = await connect()
+    await terminal.send({"type": "auth", "token": "ada-token"})
+    assert await terminal.receive() == {"type": "error", "detail": "token revoked"}
+    assert await terminal.closed()
+
+
+async def test_a_fresh_token_outlives_a_revocation_before_it_and_signing_in_again_drops_the_old_watch(
+    connect, revocations
+):
+    renewed = await connect("ada-token")
+    await renewed.send({"type": "auth", "token": "ada-fresh-token"})
+    assert (await renewed.receive())["type"] == "authenticated"
+    old = await connect("ada-token")
+    assert len(revocations.connections) == 2  # renewed's first watch ended with its new sign-in
+    assert revocations.revoke(user_id=ADA, at=time.time()) == 1
+    assert await old.receive() == {"type": "error", "detail": "token revoked"}
+    await renewed.send({"still": "here"})
+    assert (await renewed.receive())["type"] == "echo"
+
+
+async def test_a_client_that_leaves_is_no_longer_watched(connect, revocations):
+    terminal = await connect("ada-token")
+    assert revocations.connections.users() == {ADA}
+    terminal.writer.close()
+
+    async def unwatched() -> bool:
+        return not revocations.connections.users()
+
+    await eventually(unwatched, timeout=5, interval=0.01, what="the feed to let go of the watch")

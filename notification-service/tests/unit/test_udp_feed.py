@@ -1,4 +1,5 @@
-"""The UDP feed over real loopback datagrams, with tokens checked by a fake."""
+"""The UDP feed over real loopback datagrams, with tokens checked by a fake and
+revocations heard by a fake watch."""
 
 import asyncio
 import time
@@ -19,6 +20,9 @@ USERS = {
 
 
 async def authenticate(token: str) -> SignedInUser:
+    if token == "ada-fresh":  # ada's, issued after any revocation a test makes
+        ada = USERS["ada"]
+        return SignedInUser(user_id=ada.user_id, roles=ada.roles, expires_at=ada.expires_at, issued_at=time.time() + 60)
     if token not in USERS:
         raise Rejected("unknown token")
     return USERS[token]
@@ -61,8 +65,14 @@ def clock():
 
 
 @pytest.fixture
-async def feed(clock):
-    feed = UdpFeed(authenticate=authenticate, max_datagram_bytes=1024, forget_after_seconds=60, clock=clock)
+async def feed(clock, revocations):
+    feed = UdpFeed(
+        authenticate=authenticate,
+        revocations=revocations,
+        max_datagram_bytes=1024,
+        forget_after_seconds=60,
+        clock=clock,
+    )
     await feed.start(host="127.0.0.1", port=0)
     yield feed
     await feed.close()
@@ -147,3 +157,40 @@ async def test_clients_silent_for_a_minute_are_forgotten(feed, device, clock):
     assert feed.peers() == 1  # only ada: bob went quiet
     bob.send({"type": "ping"})
     assert (await bob.receive())["type"] == "ack"  # the broadcast never reached bob
+
+
+async def signed_in(phone: Device, token: str) -> None:
+    phone.send({"type": "ping", "token": token})
+    assert (await phone.receive())["type"] == "ack"
+    assert (await phone.receive())["type"] == "pong"
+
+
+async def test_a_revoked_peer_is_told_and_forgotten_until_it_signs_in_with_a_fresh_token(feed, device, revocations):
+    ada, bob, eve = await device(), await device(), await device()
+    for phone, token in ((ada, "ada"), (bob, "bob"), (eve, "eve")):
+        await signed_in(phone, token)
+    assert revocations.revoke(user_id=USERS["ada"].user_id, at=time.time()) == 1
+    assert await ada.receive() == {"type": "error", "detail": "token revoked"}
+    assert feed.peers() == 2
+
+    bob.send({"type": "broadcast", "data": "to all", "token": "bob"})
+    assert (await bob.receive())["type"] == "ack"
+    assert (await eve.receive())["data"] == "to all"  # sent to eve, and to ada if she still counted
+    ada.send({"type": "broadcast", "data": "still here"})  # no token: her old sign-in is gone
+    assert (await ada.receive())["type"] == "ack"  # nothing relayed came before it
+    assert await ada.receive() == {"type": "error", "detail": "broadcasting needs a valid token"}
+    eve.send({"type": "ping"})
+    assert (await eve.receive())["type"] == "ack"  # ada's broadcast never reached eve
+
+    await signed_in(ada, "ada-fresh")
+    bob.send({"type": "broadcast", "data": "welcome back", "token": "bob"})
+    assert (await ada.receive())["data"] == "welcome back"
+
+
+async def test_a_peer_forgotten_for_silence_is_no_longer_watched(feed, device, clock, revocations):
+    ada = await device()
+    await signed_in(ada, "ada")
+    assert len(revocations.connections) == 1
+    clock.now += 61
+    assert feed.peers() == 0
+    assert len(revocations.connections) == 0

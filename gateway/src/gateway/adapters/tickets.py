@@ -2,10 +2,11 @@
 an EventSource or a WebSocket (and must not put it in a URL).
 
 A ticket is 32 random bytes, shown to its holder once. Redis keeps only its SHA-256
-under ``{prefix}:ticket:{hex}`` with the caller's id, roles and the expiry of the
-access token it was issued against, for a few seconds (``SET ... EX``); redeeming it
-is one ``GETDEL``, so two redemptions of one ticket cannot both succeed, on any
-number of gateway instances.
+under ``{prefix}:ticket:{hex}`` with the caller's id and roles and the expiry and
+issue time of the access token it was issued against (the connection it opens ends
+when that token expires or is revoked), for a few seconds (``SET ... EX``);
+redeeming it is one ``GETDEL``, so two redemptions of one ticket cannot both
+succeed, on any number of gateway instances.
 """
 
 import hashlib
@@ -51,6 +52,7 @@ class RedisTicketStore:
                 "user_id": str(principal.user_id),
                 "roles": sorted(principal.roles),
                 "expires_at": principal.expires_at,
+                "issued_at": principal.issued_at,
             }
         )
         try:
@@ -75,6 +77,7 @@ class RedisTicketStore:
                 user_id=uuid.UUID(record["user_id"]),
                 roles=frozenset(str(role) for role in record["roles"]),
                 expires_at=float(record["expires_at"]),
+                issued_at=float(record["issued_at"]),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise AuthenticationFailed("invalid ticket") from e

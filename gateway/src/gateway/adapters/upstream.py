@@ -40,9 +40,26 @@ from interchange_common.deadlines import DEADLINE_HEADER, DeadlineExceeded, dead
 from interchange_common.discovery import DiscoveryUnavailable
 from interchange_common.resilience import CircuitBreaker, CircuitOpen, RetryBudget
 
-# What the gateway hands back to the client from an upstream response.
-_RESPONSE_HEADERS = ("content-type", "etag", "location", "cache-control", "retry-after", "www-authenticate")
-_STREAM_HEADERS = ("content-type", "cache-control", "x-accel-buffering", "retry-after", "www-authenticate")
+# What the gateway hands back to the client from an upstream response (an upstream's
+# own RateLimit-* fields describe its own limit: entrypoints.live.answer_headers).
+_LIMIT_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
+_RESPONSE_HEADERS = (
+    "content-type",
+    "etag",
+    "location",
+    "cache-control",
+    "retry-after",
+    "www-authenticate",
+    *_LIMIT_HEADERS,
+)
+_STREAM_HEADERS = (
+    "content-type",
+    "cache-control",
+    "x-accel-buffering",
+    "retry-after",
+    "www-authenticate",
+    *_LIMIT_HEADERS,
+)
 _REPEATABLE = frozenset({"GET", "HEAD", "OPTIONS"})
 _MAX_MESSAGE_BYTES = 1024 * 1024
 # Answers that mean "the instance behind me failed", not an answer of the service's.

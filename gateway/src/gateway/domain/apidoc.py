@@ -29,6 +29,12 @@ _PARAMETER = re.compile(r"\{([^}]+)\}")
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 _PROBLEM_CONTENT = {"application/problem+json": {"schema": _PROBLEM}}
 _RETRY_AFTER = {"description": "Seconds to wait", "required": True, "schema": {"type": "integer", "minimum": 0}}
+# Every 429 describes the limit that refused it (draft-ietf-httpapi-ratelimit-headers).
+_RATE_LIMIT = {
+    "RateLimit-Limit": {"description": "The limit that refused the request", "schema": {"type": "integer"}},
+    "RateLimit-Remaining": {"description": "What is left of it", "schema": {"type": "integer", "minimum": 0}},
+    "RateLimit-Reset": {"description": "Seconds until it allows more", "schema": {"type": "integer"}},
+}
 BEARER = "bearer"
 ACTOR_PARAMETER = "actor_id"
 
@@ -79,7 +85,14 @@ OWN_OPERATIONS: dict[str, dict[str, Any]] = {
                 {"name": "last-event-id", "in": "header", "required": False, "schema": {"type": "string"}},
             ],
             "responses": {
-                "200": {"description": "An endless event stream", "content": {"text/event-stream": {"schema": {}}}}
+                "200": {"description": "An endless event stream", "content": {"text/event-stream": {"schema": {}}}},
+                "429": {
+                    "description": "Over the caller's rate limit, or the caller already holds as many event "
+                    "streams as allowed (then RateLimit-* describe that cap, and Retry-After is when a "
+                    "held stream's lease can first lapse)",
+                    "headers": {"Retry-After": _RETRY_AFTER, **_RATE_LIMIT},
+                    "content": _PROBLEM_CONTENT,
+                },
             },
         }
     },
@@ -129,7 +142,7 @@ def _gateway_answers(*, access: Access) -> dict[str, Any]:
     answers: dict[str, Any] = {
         "429": {
             "description": "Over the caller's rate limit",
-            "headers": {"Retry-After": _RETRY_AFTER},
+            "headers": {"Retry-After": _RETRY_AFTER, **_RATE_LIMIT},
             "content": _PROBLEM_CONTENT,
         }
     }

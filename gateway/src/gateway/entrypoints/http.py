@@ -9,6 +9,9 @@
 every row of the route table
                          forwarded to its upstream
 
+Routing reads the path as the client sent it (RawPathRouting): an encoded slash is
+part of its segment, never a separator.
+
 Every row of the route table becomes one plain Starlette route whose endpoint
 checks the caller, counts it against its rate limit, and forwards the request with
 a service token, the request id and the caller's identity. It is a plain route, not
@@ -16,9 +19,11 @@ a FastAPI operation: this is the hottest path in the deployment, and dependency
 injection and body validation belong to the upstream that owns the data.
 """
 
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -27,6 +32,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, WebSocketRoute
 from starlette.routing import Route as StarletteRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.adapters.apidocs import ApiDocuments
 from gateway.adapters.tickets import RedisTicketStore
@@ -38,6 +44,7 @@ from gateway.entrypoints.live import (
     Hit,
     LiveConnections,
     Verify,
+    answer_headers,
     client_key,
     events_endpoint,
     socket_endpoint,
@@ -72,6 +79,35 @@ class LiveSetup:
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+_ENCODED_SLASH = re.compile("%2f", re.IGNORECASE)
+
+
+def routed_path(raw_path: bytes) -> str:
+    """The path to route by: each raw segment decoded on its own, an encoded slash
+    kept as ``%2F`` inside its segment. ``/api/orders/x%2Fcancel`` is the order
+    ``x%2Fcancel`` (not a plain segment, so refused like any bad parameter), never
+    ``/api/orders/x/cancel``. An encoded backslash needs no such care: decoded, it
+    stays in its segment (nothing here splits on it) and fails the same check."""
+    return "/".join(
+        "%2F".join(unquote(piece) for piece in _ENCODED_SLASH.split(segment))
+        for segment in raw_path.decode("latin-1").split("/")
+    )
+
+
+class RawPathRouting:
+    """Routes every HTTP request and WebSocket by ``routed_path``. The server (Hypercorn)
+    decodes the whole path before the app sees it, so ``%2F`` would become a separator
+    and a parameter could smuggle in more segments: another route."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw_path = scope.get("raw_path") if scope["type"] in ("http", "websocket") else None
+        if raw_path and b"%2f" in raw_path.lower():
+            scope = {**scope, "path": routed_path(raw_path)}
+        await self.app(scope, receive, send)
 
 
 def by_method(endpoints: Mapping[str, Endpoint]) -> Endpoint:
@@ -161,7 +197,11 @@ def proxy_endpoint(
             )
         except UpstreamFailed as e:
             return upstream_failure(e, audience=audience, headers=limit_headers)
-        return Response(content=answer.body, status_code=answer.status, headers={**answer.headers, **limit_headers})
+        return Response(
+            content=answer.body,
+            status_code=answer.status,
+            headers=answer_headers(upstream=answer.headers, limit=limit_headers),
+        )
 
     return endpoint
 
@@ -195,7 +235,7 @@ def create_app(
     app = FastAPI(
         title="Interchange gateway",
         version="1.0.0",
-        description="The public API of Interchange. See API.md for the full contract.",
+        description="The public API of Interchange. The full contract: docs/api.md in the repository.",
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -281,4 +321,6 @@ def create_app(
     app.add_middleware(
         ObservabilityMiddleware, max_body_bytes=max_body_bytes, body_timeout_seconds=body_timeout_seconds
     )
+    # Outermost: the logs and every route see the same path.
+    app.add_middleware(RawPathRouting)
     return app

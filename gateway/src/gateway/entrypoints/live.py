@@ -7,7 +7,9 @@ GET  /ws                WebSocket, relayed frame by frame both ways
 A live connection's caller shows a ticket (``?ticket=``, browsers) or an access
 token (``Authorization``, other clients). The upstream learns who it is from the
 same actor headers as every other call, plus ``X-Actor-Expires``: it ends the
-connection when the access token behind it expires.
+connection when the access token behind it expires, and ``X-Actor-Issued-At``: it
+ends the connection when the user's tokens from then are revoked (the upstream
+closes it, and the pass-through ends with it).
 
 How a WebSocket ends:
 - refused Origin                 403 before the handshake completes
@@ -24,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -48,7 +50,12 @@ from gateway.domain.errors import (
     UpstreamUnavailable,
 )
 from gateway.domain.model import Principal, RateDecision, RateLimitPolicy, origin_allowed
-from interchange_common.actors import ACTOR_EXPIRES_HEADER, ACTOR_ID_HEADER, ACTOR_ROLES_HEADER
+from interchange_common.actors import (
+    ACTOR_EXPIRES_HEADER,
+    ACTOR_ID_HEADER,
+    ACTOR_ISSUED_AT_HEADER,
+    ACTOR_ROLES_HEADER,
+)
 from interchange_common.problems import problem_response
 from interchange_common.requestctx import REQUEST_ID_HEADER, accept_request_id, current_request_id, request_id_var
 from interchange_common.servicejwt import ServiceTokenIssuer
@@ -146,6 +153,7 @@ def _upstream_headers(*, principal: Principal, issuer: ServiceTokenIssuer, audie
         ACTOR_ID_HEADER: str(principal.user_id),
         ACTOR_ROLES_HEADER: ",".join(sorted(principal.roles)),
         ACTOR_EXPIRES_HEADER: str(int(principal.expires_at)),
+        ACTOR_ISSUED_AT_HEADER: str(int(principal.issued_at)),
     }
 
 
@@ -156,6 +164,16 @@ def _refusal(error: AuthenticationFailed | RateLimited | StoreUnavailable) -> Re
     if isinstance(error, RateLimited):
         return problem_response(status=429, detail="rate limit exceeded", headers=error.headers)
     return problem_response(status=503, detail=str(error), headers={"Retry-After": "1"})
+
+
+def answer_headers(*, upstream: Mapping[str, str], limit: Mapping[str, str]) -> dict[str, str]:
+    """An upstream answer's headers plus the gateway's RateLimit-* fields, unless the
+    upstream sent RateLimit-* of its own: then they describe the limit that answered
+    (notification-service's stream cap on its 429), not the request limit the
+    gateway counted the call against, and they pass as they are."""
+    if any(name.lower().startswith("ratelimit-") for name in upstream):
+        return dict(upstream)
+    return {**upstream, **limit}
 
 
 def upstream_failure(error: UpstreamFailed, *, audience: str, headers: dict[str, str]) -> Response:
@@ -230,7 +248,9 @@ def events_endpoint(
             stream = await upstream.open_stream(upstream=upstream_name, path=EVENTS_PATH, query=query, headers=headers)
         except UpstreamFailed as e:
             return upstream_failure(e, audience=audience, headers=limit_headers)
-        return _RelayedStream(stream=stream, headers={**stream.headers, **limit_headers}, live=live)
+        return _RelayedStream(
+            stream=stream, headers=answer_headers(upstream=stream.headers, limit=limit_headers), live=live
+        )
 
     return endpoint
 

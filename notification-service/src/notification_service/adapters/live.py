@@ -9,7 +9,8 @@
     ├── sockets:<user>     ZSET of the user's WebSocket ids scored by lease expiry, and
     ├── streams:<user>     of their SSE streams: a crashed instance's connections lapse
     │                      by themselves
-    └── channels notifications | rooms | private
+    └── channels notifications | rooms | private (and the listeners' own, such as
+              │ revocations: adapters.revocations)
               │ PUBLISH (the push script publishes in the same atomic step as the XADD)
               ▼
     LiveHub, one per instance: one pub/sub connection, and the local Subscriptions by
@@ -28,7 +29,8 @@ step if that ever mattered more than the simplicity.
 Pub/sub loses what is published while a subscriber is away. Notifications are also
 in the stream, so after every (re)subscription the hub tells each local subscriber to
 refill from its stream after the last id it delivered (XRANGE, exclusive); room and
-private messages are ephemeral and are not replayed.
+private messages are ephemeral and are not replayed. A listener catches up its own
+way (``ChannelListener.caught_up``).
 """
 
 import asyncio
@@ -37,10 +39,10 @@ import logging
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 from prometheus_client import Counter
@@ -56,6 +58,7 @@ _log = logging.getLogger(__name__)
 
 TOO_SLOW = "too slow"
 SHUTTING_DOWN = "shutting down"
+REVOKED = "token revoked"
 CLOSED = "closed"
 PUSHED_MARKER_SECONDS = 86_400
 _HISTORY_PAGE = 500
@@ -98,6 +101,19 @@ return 1
 
 
 ConnectionKind = Literal["sockets", "streams"]
+
+
+class ChannelListener(Protocol):
+    """Another channel heard on the hub's pub/sub connection."""
+
+    @property
+    def channel(self) -> bytes: ...
+
+    def heard(self, data: bytes) -> None:
+        """One message on the channel (quick: the hub's other channels wait)."""
+
+    async def caught_up(self) -> None:
+        """After each (re)subscription: make up for what was published while away."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +254,7 @@ class LiveHub:
         queue_size: int = 256,
         lease_seconds: float = 60.0,
         ping_seconds: float = 5.0,
+        listeners: Sequence[ChannelListener] = (),
     ) -> None:
         self._redis = redis
         self._connect_subscriber = connect_subscriber
@@ -252,6 +269,7 @@ class LiveHub:
         self.notifications_channel = f"{self._prefix}:notifications".encode()
         self.rooms_channel = f"{self._prefix}:rooms".encode()
         self.private_channel = f"{self._prefix}:private".encode()
+        self._listeners = {listener.channel: listener for listener in listeners}
         self._subscriptions: set[Subscription] = set()
         self._by_user: defaultdict[str, set[Subscription]] = defaultdict(set)
         self._by_room: defaultdict[str, set[Subscription]] = defaultdict(set)
@@ -359,6 +377,21 @@ class LiveHub:
         except RedisError as e:
             raise LiveUnavailable(f"could not release one of the user's {kind}") from e
 
+    async def first_lapse_in(self, *, kind: ConnectionKind, user_id: uuid.UUID) -> float:
+        """Seconds until the earliest of the user's leases of this kind runs out unless
+        renewed (0 when none is held), by Redis's clock like the leases themselves."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.time()
+                pipe.zrange(self.connections_key(kind, user_id), 0, 0, withscores=True)
+                (seconds, microseconds), earliest = await pipe.execute()
+        except RedisError as e:
+            raise LiveUnavailable(f"could not read the user's {kind}") from e
+        if not earliest:
+            return 0.0
+        now = float(seconds) + float(microseconds) / 1_000_000
+        return max(0.0, float(earliest[0][1]) / 1000 - now)
+
     # Local subscribers ----------------------------------------------------------------
 
     async def subscribe(
@@ -444,7 +477,7 @@ class LiveHub:
     async def _session(self, connected: Callable[[], None]) -> None:
         client = self._connect_subscriber()
         pubsub = client.pubsub()
-        channels = (self.notifications_channel, self.rooms_channel, self.private_channel)
+        channels = (self.notifications_channel, self.rooms_channel, self.private_channel, *self._listeners)
         try:
             await pubsub.subscribe(*channels)
             # Only a confirmed subscription hears what is published from now on: wait
@@ -456,10 +489,13 @@ class LiveHub:
                     if message is not None and message["type"] == "subscribe":
                         confirmed.add(message["channel"])
             self.ready.set()
-            connected()
-            LIVE_RESUBSCRIBED.inc()
             for subscription in list(self._subscriptions):
                 subscription.refill()
+            # Before connected(): a catch-up that keeps failing keeps backing off.
+            for listener in self._listeners.values():
+                await listener.caught_up()
+            connected()
+            LIVE_RESUBSCRIBED.inc()
             _log.info("live channels subscribed", extra={"subscribers": len(self._subscriptions)})
             await self._listen(pubsub)
         except RedisError as e:
@@ -489,7 +525,9 @@ class LiveHub:
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         try:
-            if channel == self.notifications_channel:
+            if (listener := self._listeners.get(channel)) is not None:
+                listener.heard(data)
+            elif channel == self.notifications_channel:
                 user, raw_id, payload = data.split(b" ", 2)
                 item = LiveNotification(stream_id=parse_stream_id(raw_id.decode()), payload=payload)
                 for subscription in list(self._by_user.get(user.decode(), ())):

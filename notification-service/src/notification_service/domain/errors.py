@@ -15,6 +15,8 @@ NotificationServiceError
                                LiveUnavailable, SubscriptionEnded, …
 """
 
+import math
+
 
 class NotificationServiceError(Exception):
     """Base of every error notification-service raises."""
@@ -58,3 +60,9 @@ class LiveMessageRejected(NotificationServiceError):
 
 class TooManyStreams(NotificationServiceError):
     """The user already holds as many Server-Sent Event streams as allowed (429)."""
+
+    def __init__(self, *, limit: int, frees_in_seconds: float) -> None:
+        super().__init__(f"at most {limit} event streams per user")
+        self.limit = limit
+        # Whole seconds and never 0 (Retry-After): a slot that just freed is worth a retry.
+        self.retry_after_seconds = max(1, math.ceil(frees_in_seconds))

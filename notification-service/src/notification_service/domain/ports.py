@@ -1,9 +1,11 @@
 """What the domain needs from the outside world, as protocols the adapters satisfy."""
 
 import uuid
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
+from interchange_common.actors import SignedInUser
 from notification_service.domain.model import DeadLetter, KnownOrder, Mail, Notification, Page, Recipient
 
 
@@ -63,3 +65,11 @@ class Republisher(Protocol):
     async def republish(self, *, dead_letter: DeadLetter) -> None:
         """Send the message back to the consumer's queue as a first attempt, confirmed
         by the broker (ReplayFailed otherwise)."""
+
+
+class RevocationWatch(Protocol):
+    async def watch(self, *, user: SignedInUser, end: Callable[[], None]) -> Callable[[], None]:
+        """Have ``end`` called once, on this instance, when the user's tokens issued at
+        or before ``user.issued_at`` are revoked: soon after the revocation, or at once
+        when they already are (``end`` may run before this returns). The function
+        returned stops the watch; call it however the connection ends."""

@@ -14,7 +14,7 @@ behalf it calls (X-Actor-Id, X-Actor-Roles; see interchange_common.actors).
 from collections.abc import Callable, Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Query
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from starlette.responses import Response
 
 from interchange_common.actors import Actor
@@ -22,7 +22,7 @@ from interchange_common.asgi import ObservabilityMiddleware
 from interchange_common.health import HealthCheck, health_router
 from interchange_common.httpauth import actor_dependency, service_caller_dependency
 from interchange_common.metrics import metrics_router
-from interchange_common.problems import install_problem_handlers, problem_handler
+from interchange_common.problems import install_problem_handlers, problem_handler, problem_response
 from interchange_common.servicejwt import ServiceTokenVerifier
 from notification_service.adapters.errors import LiveUnavailable, NotificationStoreError, ReplayFailed
 from notification_service.adapters.live import LiveHub
@@ -36,6 +36,7 @@ from notification_service.domain.errors import (
     TooManyStreams,
 )
 from notification_service.domain.model import MAX_PAGE_SIZE
+from notification_service.domain.ports import RevocationWatch
 from notification_service.domain.usecases import DeadLetters, Notifications
 from notification_service.entrypoints.live import LiveLimits, live_router
 from notification_service.entrypoints.schemas import (
@@ -52,7 +53,6 @@ _STATUS_OF: dict[type[Exception], int] = {
     DeadLetterNotFound: 404,
     InvalidRequest: 422,
     InvalidStreamId: 422,
-    TooManyStreams: 429,
     NotificationStoreError: 503,
     ReplayFailed: 503,
     LiveUnavailable: 503,
@@ -63,6 +63,19 @@ _DETAIL_OF: dict[type[Exception], str] = {
     ReplayFailed: "the message broker did not take the message; the dead letter is kept",
     LiveUnavailable: "live push is unavailable right now",
 }
+
+
+async def _too_many_streams(_: Request, exc: Exception) -> Response:
+    """The stream cap's 429: when to come back, and the cap itself in RateLimit-*."""
+    assert isinstance(exc, TooManyStreams)
+    wait = str(exc.retry_after_seconds)
+    headers = {
+        "Retry-After": wait,
+        "RateLimit-Limit": str(exc.limit),
+        "RateLimit-Remaining": "0",
+        "RateLimit-Reset": wait,
+    }
+    return problem_response(status=429, detail=str(exc), headers=headers)
 
 
 PageQuery = Annotated[int, Query(ge=1, le=1_000_000)]
@@ -77,11 +90,13 @@ def create_http_app(
     health_checks: Callable[[], Sequence[HealthCheck]],
     max_body_bytes: int,
     hub: LiveHub,
+    revocations: RevocationWatch,
     live_limits: LiveLimits,
 ) -> FastAPI:
     app = FastAPI(title="notification-service", version="1.0.0", docs_url=None, redoc_url=None)
     install_problem_handlers(app)
     app.add_exception_handler(NotificationServiceError, problem_handler(statuses=_STATUS_OF, details=_DETAIL_OF))
+    app.add_exception_handler(TooManyStreams, _too_many_streams)
     app.add_middleware(ObservabilityMiddleware, max_body_bytes=max_body_bytes)
     app.include_router(health_router(checks=health_checks))
     app.include_router(metrics_router())
@@ -117,5 +132,5 @@ def create_http_app(
     app.include_router(internal)
     # Its own router: the routers' service-token dependency reads a Request, which a
     # WebSocket route has not; the live routes check the same token themselves.
-    app.include_router(live_router(hub=hub, verifier=verifier, limits=live_limits))
+    app.include_router(live_router(hub=hub, revocations=revocations, verifier=verifier, limits=live_limits))
     return app

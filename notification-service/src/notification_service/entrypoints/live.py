@@ -1,8 +1,10 @@
 """Live push on the HTTP port, for the gateway to pass through (/api/events, /ws).
 
 Both routes need a service token (audience notification-service) and the user the
-gateway calls for: X-Actor-Id, X-Actor-Roles and X-Actor-Expires (epoch seconds when
-the user's access token expires; the connection ends then). Refused: SSE → 401
+gateway calls for: X-Actor-Id, X-Actor-Roles, X-Actor-Expires (epoch seconds when
+the user's access token expires; the connection ends then) and X-Actor-Issued-At
+(its iat: the connection ends when the user's tokens issued until then are revoked,
+on whichever instance holds it; see adapters.revocations). Refused: SSE → 401
 problem; WebSocket → close 1008 with the reason.
 
 GET /internal/events   Server-Sent Events. Resumes after ``Last-Event-ID`` (else the
@@ -10,13 +12,16 @@ GET /internal/events   Server-Sent Events. Resumes after ``Last-Event-ID`` (else
                        a malformed id → 422. ``retry: 2000`` first, then
                        ``id: <stream id>`` / ``event: notification`` / ``data: <JSON>``
                        per notification, ``: keepalive`` after each heartbeat period
-                       without a write. Ends when the token expires or the service stops.
+                       without a write. Ends when the token expires or is revoked, or
+                       the service stops.
                        429 when the user already holds SSE_MAX_STREAMS_PER_USER streams
-                       (counted in Redis across instances, like sockets).
+                       (counted in Redis across instances, like sockets), with
+                       Retry-After and RateLimit-* describing that cap.
 GET /internal/ws       WebSocket, JSON messages with a "type" (domain.live has the list).
                        Closes: 1008 "too many connections" (per-user cap, counted in
-                       Redis), 1008 "token expired", 1009 a message over the cap,
-                       1000 "idle", 1012 the service stops, 1013 "too slow" (its
+                       Redis), 1008 "token expired", 1008 "token revoked" (no message
+                       of the client's is acted on after it), 1009 a message over the
+                       cap, 1000 "idle", 1012 the service stops, 1013 "too slow" (its
                        outgoing queue filled), 1011 Redis unavailable.
 """
 
@@ -40,6 +45,7 @@ from starlette.websockets import WebSocketDisconnect
 from interchange_common.actors import (
     ACTOR_EXPIRES_HEADER,
     ACTOR_ID_HEADER,
+    ACTOR_ISSUED_AT_HEADER,
     ACTOR_ROLES_HEADER,
     SignedInUser,
     parse_roles,
@@ -48,6 +54,7 @@ from interchange_common.errors import ServiceAuthError
 from interchange_common.servicejwt import ServiceTokenVerifier
 from notification_service.adapters.errors import LiveUnavailable, SubscriptionEnded
 from notification_service.adapters.live import (
+    REVOKED,
     SHUTTING_DOWN,
     ConnectionKind,
     LiveFrame,
@@ -57,6 +64,7 @@ from notification_service.adapters.live import (
 )
 from notification_service.domain import live
 from notification_service.domain.errors import LiveMessageRejected, NotSignedIn, TooManyStreams
+from notification_service.domain.ports import RevocationWatch
 
 _log = logging.getLogger(__name__)
 LIVE_CONNECTIONS = Gauge("notification_live_connections", "Open SSE streams and WebSockets here", ["kind"])
@@ -99,8 +107,11 @@ def live_user(*, headers: Mapping[str, str], verifier: ServiceTokenVerifier, now
     expires_at = float(raw_expires)
     if expires_at <= now:
         raise NotSignedIn("token expired")
+    raw_issued = headers.get(ACTOR_ISSUED_AT_HEADER, "")
+    if not raw_issued.isdigit() or len(raw_issued) > 12:
+        raise NotSignedIn("X-Actor-Issued-At must be the token's iat in epoch seconds")
     roles = parse_roles(headers.get(ACTOR_ROLES_HEADER, ""))
-    return SignedInUser(user_id=user_id, roles=roles, expires_at=expires_at)
+    return SignedInUser(user_id=user_id, roles=roles, expires_at=expires_at, issued_at=float(raw_issued))
 
 
 def _body(chunk: bytes, *, more: bool = True) -> dict[str, Any]:
@@ -108,8 +119,9 @@ def _body(chunk: bytes, *, more: bool = True) -> dict[str, Any]:
 
 
 class EventStream(Response):
-    """The SSE response: writes until the token expires, the service stops, or the
-    client goes; the subscription is released however it ends."""
+    """The SSE response: writes until the token expires or is revoked (the
+    subscription is dropped), the service stops, or the client goes; the
+    subscription, its lease and the revocation watch are released however it ends."""
 
     media_type = "text/event-stream"
 
@@ -120,6 +132,7 @@ class EventStream(Response):
         subscription: Subscription,
         lease: Callable[[], Awaitable[None]],
         release: Callable[[], Awaitable[None]],
+        unwatch: Callable[[], None],
         expires_at: float,
         heartbeat_seconds: float,
         clock: Clock,
@@ -137,6 +150,7 @@ class EventStream(Response):
         self._subscription = subscription
         self._lease = lease
         self._release = release
+        self._unwatch = unwatch
         self._expires_at = expires_at
         self._heartbeat = heartbeat_seconds
         self._clock = clock
@@ -153,6 +167,7 @@ class EventStream(Response):
             for task in (streaming, gone, leasing):
                 task.cancel()
             await asyncio.gather(streaming, gone, leasing, return_exceptions=True)
+            self._unwatch()
             self._hub.unsubscribe(self._subscription)
             with contextlib.suppress(LiveUnavailable):
                 await self._release()
@@ -212,6 +227,8 @@ class _Close:
 def _close_for(reason: str) -> _Close:
     if reason == SHUTTING_DOWN:
         return _Close(1012, "server shutting down")
+    if reason == REVOKED:
+        return _Close(1008, REVOKED)
     return _Close(1013, "too slow")
 
 
@@ -220,14 +237,23 @@ _UNAVAILABLE = _Close(1011, "live push unavailable")
 
 class LiveSocket:
     """One WebSocket: a reader (the client's messages), a writer (the subscription's
-    items), and watchers for the token's expiry, a drop, and the socket's lease."""
+    items), and watchers for the token's expiry, a drop (a revocation drops it too),
+    and the socket's lease."""
 
     def __init__(
-        self, *, websocket: WebSocket, user: SignedInUser, hub: LiveHub, limits: LiveLimits, clock: Clock
+        self,
+        *,
+        websocket: WebSocket,
+        user: SignedInUser,
+        hub: LiveHub,
+        revocations: RevocationWatch,
+        limits: LiveLimits,
+        clock: Clock,
     ) -> None:
         self._ws = websocket
         self._user = user
         self._hub = hub
+        self._revocations = revocations
         self._limits = limits
         self._clock = clock
         self._client_id = uuid.uuid4().hex
@@ -251,8 +277,12 @@ class LiveSocket:
             subscription = await self._hub.subscribe(
                 user_id=user_id, client_id=self._client_id, after=None, private=True
             )
+            unwatch: Callable[[], None] | None = None
             LIVE_CONNECTIONS.labels(kind="websocket").inc()
             try:
+                unwatch = await self._revocations.watch(
+                    user=self._user, end=lambda: self._hub.drop(subscription, reason=REVOKED)
+                )
                 _log.info("websocket opened", extra={"client_id": self._client_id, "user_id": str(user_id)})
                 self._reply(
                     subscription,
@@ -261,6 +291,8 @@ class LiveSocket:
                 close = await self._run(subscription)
             finally:
                 LIVE_CONNECTIONS.labels(kind="websocket").dec()
+                if unwatch is not None:
+                    unwatch()
                 self._hub.unsubscribe(subscription)
                 await self._leave_every_room()
         except LiveUnavailable:
@@ -348,6 +380,10 @@ class LiveSocket:
         subscription.offer(LiveFrame(data=orjson.dumps(frame)))
 
     async def _handle(self, subscription: Subscription, raw: bytes) -> None:
+        if subscription.ended.is_set():
+            # Dropped (revoked, say) and about to close: a message read meanwhile is
+            # not acted on, so no room hears from a revoked token.
+            return
         try:
             command = live.parse_client_message(raw)
             if isinstance(command, live.Ping):
@@ -406,7 +442,12 @@ class LiveSocket:
 
 
 def live_router(
-    *, hub: LiveHub, verifier: ServiceTokenVerifier, limits: LiveLimits, clock: Clock = time.time
+    *,
+    hub: LiveHub,
+    revocations: RevocationWatch,
+    verifier: ServiceTokenVerifier,
+    limits: LiveLimits,
+    clock: Clock = time.time,
 ) -> APIRouter:
     router = APIRouter(prefix="/internal", tags=["live"])
 
@@ -426,10 +467,22 @@ def live_router(
             await hub.release_connection(kind="streams", user_id=user.user_id, connection_id=stream_id)
 
         if not await hub.acquire_connection(kind="streams", user_id=user.user_id, connection_id=stream_id, limit=limit):
-            raise TooManyStreams(f"at most {limit} event streams per user")
+            # When to come back: the soonest a slot frees by itself, as the earliest lease
+            # lapses unless renewed (a crashed instance's never is). A stream its client
+            # closes frees its slot sooner, at once.
+            frees_in = await hub.first_lapse_in(kind="streams", user_id=user.user_id)
+            raise TooManyStreams(limit=limit, frees_in_seconds=frees_in)
         try:
             subscription = await hub.subscribe(user_id=user.user_id, client_id=stream_id, after=after)
         except BaseException:
+            with contextlib.suppress(LiveUnavailable):
+                await release()
+            raise
+        try:
+            # Already revoked: the subscription is dropped here, and the stream ends at once.
+            unwatch = await revocations.watch(user=user, end=lambda: hub.drop(subscription, reason=REVOKED))
+        except BaseException:
+            hub.unsubscribe(subscription)
             with contextlib.suppress(LiveUnavailable):
                 await release()
             raise
@@ -438,6 +491,7 @@ def live_router(
             subscription=subscription,
             lease=lease,
             release=release,
+            unwatch=unwatch,
             expires_at=user.expires_at,
             heartbeat_seconds=limits.heartbeat_seconds,
             clock=clock,
@@ -452,6 +506,8 @@ def live_router(
             with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
                 await websocket.close(code=1008, reason=str(e)[:_MAX_CLOSE_REASON])
             return
-        await LiveSocket(websocket=websocket, user=user, hub=hub, limits=limits, clock=clock).serve()
+        await LiveSocket(
+            websocket=websocket, user=user, hub=hub, revocations=revocations, limits=limits, clock=clock
+        ).serve()
 
     return router

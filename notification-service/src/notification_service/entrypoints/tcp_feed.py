@@ -11,7 +11,8 @@ terminals and devices.
                       {"type": "notification", "notification": {"id", "type", …}},
                       whichever instance handled them (they come from the live hub,
                       in stream order, each once), and the connection closes when the
-                      token expires
+                      token expires, or after {"type": "error", "detail": "token
+                      revoked"} as soon as the user's tokens from then are revoked
     a malformed line  {"type": "error", "detail"}; the connection stays
 
 Every client has a bounded outgoing queue written by its own task: a client that
@@ -23,6 +24,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,7 @@ from interchange_common.actors import SignedInUser
 from notification_service.adapters.errors import LiveUnavailable, SubscriptionEnded
 from notification_service.adapters.live import LiveHub, LiveNotification, Subscription
 from notification_service.domain.live import notification_frame
+from notification_service.domain.ports import RevocationWatch
 from notification_service.entrypoints.signin import Authenticate, Rejected
 
 _log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ class _Client:
     expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
     subscription: Subscription | None = field(default=None, repr=False)
     following: "asyncio.Task[None] | None" = field(default=None, repr=False)
+    unwatch: Callable[[], None] | None = field(default=None, repr=False)
 
     def send(self, message: dict[str, Any]) -> bool:
         """Queue one line; False when the client is too slow to take it."""
@@ -65,11 +69,13 @@ class TcpFeed:
         *,
         authenticate: Authenticate,
         hub: LiveHub | None = None,
+        revocations: RevocationWatch | None = None,
         max_line_bytes: int = 16 * 1024,
         queue_size: int = 256,
     ) -> None:
         self._authenticate = authenticate
         self._hub = hub
+        self._revocations = revocations
         self._max_line = max_line_bytes
         self._queue_size = queue_size
         self._clients: dict[str, _Client] = {}
@@ -114,6 +120,8 @@ class TcpFeed:
             return
         if client.expiry is not None:
             client.expiry.cancel()
+        if client.unwatch is not None:
+            client.unwatch()
         self._unfollow(client)
         try:
             client.outbox.put_nowait(None)  # the writer closes after what it has
@@ -155,6 +163,8 @@ class TcpFeed:
             await asyncio.sleep(0)
 
     async def _handle(self, client: _Client, line: bytes) -> None:
+        if client.id not in self._clients:
+            return  # dropped (revoked, say) while the line was read: not acted on
         try:
             message = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -183,6 +193,14 @@ class TcpFeed:
         except Rejected as e:
             client.send({"type": "error", "detail": f"not authenticated: {e}"})
             return
+        if self._revocations is not None:
+            unwatch = await self._revocations.watch(user=user, end=lambda: self._revoke(client))
+            if client.id not in self._clients:  # gone meanwhile, or revoked already
+                unwatch()
+                return
+            if client.unwatch is not None:
+                client.unwatch()
+            client.unwatch = unwatch
         client.user = user
         if client.expiry is not None:
             client.expiry.cancel()
@@ -232,6 +250,11 @@ class TcpFeed:
 
     def _expire(self, client: _Client) -> None:
         client.send({"type": "error", "detail": "the token expired"})
+        self._drop(client)
+
+    def _revoke(self, client: _Client) -> None:
+        client.user = None  # nothing more is relayed to or from it
+        client.send({"type": "error", "detail": "token revoked"})
         self._drop(client)
 
     async def _write(self, client: _Client) -> None:

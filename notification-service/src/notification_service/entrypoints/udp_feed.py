@@ -9,19 +9,22 @@ for devices that only want a nudge.
 
 A datagram that carries a valid access token ("token") marks its sender as that
 user; unauthenticated senders get pong, ack and errors only. A client that has sent
-nothing for ``forget_after_seconds`` (60) is forgotten and receives no broadcast.
+nothing for ``forget_after_seconds`` (60) is forgotten and receives no broadcast. So
+is one whose user's tokens are revoked (after {"type": "error", "detail": "token
+revoked"}): it signs in again with a fresh token.
 """
 
 import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from interchange_common.actors import SignedInUser
+from notification_service.domain.ports import RevocationWatch
 from notification_service.entrypoints.signin import Authenticate, Rejected
 
 _log = logging.getLogger(__name__)
@@ -29,10 +32,17 @@ _log = logging.getLogger(__name__)
 Address = tuple[str, int]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Peer:
     last_seen: float
     user: SignedInUser | None = None
+    unwatch: Callable[[], None] | None = field(default=None, repr=False)
+
+    def sign_out(self) -> None:
+        self.user = None
+        unwatch, self.unwatch = self.unwatch, None
+        if unwatch is not None:
+            unwatch()
 
 
 class UdpFeed(asyncio.DatagramProtocol):
@@ -40,11 +50,13 @@ class UdpFeed(asyncio.DatagramProtocol):
         self,
         *,
         authenticate: Authenticate,
+        revocations: RevocationWatch | None = None,
         max_datagram_bytes: int = 8 * 1024,
         forget_after_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._authenticate = authenticate
+        self._revocations = revocations
         self._max = max_datagram_bytes
         self._forget_after = forget_after_seconds
         self._clock = clock
@@ -71,6 +83,9 @@ class UdpFeed(asyncio.DatagramProtocol):
     async def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+        for peer in self._peers.values():
+            peer.sign_out()
+        self._peers.clear()
         if self._work:
             await asyncio.wait(self._work, timeout=5)
 
@@ -97,9 +112,11 @@ class UdpFeed(asyncio.DatagramProtocol):
         token = message.get("token")
         if isinstance(token, str) and token:
             try:
-                peer.user = await self._authenticate(token)
+                user = await self._authenticate(token)
             except Rejected as e:
                 self._send({"type": "error", "detail": f"not authenticated: {e}"}, addr)
+                return
+            if not await self._signed_in(peer, user, addr):
                 return
         ack: dict[str, Any] = {"type": "ack"}
         if "id" in message:
@@ -110,6 +127,26 @@ class UdpFeed(asyncio.DatagramProtocol):
             self._send({"type": "pong"}, addr)
         elif kind == "broadcast":
             self._broadcast(peer, message.get("data"), addr)
+
+    async def _signed_in(self, peer: _Peer, user: SignedInUser, addr: Address) -> bool:
+        """Make ``user`` the peer's, watched for revocation; False when the peer is
+        gone meanwhile (forgotten, or revoked already: it was told)."""
+        unwatch = None
+        if self._revocations is not None:
+            unwatch = await self._revocations.watch(user=user, end=lambda: self._revoke(peer, addr))
+        if self._peers.get(addr) is not peer:
+            if unwatch is not None:
+                unwatch()
+            return False
+        peer.sign_out()
+        peer.user, peer.unwatch = user, unwatch
+        return True
+
+    def _revoke(self, peer: _Peer, addr: Address) -> None:
+        peer.sign_out()
+        if self._peers.get(addr) is peer:
+            del self._peers[addr]
+            self._send({"type": "error", "detail": "token revoked"}, addr)
 
     def _broadcast(self, peer: _Peer, data: Any, addr: Address) -> None:
         if peer.user is None or peer.user.expires_at <= time.time():
@@ -123,7 +160,7 @@ class UdpFeed(asyncio.DatagramProtocol):
     def _forget(self) -> None:
         horizon = self._clock() - self._forget_after
         for addr in [addr for addr, peer in self._peers.items() if peer.last_seen < horizon]:
-            del self._peers[addr]
+            self._peers.pop(addr).sign_out()
 
     def _send(self, message: dict[str, Any], addr: Address) -> None:
         if self._transport is not None and not self._transport.is_closing():
