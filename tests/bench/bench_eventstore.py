@@ -20,9 +20,12 @@ import time
 import uuid
 from urllib.parse import urlsplit
 
+from pydantic import SecretStr
+
 from devstack.infra import Infra, ensure_infra
 from devstack.testing import throwaway_database
-from event_store.bootstrap import MIGRATIONS, build_storage
+from event_store.bootstrap import MIGRATIONS, build
+from event_store.config import Settings
 from event_store.domain.model import ExpectedVersion, NewEvent
 from interchange_common.migrations import upgrade
 
@@ -104,17 +107,24 @@ async def measure(*, infra: Infra, seconds: int) -> None:
         )
     async with throwaway_database(server_url=infra.postgres_url, prefix="ic_bench_events") as url:
         await asyncio.to_thread(upgrade, script_location=MIGRATIONS, database_url=url)
-        components = await build_storage(dsn=url.replace("postgresql+asyncpg://", "postgresql://"), pool_size=16)
-        sequencer = asyncio.create_task(components.sequencer.run())
+        settings = Settings(
+            environment="development",
+            service_jwt_secret=SecretStr("bench-only-" + "s" * 32),
+            database_url=SecretStr(url),
+            database_pool_size=16,
+            rabbitmq_url=SecretStr(infra.rabbitmq_url),
+        )
+        container = await build(settings=settings)
+        sequencer = asyncio.create_task(container.sequencer.run())
         try:
-            await appends_per_second(storage=components.storage, seconds=2, batch=1)  # warm-up
-            single = await appends_per_second(storage=components.storage, seconds=seconds, batch=1)
-            batched = await appends_per_second(storage=components.storage, seconds=seconds, batch=100)
+            await appends_per_second(storage=container.storage, seconds=2, batch=1)  # warm-up
+            single = await appends_per_second(storage=container.storage, seconds=seconds, batch=1)
+            batched = await appends_per_second(storage=container.storage, seconds=seconds, batch=100)
         finally:
             sequencer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sequencer
-            await components.pool.close()
+            await container.close()
     say(f"{WRITERS} concurrent writers, {seconds} s each")
     say(f"{'what':<28}{'per second':>12}")
     say(f"{'pgbench INSERT transactions':<28}{tps:>12.0f}")

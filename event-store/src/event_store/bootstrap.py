@@ -1,5 +1,9 @@
-"""The one place that builds event-store: pool, storage, sequencer, listener, relay,
-HTTP and gRPC servers. Nothing is created at import time; ``serve`` closes all it opens."""
+"""The one place that builds event-store: adapters created, wired to the domain, served.
+
+Nothing is created at import time; ``serve`` owns every resource it opens and
+closes them when the servers stop (SIGTERM or SIGINT). Besides the HTTP and gRPC
+APIs it runs the sequencer, the change listener and (unless disabled) the relay.
+"""
 
 import asyncio
 import logging
@@ -26,65 +30,81 @@ _log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 
 
-def migrate(*, settings: Settings) -> None:
-    upgrade(script_location=MIGRATIONS, database_url=settings.database_url.get_secret_value())
-
-
-@dataclass
-class Components:
+@dataclass(frozen=True, slots=True)
+class Container:
+    settings: Settings
     pool: asyncpg.Pool
     storage: PostgresEventStorage
     sequencer: Sequencer
     listener: ChangeListener
+    relay: RabbitMQRelay
+    store: EventStore
+    verifier: ServiceTokenVerifier
+
+    def health_checks(self) -> list[HealthCheck]:
+        async def database() -> None:
+            await self.pool.fetchval("SELECT 1")
+
+        return [HealthCheck(name="postgres", probe=database)]
+
+    async def close(self) -> None:
+        await self.pool.close()
 
 
-async def build_storage(*, dsn: str, pool_size: int) -> Components:
-    """PostgreSQL storage with its sequencer and change listener (not yet running)."""
-    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=pool_size)
+async def build(*, settings: Settings) -> Container:
+    """Everything wired, nothing running yet (asynchronous: the pool opens its connections)."""
+    dsn = settings.asyncpg_dsn
+    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=settings.database_pool_size)
 
     def sequenced() -> None:
         storage.sequenced.fire()
 
     sequencer = Sequencer(dsn=dsn, on_sequenced=sequenced)
     storage = PostgresEventStorage(pool=pool, on_appended=appended_hook(sequencer=sequencer, pool=pool))
-    return Components(
-        pool=pool, storage=storage, sequencer=sequencer, listener=ChangeListener(dsn=dsn, storage=storage)
+    relay = RabbitMQRelay(
+        dsn=dsn,
+        amqp_url=settings.rabbitmq_url.get_secret_value(),
+        exchange=settings.events_exchange,
+        storage=storage,
+        batch=settings.relay_batch,
+    )
+    return Container(
+        settings=settings,
+        pool=pool,
+        storage=storage,
+        sequencer=sequencer,
+        listener=ChangeListener(dsn=dsn, storage=storage),
+        relay=relay,
+        store=EventStore(storage=storage),
+        verifier=ServiceTokenVerifier(service=SERVICE_NAME, secret=settings.service_jwt_secret.get_secret_value()),
     )
 
 
+def migrate(*, settings: Settings) -> None:
+    """Bring the schema to the newest migration (several instances may race: env.py locks)."""
+    upgrade(script_location=MIGRATIONS, database_url=settings.database_url.get_secret_value())
+
+
 async def serve(*, settings: Settings) -> None:
-    components = await build_storage(dsn=settings.asyncpg_dsn, pool_size=settings.database_pool_size)
-    store = EventStore(storage=components.storage)
-    verifier = ServiceTokenVerifier(service=SERVICE_NAME, secret=settings.service_jwt_secret.get_secret_value())
+    container = await build(settings=settings)
     background = [
-        asyncio.create_task(components.sequencer.run(), name="sequencer"),
-        asyncio.create_task(components.listener.run(), name="change-listener"),
+        asyncio.create_task(container.sequencer.run(), name="sequencer"),
+        asyncio.create_task(container.listener.run(), name="change-listener"),
     ]
     if settings.relay_enabled:
-        relay = RabbitMQRelay(
-            dsn=settings.asyncpg_dsn,
-            amqp_url=settings.rabbitmq_url.get_secret_value(),
-            exchange=settings.events_exchange,
-            storage=components.storage,
-            batch=settings.relay_batch,
-        )
-        background.append(asyncio.create_task(relay.run(), name="relay"))
-
-    async def database() -> None:
-        await components.pool.fetchval("SELECT 1")
-
+        background.append(asyncio.create_task(container.relay.run(), name="relay"))
     try:
         http_app = create_http_app(
-            store=store,
-            verifier=verifier,
-            health_checks=lambda: [HealthCheck(name="postgres", probe=database)],
+            store=container.store,
+            verifier=container.verifier,
+            health_checks=container.health_checks,
             max_body_bytes=settings.max_body_bytes,
         )
         await serve_with_http(
-            verifier=verifier,
+            verifier=container.verifier,
             service_name=GRPC_SERVICE_NAME,
             register=lambda server: eventstore_pb2_grpc.add_EventStoreServicer_to_server(
-                EventStoreServicer(store=store), server
+                EventStoreServicer(store=container.store), server
             ),
             http_app=http_app,
             host=settings.host,
@@ -93,5 +113,5 @@ async def serve(*, settings: Settings) -> None:
         )
     finally:
         await cancel_and_wait(background)
-        await components.pool.close()
+        await container.close()
         _log.info("stopped")

@@ -11,7 +11,8 @@ from devstack.compose import NativeService
 from devstack.runner import NativeStack
 from devstack.testing import delete_exchange, free_port, run_id, throwaway_database
 from event_store.adapters.memory import InMemoryEventStorage
-from event_store.bootstrap import MIGRATIONS, build_storage
+from event_store.bootstrap import MIGRATIONS, build
+from event_store.config import Settings
 from interchange_common.migrations import upgrade
 from interchange_common.servicejwt import ServiceTokenIssuer
 from interchange_common.tasks import cancel_and_wait
@@ -24,21 +25,34 @@ async def database_url(infra):
         yield url
 
 
-@pytest.fixture(scope="session")
-def dsn(database_url):
-    return database_url.replace("postgresql+asyncpg://", "postgresql://")
-
-
-@pytest.fixture(scope="session")
-async def postgres(dsn):
-    components = await build_storage(dsn=dsn, pool_size=40)
-    tasks = [asyncio.create_task(components.sequencer.run()), asyncio.create_task(components.listener.run())]
-    yield components
-    await cancel_and_wait(tasks)
-    await components.pool.close()
-
-
 SECRET = "event-store-test-secret-" + "k" * 24
+
+
+@pytest.fixture(scope="session")
+def settings_on(infra):
+    """Settings of an event-store on a given database, for tests that build one in this process."""
+
+    def settings(*, database_url, pool_size):
+        return Settings(
+            environment="development",
+            service_jwt_secret=SECRET,
+            database_url=database_url,
+            database_pool_size=pool_size,
+            rabbitmq_url=infra.rabbitmq_url,
+        )
+
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def postgres(database_url, settings_on):
+    container = await build(settings=settings_on(database_url=database_url, pool_size=40))
+    tasks = [asyncio.create_task(container.sequencer.run()), asyncio.create_task(container.listener.run())]
+    yield container
+    await cancel_and_wait(tasks)
+    await container.close()
+
+
 ROOT = Path(__file__).resolve().parents[3]
 
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from devstack.testing import PrivateRabbitMQ, delete_exchange, run_id, throwaway_database
-from event_store.bootstrap import MIGRATIONS, build_storage
+from event_store.bootstrap import MIGRATIONS, build
 from event_store.domain.model import ExpectedVersion, NewEvent
 from interchange_common.messaging import declare_exchange
 from interchange_common.migrations import upgrade
@@ -113,7 +113,7 @@ async def test_events_nobody_listens_for_are_kept_not_returned(service, service_
     await connection.close()
 
 
-async def test_killing_the_service_mid_publish_loses_nothing_and_keeps_stream_order(infra, start_service):
+async def test_killing_the_service_mid_publish_loses_nothing_and_keeps_stream_order(infra, start_service, settings_on):
     streams, per_stream, batch = 30, 100, 10
     total = streams * per_stream
     exchange = f"ic-it-crash-{run_id()}.events"
@@ -122,7 +122,7 @@ async def test_killing_the_service_mid_publish_loses_nothing_and_keeps_stream_or
         async with collecting(amqp_url=infra.rabbitmq_url, exchange=exchange) as collector:
             first = start_service(on_database=database_url, on_exchange=exchange)
             # Record everything up front, from a second writer (as another instance would).
-            writer = await build_storage(dsn=database_url.replace("+asyncpg", ""), pool_size=5)
+            writer = await build(settings=settings_on(database_url=database_url, pool_size=5))
             names = [f"crash-{i}-{uuid.uuid4().hex[:6]}" for i in range(streams)]
             for offset in range(0, per_stream, batch):
                 for name in names:
@@ -131,7 +131,7 @@ async def test_killing_the_service_mid_publish_loses_nothing_and_keeps_stream_or
                         expected=ExpectedVersion.parse(offset),
                         events=[NewEvent(uuid.uuid4(), "crash.test", {"i": offset + i}, {}) for i in range(batch)],
                     )
-            await writer.pool.close()
+            await writer.close()
 
             await collector.until(lambda: len(collector.messages) >= total // 10, timeout=60)
             first.kill()
@@ -165,7 +165,7 @@ def private_broker():
     broker.remove()
 
 
-async def test_a_broker_restart_loses_nothing(infra, start_service, private_broker):
+async def test_a_broker_restart_loses_nothing(infra, start_service, private_broker, settings_on):
     exchange, queue_name = "interchange.events", "test.everything"
 
     async def bind_durable_queue() -> None:
@@ -196,7 +196,7 @@ async def test_a_broker_restart_loses_nothing(infra, start_service, private_brok
         await asyncio.to_thread(upgrade, script_location=MIGRATIONS, database_url=database_url)
         await bind_durable_queue()
         service = start_service(on_database=database_url, on_exchange=exchange, on_broker=private_broker.url)
-        writer = await build_storage(dsn=database_url.replace("+asyncpg", ""), pool_size=2)
+        writer = await build(settings=settings_on(database_url=database_url, pool_size=2))
         stream = f"restart-{uuid.uuid4().hex[:8]}"
         recorded = await record(writer.storage, stream, 100, 0)
         received: list[str] = []
@@ -212,6 +212,6 @@ async def test_a_broker_restart_loses_nothing(infra, start_service, private_brok
             while not recorded <= set(received):
                 received += await drain()
                 await asyncio.sleep(0.1)
-        await writer.pool.close()
+        await writer.close()
         service.stack.stop()
     assert set(received) == recorded

@@ -8,7 +8,7 @@ import pytest
 
 from devstack.testing import throwaway_database
 from event_store.adapters.postgres import SEQUENCER_LOCK
-from event_store.bootstrap import MIGRATIONS, build_storage
+from event_store.bootstrap import MIGRATIONS, build
 from event_store.domain.model import ExpectedVersion, NewEvent
 from interchange_common.migrations import upgrade
 from interchange_common.tasks import cancel_and_wait
@@ -26,11 +26,12 @@ async def positioned(storage, event_id, *, timeout):
             await storage.sequenced.wait(after=seen)
 
 
-async def test_when_the_leader_loses_its_session_the_other_instance_takes_over(infra):
+async def test_when_the_leader_loses_its_session_the_other_instance_takes_over(infra, settings_on):
     async with throwaway_database(server_url=infra.postgres_url, prefix="ic_it_failover") as url:
         await asyncio.to_thread(upgrade, script_location=MIGRATIONS, database_url=url)
         dsn = url.replace("+asyncpg", "")
-        first, second = await build_storage(dsn=dsn, pool_size=4), await build_storage(dsn=dsn, pool_size=4)
+        first = await build(settings=settings_on(database_url=url, pool_size=4))
+        second = await build(settings=settings_on(database_url=url, pool_size=4))
         tasks = [
             asyncio.create_task(component.run())
             for instance in (first, second)
@@ -60,5 +61,5 @@ async def test_when_the_leader_loses_its_session_the_other_instance_takes_over(i
             assert follower.sequencer.is_leader or leader.sequencer.is_leader
         finally:
             await cancel_and_wait(tasks)
-            await first.pool.close()
-            await second.pool.close()
+            await first.close()
+            await second.close()
