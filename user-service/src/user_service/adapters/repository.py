@@ -2,7 +2,7 @@
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -11,11 +11,10 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from interchange_common.outbox import enqueue
-from interchange_common.requestctx import outgoing_request_id
 from user_service.adapters.errors import UserStoreError
 from user_service.adapters.orm import users
 from user_service.domain.errors import EmailTaken, InvalidUserData, UserNotFound
-from user_service.domain.events import UserEvent, user_created, user_deleted, user_updated
+from user_service.domain.events import Change, UserEvent
 from user_service.domain.model import Page, User, UserStatus
 
 _STREAM_BATCH = 200
@@ -47,10 +46,6 @@ def _user_to_row(user: User) -> dict[str, Any]:
     }
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _contains(text: str) -> ColumnElement[bool]:
     if not text:
         return true()
@@ -80,7 +75,8 @@ class _StoreErrors:
 
 
 class SqlUserRepository:
-    """Every change also writes its event to the outbox, in the same transaction."""
+    """Every change is stored with the event the domain gives it, which goes to the
+    outbox in the same transaction (the relay publishes it from there)."""
 
     def __init__(self, *, engine: AsyncEngine, events_exchange: str) -> None:
         self._engine = engine
@@ -89,11 +85,11 @@ class SqlUserRepository:
         # ROLLBACK round trips around each of them. Same pool, other execution options.
         self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    async def add(self, *, user: User) -> None:
+    async def add(self, *, user: User, event: UserEvent) -> None:
         with _StoreErrors("store the user"):
             async with self._engine.begin() as conn:
                 await conn.execute(insert(users).values(**_user_to_row(user)))
-                await self._publish(conn, user_created(user=user, correlation_id=outgoing_request_id(), at=_now()))
+                await self._publish(conn, event)
 
     async def get(self, *, user_id: uuid.UUID) -> User:
         with _StoreErrors("read the user"):
@@ -109,7 +105,7 @@ class SqlUserRepository:
                 row = (await conn.execute(select(users).where(users.c.email == email))).first()
         return None if row is None else _row_to_user(row)
 
-    async def update(self, *, user_id: uuid.UUID, change: Callable[[User], User]) -> User:
+    async def update(self, *, user_id: uuid.UUID, change: Callable[[User], Change | None]) -> User:
         with _StoreErrors("update the user"):
             async with self._engine.begin() as conn:
                 row = (await conn.execute(select(users).where(users.c.id == user_id).with_for_update())).first()
@@ -117,23 +113,19 @@ class SqlUserRepository:
                     raise UserNotFound(str(user_id))
                 current = _row_to_user(row)
                 changed = change(current)
-                if changed != current:
-                    await conn.execute(update(users).where(users.c.id == user_id).values(**_user_to_row(changed)))
-                    await self._publish(
-                        conn,
-                        user_updated(before=current, user=changed, correlation_id=outgoing_request_id(), at=_now()),
-                    )
-        return changed
+                if changed is None:
+                    return current
+                await conn.execute(update(users).where(users.c.id == user_id).values(**_user_to_row(changed.user)))
+                await self._publish(conn, changed.event)
+        return changed.user
 
-    async def delete(self, *, user_id: uuid.UUID) -> None:
+    async def delete(self, *, user_id: uuid.UUID, event: UserEvent) -> None:
         with _StoreErrors("delete the user"):
             async with self._engine.begin() as conn:
                 result = await conn.execute(delete(users).where(users.c.id == user_id))
                 if result.rowcount == 0:
                     raise UserNotFound(str(user_id))
-                await self._publish(
-                    conn, user_deleted(user_id=user_id, correlation_id=outgoing_request_id(), at=_now())
-                )
+                await self._publish(conn, event)
 
     async def _publish(self, conn: AsyncConnection, event: UserEvent) -> None:
         await enqueue(

@@ -1,6 +1,10 @@
 """What user-service tells the world about users: user.created, user.updated,
 user.deleted. Past tense, with their own id, the time, and the correlation id of
-the request that caused them. Never the password hash."""
+the request that caused them. Never the password hash.
+
+The use cases decide which event a change records (``change_of`` for updates) and
+hand it to the repository, which stores it with the change in one transaction.
+"""
 
 import uuid
 from dataclasses import dataclass
@@ -55,3 +59,19 @@ def user_updated(*, before: User, user: User, correlation_id: str, at: datetime)
 
 def user_deleted(*, user_id: uuid.UUID, correlation_id: str, at: datetime) -> UserEvent:
     return UserEvent(uuid.uuid4(), "user.deleted", user_id, at, correlation_id, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A user as an update left it, and the event that tells of the update."""
+
+    user: User
+    event: UserEvent
+
+
+def change_of(*, before: User, after: User, correlation_id: str, at: datetime) -> Change | None:
+    """What an update records: ``after`` with a user.updated naming the published
+    fields that differ; None when the user is as it was (nothing stored, nothing told)."""
+    if after == before:
+        return None
+    return Change(user=after, event=user_updated(before=before, user=after, correlation_id=correlation_id, at=at))

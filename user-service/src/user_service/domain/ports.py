@@ -4,23 +4,28 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
+from user_service.domain.events import Change, UserEvent
 from user_service.domain.model import Page, User
 
 
 class UserRepository(Protocol):
-    async def add(self, *, user: User) -> None:
-        """Store a new user; EmailTaken when the email is in use."""
+    """Each write stores the event it is given in the same transaction as the change
+    (a transactional outbox): the event is told if and only if the change is kept."""
+
+    async def add(self, *, user: User, event: UserEvent) -> None:
+        """Store a new user and its event; EmailTaken when the email is in use."""
 
     async def get(self, *, user_id: uuid.UUID) -> User:
         """The user, or UserNotFound."""
 
     async def get_by_email(self, *, email: str) -> User | None: ...
 
-    async def update(self, *, user_id: uuid.UUID, change: Callable[[User], User]) -> User:
-        """Apply ``change`` to the stored user atomically (no lost updates) and store the result."""
+    async def update(self, *, user_id: uuid.UUID, change: Callable[[User], Change | None]) -> User:
+        """Apply ``change`` to the stored user atomically (no lost updates), store the
+        user and the event it returns, and return the user; None: the stored user stays."""
 
-    async def delete(self, *, user_id: uuid.UUID) -> None:
-        """Remove the user, or UserNotFound."""
+    async def delete(self, *, user_id: uuid.UUID, event: UserEvent) -> None:
+        """Remove the user and store its event, or UserNotFound."""
 
     async def list(self, *, page: Page, contains: str) -> tuple[list[User], int]:
         """One page of users whose name or email contains the text, and the total."""

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from interchange_common.actors import ADMIN_ROLE, USER_ROLE, Actor
+from interchange_common.requestctx import outgoing_request_id
 from user_service.domain.errors import EmailTaken, InvalidCredentials, UserNotFound
+from user_service.domain.events import Change, change_of, user_created, user_deleted
 from user_service.domain.model import (
     NewUser,
     Page,
@@ -47,11 +49,14 @@ class Users:
         hasher: PasswordHasher,
         tokens: AccessTokenIssuer,
         clock: Callable[[], datetime] = _utcnow,
+        correlation_id: Callable[[], str] = outgoing_request_id,
     ) -> None:
         self._repository = repository
         self._hasher = hasher
         self._tokens = tokens
         self._clock = clock
+        # The id events carry: the request's, or a fresh one for work no request started.
+        self._correlation_id = correlation_id
 
     async def register(self, *, new_user: NewUser) -> User:
         email = normalize_email(new_user.email)
@@ -72,7 +77,9 @@ class Users:
             created_at=now,
             updated_at=now,
         )
-        await self._repository.add(user=user)
+        await self._repository.add(
+            user=user, event=user_created(user=user, correlation_id=self._correlation_id(), at=now)
+        )
         return user
 
     async def issue_token(self, *, email: str, password: str) -> IssuedToken:
@@ -107,15 +114,18 @@ class Users:
 
     async def update(self, *, actor: Actor, user_id: uuid.UUID, changes: UserChanges) -> User:
         ensure_can_view(actor=actor, user_id=user_id)
-        now = self._clock()
-        return await self._repository.update(
-            user_id=user_id,
-            change=lambda user: apply_changes(user=user, changes=changes, actor=actor, now=now),
-        )
+        now, correlation_id = self._clock(), self._correlation_id()
+
+        def change(user: User) -> Change | None:
+            after = apply_changes(user=user, changes=changes, actor=actor, now=now)
+            return change_of(before=user, after=after, correlation_id=correlation_id, at=now)
+
+        return await self._repository.update(user_id=user_id, change=change)
 
     async def delete(self, *, actor: Actor, user_id: uuid.UUID) -> None:
         ensure_can_view(actor=actor, user_id=user_id)
-        await self._repository.delete(user_id=user_id)
+        event = user_deleted(user_id=user_id, correlation_id=self._correlation_id(), at=self._clock())
+        await self._repository.delete(user_id=user_id, event=event)
 
     async def ensure_admin_account(self, *, email: str, password: str) -> User:
         """The admin account from the settings: created when missing, left alone when present."""
