@@ -3,7 +3,10 @@
 InterchangeCommonError
  ├── ConfigurationError       settings that must not be used (placeholder secret, …)
  ├── ServiceAuthError         a service token that is missing, invalid or not for us
- └── UndecodableRequest       gRPC request bytes that are not the method's message
+ ├── UndecodableRequest       gRPC request bytes that are not the method's message
+ └── UserLookupError          asking user-service about a user (interchange_common.users)
+      ├── UserNotFound            no such user: an answer
+      └── UserServiceUnavailable  no answer: down, too slow, or its breaker is open
 """
 
 
@@ -21,3 +24,15 @@ class ServiceAuthError(InterchangeCommonError):
 
 class UndecodableRequest(InterchangeCommonError):
     """The bytes of a gRPC request do not decode as the method's request message."""
+
+
+class UserLookupError(InterchangeCommonError):
+    """Base of what asking user-service about a user can end in."""
+
+
+class UserNotFound(UserLookupError):
+    """user-service knows no user with this id."""
+
+
+class UserServiceUnavailable(UserLookupError):
+    """user-service did not answer, not within the deadline, or its breaker is open."""

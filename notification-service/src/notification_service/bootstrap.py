@@ -43,6 +43,7 @@ from interchange_common.revocations import RedisRevocations
 from interchange_common.rpc import grpc_target, service_channel
 from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
 from interchange_common.tasks import cancel_and_wait, every
+from interchange_common.users import UserServiceClient
 from notification_service.adapters.broker import AmqpRepublisher, DeadLetterConsumer
 from notification_service.adapters.errors import ConsumerDisconnected
 from notification_service.adapters.live import LiveHub
@@ -199,10 +200,12 @@ def build(*, settings: Settings) -> Container:
         directory=None
         if users_channel is None
         else GrpcUserDirectory(
-            channel=users_channel,
-            breaker=settings.breaker(upstream="user-service"),
-            budget=settings.retry_budget(upstream="user-service"),
-            deadline_seconds=settings.user_service_deadline_seconds,
+            users=UserServiceClient(
+                channel=users_channel,
+                breaker=settings.breaker(upstream="user-service"),
+                budget=settings.retry_budget(upstream="user-service"),
+                deadline_seconds=settings.user_service_deadline_seconds,
+            )
         ),
     )
     republisher = AmqpRepublisher(amqp_url=amqp_url, queue=settings.events_queue)

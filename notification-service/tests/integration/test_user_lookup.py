@@ -10,6 +10,7 @@ from devstack.testing import isolated_stack, run_id
 from interchange_common.contracts import user_pb2, user_pb2_grpc
 from interchange_common.rpc import service_channel
 from interchange_common.servicejwt import ServiceTokenIssuer
+from interchange_common.users import UserServiceClient
 from notification_service.adapters.errors import UserDirectoryUnavailable
 from notification_service.adapters.users import GrpcUserDirectory
 
@@ -39,14 +40,14 @@ async def test_a_user_is_found_with_their_address_and_time(channel):
     created = await user_pb2_grpc.UserServiceStub(channel).CreateUser(
         user_pb2.CreateUserRequest(name="Grace Hopper", email=email), timeout=5
     )
-    found = await GrpcUserDirectory(channel=channel).lookup(user_id=uuid.UUID(created.id))
+    found = await GrpcUserDirectory(users=UserServiceClient(channel=channel)).lookup(user_id=uuid.UUID(created.id))
     assert found is not None
     assert (found.email, found.name, found.deleted) == (email, "Grace Hopper", False)
     assert found.as_of == created.updated_at.ToDatetime(tzinfo=found.as_of.tzinfo)
 
 
 async def test_an_unknown_user_is_none(channel):
-    assert await GrpcUserDirectory(channel=channel).lookup(user_id=uuid.uuid4()) is None
+    assert await GrpcUserDirectory(users=UserServiceClient(channel=channel)).lookup(user_id=uuid.uuid4()) is None
 
 
 async def test_an_unreachable_user_service_is_unavailable_within_the_deadline():
@@ -55,6 +56,8 @@ async def test_an_unreachable_user_service_is_unavailable_within_the_deadline():
     dead = service_channel(target="127.0.0.1:1", issuer=issuer, audience="user-service")
     try:
         with pytest.raises(UserDirectoryUnavailable):
-            await GrpcUserDirectory(channel=dead, deadline_seconds=0.5).lookup(user_id=uuid.uuid4())
+            await GrpcUserDirectory(users=UserServiceClient(channel=dead, deadline_seconds=0.5)).lookup(
+                user_id=uuid.uuid4()
+            )
     finally:
         await dead.close()

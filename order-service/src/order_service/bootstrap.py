@@ -25,10 +25,11 @@ from interchange_common.projections import GrpcEventSource, ProjectionRunner
 from interchange_common.rpc import grpc_target, service_channel
 from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
 from interchange_common.tasks import cancel_and_wait, every, run_forever
+from interchange_common.users import UserServiceClient
 from order_service.adapters.event_store import EventStoreOrders
 from order_service.adapters.idempotency import SqlIdempotencyKeys
 from order_service.adapters.read_model import OrderQueries, project
-from order_service.adapters.users import UserDirectory
+from order_service.adapters.users import GrpcUserDirectory
 from order_service.config import SERVICE_NAME, Settings
 from order_service.domain.usecases import Orders
 from order_service.entrypoints.http import create_http_app
@@ -102,11 +103,13 @@ def build(*, settings: Settings) -> Container:
             deadline_seconds=settings.event_store_deadline_seconds,
             snapshot_every=settings.snapshot_every,
         ),
-        users=UserDirectory(
-            channel=users_channel,
-            breaker=settings.breaker(upstream="user-service"),
-            budget=settings.retry_budget(upstream="user-service"),
-            deadline_seconds=settings.user_service_deadline_seconds,
+        users=GrpcUserDirectory(
+            users=UserServiceClient(
+                channel=users_channel,
+                breaker=settings.breaker(upstream="user-service"),
+                budget=settings.retry_budget(upstream="user-service"),
+                deadline_seconds=settings.user_service_deadline_seconds,
+            )
         ),
         read_model=OrderQueries(engine=engine),
         keys=keys,

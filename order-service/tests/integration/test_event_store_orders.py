@@ -11,8 +11,8 @@ import pytest
 from interchange_common.contracts import eventstore_pb2 as pb
 from interchange_common.contracts import eventstore_pb2_grpc as pb_grpc
 from order_service.adapters.event_store import EventStoreOrders
-from order_service.domain.commands import handle
 from order_service.domain.errors import ConcurrencyConflict, InvalidTransition
+from order_service.domain.handler import handle
 from order_service.domain.order import (
     CancelOrder,
     ConfirmOrder,

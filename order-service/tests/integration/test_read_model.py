@@ -23,7 +23,7 @@ from order_service.adapters.idempotency import metadata as idempotency_metadata
 from order_service.adapters.read_model import OrderQueries, project, reset
 from order_service.adapters.read_model import metadata as read_model_metadata
 from order_service.bootstrap import MIGRATIONS
-from order_service.domain.commands import handle
+from order_service.domain.handler import handle
 from order_service.domain.order import CancelOrder, ConfirmOrder, EventContext, Item, PlaceOrder
 
 pytestmark = pytest.mark.integration

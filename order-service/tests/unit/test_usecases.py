@@ -17,10 +17,12 @@ from order_service.domain.errors import (
     InvalidTransition,
     OrderNotFound,
     PermissionDenied,
+    UserMayNotOrder,
     VersionMismatch,
     VersionNotReached,
 )
 from order_service.domain.order import Event, Item, Order, OrderStatus, check_items, event_data, evolve
+from order_service.domain.ports import UserStatus
 from order_service.domain.usecases import Orders, fingerprint
 
 ITEMS = (Item("A-1", 2, Decimal("4.75")),)
@@ -59,11 +61,16 @@ class FakeStore:
 
 
 class FakeUsers:
+    """user-service as the directory sees it: every user is active unless
+    ``statuses`` says otherwise (None: no such user)."""
+
     def __init__(self) -> None:
         self.asked = 0
+        self.statuses: dict[uuid.UUID, UserStatus | None] = {}
 
-    async def ensure_may_order(self, *, user_id):
+    async def status(self, *, user_id: uuid.UUID) -> UserStatus | None:
         self.asked += 1
+        return self.statuses.get(user_id, UserStatus.ACTIVE)
 
 
 class FakeReadModel:
@@ -108,7 +115,7 @@ def store():
 
 
 @pytest.fixture
-def users():
+def users() -> FakeUsers:
     return FakeUsers()
 
 
@@ -118,7 +125,7 @@ def read_model():
 
 
 @pytest.fixture
-def orders(store, users, read_model):
+def orders(store, users: FakeUsers, read_model) -> Orders:
     return Orders(store=store, users=users, read_model=read_model, keys=FakeKeys())
 
 
@@ -177,6 +184,26 @@ async def test_a_version_the_order_does_not_have_is_refused_not_answered_with_an
     with pytest.raises(OrderNotFound):  # a stranger learns nothing, not even the version
         await orders.get(actor=user(), order_id=order.id, min_version=5)
     assert await orders.get(actor=me, order_id=order.id, min_version=1) == order
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (UserStatus.INACTIVE, "only active users may order"),
+        (UserStatus.SUSPENDED, "only active users may order"),
+        (UserStatus.UNKNOWN, "only active users may order"),
+        (None, "unknown user"),
+    ],
+    ids=["inactive", "suspended", "status-unknown", "no-such-user"],
+)
+async def test_only_a_user_that_user_service_says_is_active_may_order(orders, store, users, status, reason):
+    me = user()
+    users.statuses[me.user_id] = status
+    with pytest.raises(UserMayNotOrder) as refused:
+        await orders.place(actor=me, items=ITEMS, idempotency_key=None, request_id="r")
+    assert str(refused.value) == reason
+    assert store.streams == {}
+    assert (await orders.list_own(actor=me, page=1, limit=10))[1] == 0
 
 
 async def test_a_new_order_is_not_looked_up_before_it_is_placed(orders, store):

@@ -6,10 +6,12 @@ OrderError
  ├── InvalidTransition      the order's status does not allow this (409)
  ├── VersionMismatch        If-Match named another version than the order's (412)
  ├── IdempotencyKeyReused   the key was used before with another request body (422)
+ ├── UserMayNotOrder        the user is unknown or not active (422)
  ├── PermissionDenied       the caller's role does not allow this (403)
  ├── ConcurrencyConflict    another change came first and retries ran out (409)
  ├── VersionNotReached      a read asked for a version the order does not have (412)
- └── OrderStoreUnavailable  the event store did not answer in time (503)
+ ├── OrderStoreUnavailable  the event store did not answer in time (503)
+ └── UserCheckUnavailable   user-service did not answer, or its breaker is open (503)
 """
 
 
@@ -37,6 +39,10 @@ class IdempotencyKeyReused(OrderError):
     """An Idempotency-Key came back with another request than the first time."""
 
 
+class UserMayNotOrder(OrderError):
+    """The user is unknown or not active."""
+
+
 class PermissionDenied(OrderError):
     """The caller may see the order but not do this to it."""
 
@@ -51,3 +57,7 @@ class VersionNotReached(OrderError):
 
 class OrderStoreUnavailable(OrderError):
     """The event store did not answer, or not within the deadline."""
+
+
+class UserCheckUnavailable(OrderError):
+    """user-service could not be asked about the user: down, too slow, or its breaker is open."""

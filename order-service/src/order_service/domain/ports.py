@@ -1,6 +1,7 @@
-"""What the order domain needs from the outside: storage, the user check, the read
-model and idempotency keys. Adapters implement these; tests use fakes."""
+"""What the order domain needs from the outside: storage, the users' status, the
+read model and idempotency keys. Adapters implement these; tests use fakes."""
 
+import enum
 import uuid
 from typing import Protocol
 
@@ -20,9 +21,20 @@ class OrderStore(Protocol):
         """Every event of the order, oldest first (empty: no such order)."""
 
 
-class UserCheck(Protocol):
-    async def ensure_may_order(self, *, user_id: uuid.UUID) -> None:
-        """Return when the user may order; raise an OrderError otherwise."""
+class UserStatus(enum.Enum):
+    """A user's status as user-service has it (whether that user may order is
+    usecases.check_may_order's to say)."""
+
+    ACTIVE = "ACTIVE"
+    INACTIVE = "INACTIVE"
+    SUSPENDED = "SUSPENDED"
+    UNKNOWN = "UNKNOWN"  # user-service named none of the above
+
+
+class UserDirectory(Protocol):
+    async def status(self, *, user_id: uuid.UUID) -> UserStatus | None:
+        """The user's status now, or None when there is no such user;
+        UserCheckUnavailable when user-service cannot be asked."""
 
 
 class OrderReadModel(Protocol):

@@ -1,13 +1,14 @@
 """What order-service does, written against the ports: each entry point calls these.
 
-Writes go to the event store through the decider (``commands.handle``); reads come
+Writes go to the event store through the decider (``handler.handle``); reads come
 from the read model. Each command writes its result into the read model before it
 answers, so a client reads its own writes on any instance, in one order and in the
 lists; the projection keeps the model in step with every other writer. Who may do
 what:
 
-    place              a signed-in user, for themselves; an Idempotency-Key makes a
-                       repeated request return the first one's order
+    place              a signed-in user whom user-service says is active, for
+                       themselves; an Idempotency-Key makes a repeated request
+                       return the first one's order
     get, events        the owner or an admin; anyone else is told "not found"
     list_own           the caller's own orders
     cancel             the owner or an admin; with If-Match only at that version
@@ -24,15 +25,16 @@ import orjson
 
 from interchange_common.actors import Actor
 from interchange_common.events import RecordedEvent
-from order_service.domain.commands import handle
 from order_service.domain.errors import (
     InvalidOrder,
     InvalidTransition,
     OrderNotFound,
     PermissionDenied,
+    UserMayNotOrder,
     VersionMismatch,
     VersionNotReached,
 )
+from order_service.domain.handler import handle
 from order_service.domain.order import (
     CancelOrder,
     Command,
@@ -45,7 +47,7 @@ from order_service.domain.order import (
     check_items,
     item_data,
 )
-from order_service.domain.ports import IdempotencyKeys, OrderReadModel, OrderStore, UserCheck
+from order_service.domain.ports import IdempotencyKeys, OrderReadModel, OrderStore, UserDirectory, UserStatus
 
 MAX_PAGE_SIZE = 100
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
@@ -63,6 +65,15 @@ def check_idempotency_key(key: str) -> str:
     return key
 
 
+def check_may_order(*, status: UserStatus | None) -> None:
+    """Only a user user-service knows, and says is active, may order (``status``
+    None: no such user)."""
+    if status is None:
+        raise UserMayNotOrder("unknown user")
+    if status is not UserStatus.ACTIVE:
+        raise UserMayNotOrder("only active users may order")
+
+
 def fingerprint(items: tuple[Item, ...]) -> str:
     """The same request body, however it was spelled (1E+1 or 10.00), has one fingerprint."""
     return hashlib.sha256(orjson.dumps([item_data(item) for item in items])).hexdigest()
@@ -77,7 +88,7 @@ class Orders:
         self,
         *,
         store: OrderStore,
-        users: UserCheck,
+        users: UserDirectory,
         read_model: OrderReadModel,
         keys: IdempotencyKeys,
         clock: Callable[[], datetime] = _now,
@@ -109,7 +120,7 @@ class Orders:
             earlier = await self._store.load(order_id=order_id)
             if earlier is not None:
                 return await self._answered(Placed(order=earlier, created=False))
-        await self._users.ensure_may_order(user_id=user_id)
+        check_may_order(status=await self._users.status(user_id=user_id))
         command = PlaceOrder(order_id=order_id, user_id=user_id, items=items)
         try:
             # A fresh id, or a key's id that the load above found unused: no load first.

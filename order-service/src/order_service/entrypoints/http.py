@@ -26,7 +26,6 @@ from interchange_common.metrics import metrics_router
 from interchange_common.problems import install_problem_handlers, problem_handler
 from interchange_common.requestctx import current_request_id
 from interchange_common.servicejwt import ServiceTokenVerifier
-from order_service.adapters.users import UserCheckUnavailable, UserMayNotOrder
 from order_service.domain.errors import (
     ConcurrencyConflict,
     IdempotencyKeyReused,
@@ -36,6 +35,8 @@ from order_service.domain.errors import (
     OrderNotFound,
     OrderStoreUnavailable,
     PermissionDenied,
+    UserCheckUnavailable,
+    UserMayNotOrder,
     VersionMismatch,
     VersionNotReached,
 )
