@@ -1,7 +1,9 @@
 """``interchange-healthcheck URL``: exit 0 when URL answers 2xx within 3 s, else 1.
 
 The command compose runs inside each container (the images have no curl); the
-native runner reads the same URL from the compose file and polls it itself.
+native runner reads the same URL from the compose file and polls it itself. A probe
+of /health from outside the service; the checks /health runs inside it are
+interchange_common.health.
 """
 
 import sys
