@@ -6,4 +6,5 @@ adapters/      PostgreSQL storage with its sequencer, in-memory storage,
 entrypoints/   internal HTTP API (with SSE), gRPC eventstore.EventStore, command line
 bootstrap.py   builds the adapters and wires them to the domain
 config.py      Settings, read from the environment
+__main__.py    ``python -m event_store``: the command line
 """

@@ -1,1 +1,10 @@
-"""The gateway's adapters: JWKS token verification, Redis rate limiting, upstream HTTP."""
+"""The gateway's adapters: the clients and stores behind its decisions.
+
+upstream.py      UpstreamClient: calls to the services behind it (aiohttp): answers,
+                 streams and WebSockets, through the balancer and the breakers
+apidocs.py       ApiDocuments: the upstreams' OpenAPI documents, composed and kept a while
+tokens.py        JwksTokenVerifier: access tokens checked against user-service's JWKS
+ratelimiter.py   RedisRateLimiter (shared by every instance), LocalRateLimiter
+tickets.py       RedisTicketStore: single-use tickets for browsers' live connections
+revocations.py   user events → revocation marks in Redis; token checks that honour them
+"""
