@@ -1,4 +1,4 @@
-"""The raw feeds of a running stack (API.md "Raw protocols"): a TCP terminal signs in
+"""The raw feeds of a running stack (docs/api.md "Raw protocols"): a TCP terminal signs in
 with its access token and sees its own notifications arrive as lines; UDP devices
 ping and broadcast to each other with real tokens."""
 

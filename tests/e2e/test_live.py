@@ -1,4 +1,4 @@
-"""Live push through the gateway (API.md "Notifications and live push"): rooms and
+"""Live push through the gateway (docs/api.md "Notifications and live push"): rooms and
 private messages over the WebSocket, tickets for browsers, and Server-Sent Events
 that resume from Last-Event-ID with nothing missed and nothing twice.
 

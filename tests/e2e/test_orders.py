@@ -1,4 +1,4 @@
-"""Orders through the gateway, as a user would place them (API.md "Orders")."""
+"""Orders through the gateway, as a user would place them (docs/api.md "Orders")."""
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor

@@ -2,7 +2,7 @@
 
 A service lists its checks (database, Redis, an upstream service …); /health runs
 them all at once and answers 200 when every one passes, 503 otherwise, with the
-same body shape as the gateway's aggregate (see API.md).
+same body shape as the gateway's aggregate (see docs/api.md).
 """
 
 import asyncio

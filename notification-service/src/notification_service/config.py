@@ -27,7 +27,7 @@ def _smtp_address(url: str) -> tuple[str, int]:
 
 class Settings(CallerSettings):
     http_port: int = 8003
-    # The TCP feed (API.md "Raw protocols"): newline-delimited JSON for terminals.
+    # The TCP feed (docs/api.md "Raw protocols"): newline-delimited JSON for terminals.
     tcp_port: int = 9000
     tcp_max_line_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
     # The UDP feed: one JSON object per datagram.

@@ -1,6 +1,6 @@
 """The route table: every public endpoint the gateway forwards, and where to.
 
-One row per endpoint of API.md served by an upstream HTTP API. Order matters where
+One row per endpoint of docs/api.md served by an upstream HTTP API. Order matters where
 paths overlap: ``/api/users/me`` stands before ``/api/users/{user_id}``.
 """
 

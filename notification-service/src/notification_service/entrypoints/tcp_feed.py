@@ -1,4 +1,4 @@
-"""The TCP feed on port 9000 (API.md "Raw protocols"): newline-delimited JSON for
+"""The TCP feed on port 9000 (docs/api.md "Raw protocols"): newline-delimited JSON for
 terminals and devices.
 
     on connect        {"type": "welcome", "clientId"}

@@ -1,4 +1,4 @@
-"""The UDP feed on port 9001 (API.md "Raw protocols"): one JSON object per datagram,
+"""The UDP feed on port 9001 (docs/api.md "Raw protocols"): one JSON object per datagram,
 for devices that only want a nudge.
 
     {"type": "ping"}                      → {"type": "pong"}

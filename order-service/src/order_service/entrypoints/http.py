@@ -1,4 +1,4 @@
-"""order-service's HTTP API on port 8002, behind the gateway (API.md "Orders").
+"""order-service's HTTP API on port 8002, behind the gateway (docs/api.md "Orders").
 
 Public: /health, /health/live, /metrics.
 Internal (/internal/…): a service token is required; the gateway names the user in

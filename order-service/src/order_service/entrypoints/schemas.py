@@ -1,4 +1,4 @@
-"""The HTTP shapes of orders (API.md): what comes in, what goes out."""
+"""The HTTP shapes of orders (docs/api.md): what comes in, what goes out."""
 
 import re
 import uuid

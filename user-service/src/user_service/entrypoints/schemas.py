@@ -1,4 +1,4 @@
-"""The HTTP shapes of users (API.md): what comes in, what goes out."""
+"""The HTTP shapes of users (docs/api.md): what comes in, what goes out."""
 
 import uuid
 from datetime import datetime
