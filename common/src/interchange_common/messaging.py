@@ -251,10 +251,10 @@ class Delivery:
 Handler = Callable[[Delivery], Awaitable[None]]
 
 
-def _attempt_of(message: AbstractIncomingMessage) -> int:
-    """This delivery's attempt, 1 for the first; a header that is not a sensible count
-    (from a buggy or hostile publisher) counts as none."""
-    failed = (message.headers or {}).get(ATTEMPT_HEADER, 0)
+def _attempt_of(headers: Mapping[str, object] | None) -> int:
+    """The attempt of a delivery with these headers, 1 for the first; a header that is
+    not a sensible count (from a buggy or hostile publisher) counts as none."""
+    failed = (headers or {}).get(ATTEMPT_HEADER, 0)
     return max(failed, 0) + 1 if isinstance(failed, int) and not isinstance(failed, bool) else 1
 
 
@@ -302,7 +302,7 @@ class Consumer:
             routing_key=str(message.headers.get(ORIGINAL_ROUTING_KEY_HEADER) or message.routing_key or ""),
             body=message.body,
             headers=dict(message.headers or {}),
-            attempt=_attempt_of(message),
+            attempt=_attempt_of(message.headers),
         )
         try:
             async with asyncio.timeout(self.handler_timeout_seconds):

@@ -3,6 +3,7 @@ resolver (the real agent is in tests/integration/test_consul.py)."""
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -50,7 +51,7 @@ class FakeHealth:
         return answer
 
 
-async def until(condition, *, timeout: float = 5.0) -> None:
+async def until(condition: Callable[[], bool], *, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)

@@ -8,10 +8,10 @@ from interchange_common import tasks
 
 
 class Answering:
-    def __init__(self):
+    def __init__(self) -> None:
         self.probes = 0
 
-    async def fetchval(self, query, *args, timeout=None):
+    async def fetchval(self, query: str, *args: object, timeout: float | None = None) -> object:
         self.probes += 1
         return 1
 
@@ -19,8 +19,8 @@ class Answering:
 class Silent:
     """A socket that died without a FIN: queries are never answered."""
 
-    async def fetchval(self, query, *args, timeout=None):
-        await asyncio.wait_for(asyncio.Event().wait(), timeout=timeout)
+    async def fetchval(self, query: str, *args: object, timeout: float | None = None) -> object:
+        return await asyncio.wait_for(asyncio.Event().wait(), timeout=timeout)
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ and rebuilds."""
 
 import asyncio
 import uuid
+from collections.abc import AsyncGenerator
 
 import pytest
 from google.protobuf.empty_pb2 import Empty
@@ -14,7 +15,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from devstack.testing import throwaway_database
 from interchange_common.contracts import eventstore_pb2 as pb
 from interchange_common.contracts import eventstore_pb2_grpc as pb_grpc
-from interchange_common.projections import GrpcEventSource, ProjectionRunner
+from interchange_common.events import RecordedEvent
+from interchange_common.projections import EventSource, GrpcEventSource, ProjectionRunner
 from interchange_common.projections import metadata as projection_metadata
 from interchange_common.rpc import service_channel
 from interchange_common.tasks import background
@@ -122,13 +124,14 @@ class Tracking:
     """A source that knows how far its runner has got: after ``yield`` the runner is
     asking for the next event, so the one before is fully handled."""
 
-    def __init__(self, inner):
+    def __init__(self, inner: EventSource) -> None:
         self._inner = inner
         self.handled_up_to = 0
 
-    async def subscribe(self, *, start):
+    async def subscribe(self, *, start: int) -> AsyncGenerator[RecordedEvent, None]:
         async for event in self._inner.subscribe(start=start):
             yield event
+            assert event.position is not None, "a subscription gives recorded positions"
             self.handled_up_to = event.position
 
 

@@ -11,12 +11,12 @@ from event_store.domain.model import Direction, ExpectedVersion, NewEvent
 from event_store.domain.store import EventStore
 
 
-def new(n=1, type_="order.created"):
+def new(n: int = 1, type_: str = "order.created") -> list[NewEvent]:
     return [NewEvent(uuid.uuid4(), type_, {"i": i}, {}) for i in range(n)]
 
 
 @pytest.fixture
-def store():
+def store() -> EventStore:
     return EventStore(storage=InMemoryEventStorage())
 
 

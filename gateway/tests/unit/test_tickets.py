@@ -15,31 +15,31 @@ USER = Principal(uuid.uuid4(), frozenset({"user", "admin"}), expires_at=time.tim
 
 
 class FakeRedis:
-    def __init__(self):
-        self.values = {}
-        self.ttls = {}
+    def __init__(self) -> None:
+        self.values: dict[str, bytes] = {}
+        self.ttls: dict[str, int] = {}
         self.broken = False
 
-    async def set(self, key, value, ex):
+    async def set(self, name: str, value: bytes, /, *, ex: int) -> None:
         if self.broken:
             raise RedisConnectionError("down")
-        self.values[key] = value
-        self.ttls[key] = ex
+        self.values[name] = value
+        self.ttls[name] = ex
 
-    async def getdel(self, key):
+    async def getdel(self, name: str, /) -> bytes | None:
         if self.broken:
             raise RedisConnectionError("down")
-        self.ttls.pop(key, None)
-        return self.values.pop(key, None)
+        self.ttls.pop(name, None)
+        return self.values.pop(name, None)
 
 
 @pytest.fixture
-def redis():
+def redis() -> FakeRedis:
     return FakeRedis()
 
 
 @pytest.fixture
-def store(redis):
+def store(redis: FakeRedis) -> RedisTicketStore:
     return RedisTicketStore(redis=redis, key_prefix="p", ttl_seconds=30)
 
 

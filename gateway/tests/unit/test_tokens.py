@@ -3,6 +3,8 @@
 import asyncio
 import time
 import uuid
+from datetime import datetime, tzinfo
+from typing import Any
 
 import jwt
 import pytest
@@ -20,23 +22,23 @@ ISSUER, AUDIENCE = "interchange", "interchange-api"
 class KeyRing:
     """Signing keys and the JWKS document a fake user-service would publish."""
 
-    def __init__(self):
-        self.keys = {}
-        self.published = []
+    def __init__(self) -> None:
+        self.keys: dict[str, rsa.RSAPrivateKey] = {}
+        self.published: list[dict[str, Any]] = []
         self.fetches = 0
 
-    def add(self, kid):
+    def add(self, kid: str) -> rsa.RSAPrivateKey:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.keys[kid] = key
         jwk = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
         self.published.append({**jwk, "kid": kid, "alg": "RS256", "use": "sig"})
         return key
 
-    async def fetch(self):
+    async def fetch(self) -> dict[str, Any]:
         self.fetches += 1
         return {"keys": list(self.published)}
 
-    def sign(self, kid="k1", headers=None, **overrides):
+    def sign(self, kid: str = "k1", headers: dict[str, str] | None = None, **overrides: Any) -> str:
         now = int(time.time())
         claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": str(uuid.uuid4()), "iat": now, "exp": now + 600}
         claims.update(overrides)
@@ -45,20 +47,20 @@ class KeyRing:
 
 
 @pytest.fixture
-async def ring():
+async def ring() -> KeyRing:
     ring = KeyRing()
     ring.add("k1")
     return ring
 
 
 @pytest.fixture
-async def verifier(ring):
+async def verifier(ring: KeyRing) -> JwksTokenVerifier:
     verifier = JwksTokenVerifier(fetch_jwks=ring.fetch, issuer=ISSUER, audience=AUDIENCE, leeway_seconds=5)
     await verifier.refresh()
     return verifier
 
 
-def hs256_with_public_key(ring):
+def hs256_with_public_key(ring: KeyRing) -> str:
     public_pem = (
         ring.keys["k1"]
         .public_key()
@@ -156,16 +158,14 @@ async def test_a_remembered_token_is_refused_once_it_expires(ring, verifier, mon
 class _FrozenDatetime:
     """PyJWT reads the clock through datetime.now(tz=...): a stand-in that says ``at``."""
 
-    def __init__(self, at):
-        from datetime import datetime
-
+    def __init__(self, at: float) -> None:
         self._real = datetime
         self._at = at
 
-    def now(self, tz=None):
+    def now(self, tz: tzinfo | None = None) -> datetime:
         return self._real.fromtimestamp(self._at, tz)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
 
 

@@ -34,14 +34,14 @@ class FakeStore:
         self.before_save: list[asyncio.Event] = []
         self.loads = 0
 
-    async def load(self, *, order_id):
+    async def load(self, *, order_id: uuid.UUID) -> Order | None:
         self.loads += 1
-        state = None
+        state: Order | None = None
         for version, event in enumerate(self.streams.get(order_id, []), start=1):
             state = evolve(state, event, version=version)
         return state
 
-    async def save(self, *, order, events, order_id):
+    async def save(self, *, order: Order | None, events: list[Event], order_id: uuid.UUID) -> Order:
         if self.before_save:
             await self.before_save.pop(0).wait()
         stream = self.streams.setdefault(order_id, [])
@@ -51,9 +51,10 @@ class FakeStore:
         state = order
         for event in events:
             state = evolve(state, event, version=len(stream))
+        assert state is not None, "save() needs at least one event"
         return state
 
-    async def history(self, *, order_id):
+    async def history(self, *, order_id: uuid.UUID) -> list[RecordedEvent]:
         return [
             RecordedEvent(event.id, f"order-{order_id}", event.type, event_data(event), {}, v, v, datetime.now(UTC))
             for v, event in enumerate(self.streams.get(order_id, []), start=1)
@@ -85,15 +86,15 @@ class FakeReadModel:
     def project(self, order: Order) -> None:
         self.rows[order.id] = order
 
-    async def get(self, *, order_id):
+    async def get(self, *, order_id: uuid.UUID) -> Order | None:
         return self.rows.get(order_id)
 
-    async def record(self, *, order):
+    async def record(self, *, order: Order) -> None:
         known = self.rows.get(order.id)
         if not self.dropping and (known is None or known.version < order.version):
             self.rows[order.id] = order
 
-    async def list_for_user(self, *, user_id, page, limit):
+    async def list_for_user(self, *, user_id: uuid.UUID, page: int, limit: int) -> tuple[list[Order], int]:
         mine = sorted((o for o in self.rows.values() if o.user_id == user_id), key=lambda o: o.created_at, reverse=True)
         return mine[(page - 1) * limit : page * limit], len(mine)
 
@@ -102,7 +103,7 @@ class FakeKeys:
     def __init__(self) -> None:
         self.keys: dict[tuple[uuid.UUID, str], tuple[str, uuid.UUID]] = {}
 
-    async def claim(self, *, user_id, key, fingerprint, order_id):
+    async def claim(self, *, user_id: uuid.UUID, key: str, fingerprint: str, order_id: uuid.UUID) -> uuid.UUID:
         known = self.keys.setdefault((user_id, key), (fingerprint, order_id))
         if known[0] != fingerprint:
             raise IdempotencyKeyReused("other body")
@@ -110,7 +111,7 @@ class FakeKeys:
 
 
 @pytest.fixture
-def store():
+def store() -> FakeStore:
     return FakeStore()
 
 
@@ -120,12 +121,12 @@ def users() -> FakeUsers:
 
 
 @pytest.fixture
-def read_model():
+def read_model() -> FakeReadModel:
     return FakeReadModel()
 
 
 @pytest.fixture
-def orders(store, users: FakeUsers, read_model) -> Orders:
+def orders(store: FakeStore, users: FakeUsers, read_model: FakeReadModel) -> Orders:
     return Orders(store=store, users=users, read_model=read_model, keys=FakeKeys())
 
 
@@ -136,7 +137,7 @@ def user() -> Actor:
 ADMIN = Actor(user_id=uuid.uuid4(), roles=frozenset({"admin", "user"}))
 
 
-async def place(orders: Orders, actor: Actor, *, key: str | None = None, items=ITEMS) -> Order:
+async def place(orders: Orders, actor: Actor, *, key: str | None = None, items: tuple[Item, ...] = ITEMS) -> Order:
     placed = await orders.place(actor=actor, items=items, idempotency_key=key, request_id="req")
     return placed.order
 

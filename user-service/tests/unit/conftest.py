@@ -4,6 +4,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -118,9 +119,12 @@ def users(repository: FakeRepository, clock: TickingClock) -> Users:
     )
 
 
+MakeUser = Callable[..., User]
+
+
 @pytest.fixture
-def make_user():
-    def make(**fields):
+def make_user() -> MakeUser:
+    def make(**fields: Any) -> User:
         now = datetime(2026, 1, 1, tzinfo=UTC)
         base = User(
             id=uuid.uuid4(),

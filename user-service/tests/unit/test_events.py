@@ -11,7 +11,7 @@ from user_service.domain.events import change_of
 from user_service.domain.model import NewUser, UserChanges, UserStatus
 from user_service.domain.usecases import Users
 
-from .conftest import FakeRepository, TickingClock
+from .conftest import FakeRepository, MakeUser, TickingClock
 
 ADA = NewUser(name="Ada", email="ada@example.com", password="correct horse")
 
@@ -76,7 +76,7 @@ async def test_each_event_has_an_id_of_its_own(users: Users, repository: FakeRep
     assert len({event.id for event in repository.events}) == 4
 
 
-def test_a_change_names_published_fields_only_never_the_password_hash(make_user, clock: TickingClock) -> None:
+def test_a_change_names_published_fields_only_never_the_password_hash(make_user: MakeUser, clock: TickingClock) -> None:
     before = make_user(password_hash="old")
     after = replace(before, password_hash="new", email="ada.l@example.com", updated_at=clock())
     change = change_of(before=before, after=after, correlation_id="c", at=after.updated_at)

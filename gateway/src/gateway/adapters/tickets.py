@@ -13,21 +13,29 @@ import hashlib
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.domain.errors import AuthenticationFailed, StoreUnavailable
 from gateway.domain.model import Principal
 
 
+class TicketRedis(Protocol):
+    """The two commands of redis.asyncio.Redis the store uses (a fake in unit tests)."""
+
+    def set(self, name: str, value: bytes, /, *, ex: int) -> Awaitable[object]: ...
+
+    def getdel(self, name: str, /) -> Awaitable[bytes | str | None]: ...
+
+
 class RedisTicketStore:
     def __init__(
         self,
         *,
-        redis: Redis,
+        redis: TicketRedis,
         key_prefix: str,
         ttl_seconds: int,
         clock: Callable[[], float] = time.time,

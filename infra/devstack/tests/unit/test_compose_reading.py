@@ -28,7 +28,7 @@ def test_a_required_variable_that_is_missing_says_so():
         interpolate("${SECRET:?set it}", {})
 
 
-def test_env_files_skip_comments_and_strip_quotes(tmp_path: Path):
+def test_env_files_skip_comments_and_strip_quotes(tmp_path: Path) -> None:
     env = tmp_path / ".env"
     env.write_text("# comment\n\nA=1\nB='two words'\nC=\"x=y\"\n")
     assert read_env_file(env) == {"A": "1", "B": "two words", "C": "x=y"}

@@ -29,9 +29,9 @@ def test_found_servers_are_used_as_they_are(monkeypatch):
 
 
 def test_an_environment_url_is_the_only_candidate(monkeypatch):
-    tried = []
+    tried: list[str] = []
 
-    def redis_ok(url):
+    def redis_ok(url: str) -> bool:
         tried.append(url)
         return False
 
