@@ -42,7 +42,7 @@ from websockets.asyncio.server import ServerConnection, broadcast, serve
 from devstack.accounts import Account, register
 from devstack.compose import read_env_file
 from devstack.infra import ensure_infra
-from devstack.live import WELCOME
+from devstack.liveclients import WELCOME
 from devstack.shop import ITEMS, NOTIFICATION_INSTANCES, shop_on
 from devstack.testing import accepts, free_port, wait_for
 from interchange_common.actors import (

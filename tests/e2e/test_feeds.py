@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from devstack.live import Device, Terminal
+from devstack.liveclients import Device, Terminal
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from devstack.accounts import Account
-from devstack.live import WELCOME, Chat, EventStream, ticket
+from devstack.liveclients import WELCOME, Chat, EventStream, ticket
 from devstack.testing import assert_problem, wait_for
 
 STREAMS_PER_USER = 5  # SSE_MAX_STREAMS_PER_USER

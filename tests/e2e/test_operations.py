@@ -4,7 +4,7 @@ import json
 import re
 import uuid
 
-from devstack.live import Chat, Device, EventStream, Terminal, ticket
+from devstack.liveclients import Chat, Device, EventStream, Terminal, ticket
 from devstack.testing import wait_for
 
 

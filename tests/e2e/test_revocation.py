@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from devstack.accounts import Account, login
-from devstack.live import Chat, Device, EventStream, StreamEnded, Terminal, ticket
+from devstack.liveclients import Chat, Device, EventStream, StreamEnded, Terminal, ticket
 from devstack.shop import NOTIFICATION_INSTANCES
 from devstack.testing import wait_for
 from interchange_common.actors import (

@@ -11,7 +11,7 @@ import time
 import uuid
 from urllib.parse import urlsplit
 
-from devstack.live import WELCOME, EventStream
+from devstack.liveclients import WELCOME, EventStream
 
 BODY_TIMEOUT_SECONDS = 2.0  # conftest.py sets REQUEST_BODY_TIMEOUT_SECONDS for the stack
 BOUND_SECONDS = 30.0  # the test's own limit: past it the server held the connection

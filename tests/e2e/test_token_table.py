@@ -25,7 +25,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from devstack.accounts import Account, register
 from devstack.forgery import alg_none, hs256_signed, tampered
-from devstack.live import Chat, Device, EventStream, StreamEnded, Terminal
+from devstack.liveclients import Chat, Device, EventStream, StreamEnded, Terminal
 from interchange_common.contracts import eventstore_pb2, eventstore_pb2_grpc, user_pb2, user_pb2_grpc
 from interchange_common.servicejwt import ServiceTokenIssuer
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.accounts import login, register
-from devstack.live import Terminal
+from devstack.liveclients import Terminal
 from devstack.shop import Shop
 
 

@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from websockets.exceptions import ConnectionClosed
 
 from devstack.accounts import Account, register
-from devstack.live import Chat, Follower
+from devstack.liveclients import Chat, Follower
 from devstack.shop import NOTIFICATION_INSTANCES, Shop
 from devstack.testing import metric
 

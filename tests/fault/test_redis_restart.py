@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from devstack.accounts import register
-from devstack.live import Chat, Follower
+from devstack.liveclients import Chat, Follower
 from devstack.runner import healthy
 from devstack.shop import NOTIFICATION_INSTANCES, Shop, shop_on
 from devstack.testing import PrivateRedis, wait_for

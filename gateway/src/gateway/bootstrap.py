@@ -1,8 +1,15 @@
-"""The one place that builds the gateway: clients created, the app wired, served."""
+"""The one place that builds the gateway: clients created, the app wired, served.
+
+Nothing is created at import time; ``serve`` owns every resource it opens and
+closes them when the server stops (SIGTERM or SIGINT). Besides the HTTP app it
+runs the consumer of the user events that revoke tokens.
+"""
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
+from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from gateway.adapters.apidocs import ApiDocuments
@@ -15,9 +22,9 @@ from gateway.config import SERVICE_NAME, Settings
 from gateway.domain.model import RateLimitPolicy, Upstream
 from gateway.domain.routes import NOTIFICATIONS, ORDERS, ROUTES, USERS
 from gateway.entrypoints.http import LiveSetup, create_app
-from gateway.entrypoints.live import LiveConnections
+from gateway.entrypoints.passthrough import LiveConnections
 from gateway.entrypoints.server import Listeners, serve_http
-from interchange_common.discovery import parse_urls
+from interchange_common.discovery import Discovery, parse_urls
 from interchange_common.health import HealthCheck, Probe
 from interchange_common.messaging import Consumer, ConsumerTopology
 from interchange_common.revocations import RedisRevocations
@@ -61,7 +68,74 @@ def policies(*, settings: Settings) -> dict[str, RateLimitPolicy]:
     }
 
 
-async def serve(*, settings: Settings) -> None:
+@dataclass(frozen=True, slots=True)
+class Container:
+    settings: Settings
+    discovery: Discovery
+    upstream: UpstreamClient
+    redis: Redis
+    verifier: JwksTokenVerifier
+    revocations: RedisRevocations
+    consumer: Consumer
+    limiter: RedisRateLimiter
+    tickets: RedisTicketStore
+    connections: LiveConnections
+    issuer: ServiceTokenIssuer
+
+    def health_checks(self) -> list[HealthCheck]:
+        async def redis() -> None:
+            await self.redis.ping()
+
+        timeout = self.settings.health_timeout_seconds
+        checks = [
+            HealthCheck(name=target.audience, probe=_prober(self.upstream, name), timeout_seconds=timeout)
+            for name, target in self.upstream.upstreams.items()
+        ]
+        checks.append(HealthCheck(name="redis", probe=redis, timeout_seconds=timeout))
+        return checks
+
+    def http_app(self) -> FastAPI:
+        settings = self.settings
+        return create_app(
+            routes=ROUTES,
+            policies=policies(settings=settings),
+            upstream=self.upstream,
+            verify=checked(verify=self.verifier.verify_authorization, revocations=self.revocations),
+            hit=self.limiter.hit,
+            issuer=self.issuer,
+            health_checks=self.health_checks,
+            cors_origins=settings.cors_origins,
+            max_body_bytes=settings.max_body_bytes,
+            body_timeout_seconds=settings.request_body_timeout_seconds,
+            live=LiveSetup(
+                upstream_name=NOTIFICATIONS,
+                tickets=self.tickets,
+                allowed_origins=settings.ws_allowed_origins,
+                connections=self.connections,
+            ),
+            api_documents=ApiDocuments(
+                fetch=lambda name: self.upstream.get_json(upstream=name, path="/openapi.json"),
+                upstreams=list(self.upstream.upstreams),
+                routes=ROUTES,
+            ),
+        )
+
+    async def close(self) -> None:
+        await self.upstream.close()
+        await self.discovery.close()
+        await self.redis.aclose()
+
+
+def _prober(upstream: UpstreamClient, name: str) -> Probe:
+    async def probe() -> None:
+        await upstream.probe(upstream=name)
+
+    return probe
+
+
+async def build(*, settings: Settings) -> Container:
+    """Everything wired, nothing running yet (asynchronous: the upstream session opens,
+    and the access-token keys are fetched once before the first request needs them)."""
     targets = upstreams(settings=settings)
     discovery = settings.make_discovery(static_urls=static_urls(settings=settings))
     upstream = UpstreamClient(
@@ -74,77 +148,53 @@ async def serve(*, settings: Settings) -> None:
     redis = Redis.from_url(
         settings.redis_url.get_secret_value(), socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
     )
-    await upstream.start()
-    consuming: asyncio.Task[None] | None = None
-    try:
-        verifier = JwksTokenVerifier(
+    revocations = RedisRevocations(
+        redis=redis, key_prefix=settings.redis_key_prefix, ttl_seconds=settings.revocation_ttl_seconds
+    )
+    container = Container(
+        settings=settings,
+        discovery=discovery,
+        upstream=upstream,
+        redis=redis,
+        verifier=JwksTokenVerifier(
             fetch_jwks=lambda: upstream.get_json(upstream=USERS, path="/.well-known/jwks.json"),
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
-        )
-        await verifier.refresh()
-        revocations = RedisRevocations(
-            redis=redis, key_prefix=settings.redis_key_prefix, ttl_seconds=settings.revocation_ttl_seconds
-        )
-        consumer = Consumer(
+        ),
+        revocations=revocations,
+        consumer=Consumer(
             amqp_url=settings.rabbitmq_url.get_secret_value(),
             topology=revocation_topology(exchange=settings.events_exchange, queue=settings.events_queue),
             handler=RevocationHandler(revocations=revocations),
-        )
-        consuming = asyncio.create_task(consumer.run(), name="revocations")
-        verify = checked(verify=verifier.verify_authorization, revocations=revocations)
-        limiter = RedisRateLimiter(
+        ),
+        limiter=RedisRateLimiter(
             redis=redis, key_prefix=settings.redis_key_prefix, on_failure=settings.rate_limit_on_redis_failure
-        )
-        tickets = RedisTicketStore(
+        ),
+        tickets=RedisTicketStore(
             redis=redis, key_prefix=settings.redis_key_prefix, ttl_seconds=settings.ticket_ttl_seconds
-        )
-        connections = LiveConnections()
+        ),
+        connections=LiveConnections(),
+        issuer=ServiceTokenIssuer(
+            service=SERVICE_NAME,
+            secret=settings.service_jwt_secret.get_secret_value(),
+            ttl_seconds=settings.service_token_ttl_seconds,
+        ),
+    )
+    try:
+        await upstream.start()
+        await container.verifier.refresh()
+    except BaseException:
+        await container.close()
+        raise
+    return container
 
-        async def ping_redis() -> None:
-            await redis.ping()
 
-        def health_checks() -> list[HealthCheck]:
-            checks = [
-                HealthCheck(
-                    name=target.audience,
-                    probe=_prober(upstream, name),
-                    timeout_seconds=settings.health_timeout_seconds,
-                )
-                for name, target in upstream.upstreams.items()
-            ]
-            checks.append(HealthCheck(name="redis", probe=ping_redis, timeout_seconds=settings.health_timeout_seconds))
-            return checks
-
-        app = create_app(
-            routes=ROUTES,
-            policies=policies(settings=settings),
-            upstream=upstream,
-            verify=verify,
-            hit=limiter.hit,
-            issuer=ServiceTokenIssuer(
-                service=SERVICE_NAME,
-                secret=settings.service_jwt_secret.get_secret_value(),
-                ttl_seconds=settings.service_token_ttl_seconds,
-            ),
-            health_checks=health_checks,
-            cors_origins=settings.cors_origins,
-            max_body_bytes=settings.max_body_bytes,
-            body_timeout_seconds=settings.request_body_timeout_seconds,
-            live=LiveSetup(
-                upstream_name=NOTIFICATIONS,
-                tickets=tickets,
-                allowed_origins=settings.ws_allowed_origins,
-                connections=connections,
-            ),
-            api_documents=ApiDocuments(
-                fetch=lambda name: upstream.get_json(upstream=name, path="/openapi.json"),
-                upstreams=list(targets),
-                routes=ROUTES,
-            ),
-        )
+async def serve(*, settings: Settings) -> None:
+    container = await build(settings=settings)
+    consuming = asyncio.create_task(container.consumer.run(), name="revocations")
+    try:
         await serve_http(
-            app=app,
+            app=container.http_app(),
             listeners=Listeners(
                 host=settings.host,
                 http_port=settings.http_port,
@@ -153,20 +203,10 @@ async def serve(*, settings: Settings) -> None:
                 key_file=settings.tls_key_file,
             ),
             grace_seconds=settings.shutdown_grace_seconds,
-            on_shutdown=connections.end_all,
+            on_shutdown=container.connections.end_all,
             head_timeout_seconds=settings.request_head_timeout_seconds,
         )
     finally:
-        if consuming is not None:
-            await cancel_and_wait([consuming])
-        await upstream.close()
-        await discovery.close()
-        await redis.aclose()
+        await cancel_and_wait([consuming])
+        await container.close()
         _log.info("stopped")
-
-
-def _prober(upstream: UpstreamClient, name: str) -> Probe:
-    async def probe() -> None:
-        await upstream.probe(upstream=name)
-
-    return probe

@@ -12,11 +12,11 @@ import pytest
 
 from devstack.testing import eventually, free_port
 from gateway.adapters.tickets import RedisTicketStore
-from gateway.adapters.upstream import UpstreamClient
+from gateway.adapters.upstream import SocketClosed, SocketGone, SocketText, UpstreamClient
 from gateway.domain.errors import AuthenticationFailed, UpstreamUnavailable
 from gateway.domain.model import Principal, RateDecision, RateLimitPolicy, Upstream
 from gateway.entrypoints.http import LiveSetup, create_app
-from gateway.entrypoints.live import LiveConnections
+from gateway.entrypoints.passthrough import LiveConnections
 from gateway.entrypoints.server import Listeners, serve_http
 from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
 
@@ -412,6 +412,31 @@ async def test_calls_pass_over_a_refusing_instance_and_eject_it(notifications, s
         assert opened.socket is not None
         await opened.socket.close()
         await client.probe(upstream="n")
+    finally:
+        await client.close()
+
+
+async def test_an_upstream_socket_speaks_in_messages_and_one_gone_is_unavailable(stand_in, balancer_over):
+    # The relay sees only these types, never aiohttp's.
+    client = UpstreamClient(
+        upstreams={"n": Upstream("n", audience="notification-service", timeout_seconds=2)},
+        balancers={"n": balancer_over(stand_in.url)},
+    )
+    await client.start()
+    try:
+        closing = (await client.open_socket(upstream="n", path="/internal/ws", headers={"X-Actor-Id": "ada"})).socket
+        assert closing is not None
+        assert await closing.receive() == SocketText('{"type": "welcome", "user": "ada"}')
+        await closing.send_text("close:4001:bye now")
+        assert await closing.receive() == SocketClosed(code=4001, reason="bye now")
+        dropping = (await client.open_socket(upstream="n", path="/internal/ws", headers={})).socket
+        assert dropping is not None
+        await dropping.receive()
+        await dropping.send_text("drop")
+        assert await dropping.receive() == SocketGone()
+        assert dropping.closed
+        with pytest.raises(UpstreamUnavailable):
+            await dropping.send_text("anyone there?")
     finally:
         await client.close()
 

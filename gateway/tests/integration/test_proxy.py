@@ -14,8 +14,8 @@ from gateway.adapters.ratelimiter import RedisRateLimiter
 from gateway.adapters.upstream import UpstreamClient
 from gateway.domain.errors import AuthenticationFailed, UpstreamUnavailable
 from gateway.domain.model import Access, Principal, RateLimitPolicy, Route, Upstream
+from gateway.entrypoints.forwarding import Hit
 from gateway.entrypoints.http import create_app
-from gateway.entrypoints.live import Hit
 from interchange_common.resilience import BreakerState, CircuitBreaker
 from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
 

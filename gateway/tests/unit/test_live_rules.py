@@ -6,7 +6,7 @@ from pydantic import ValidationError
 
 from gateway.config import Settings
 from gateway.domain.model import origin_allowed
-from gateway.entrypoints.live import LiveConnections, _passable
+from gateway.entrypoints.passthrough import LiveConnections, _passable
 from gateway.entrypoints.server import Listeners, hypercorn_config
 
 ALLOWED = frozenset({"https://app.example.com"})

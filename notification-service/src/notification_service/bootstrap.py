@@ -6,7 +6,7 @@
     live pusher            notifications not yet pushed (the live outbox) → the user's
                            Redis stream + the live channel, once each
     live subscriber        the live channels → this instance's SSE streams, WebSockets
-                           and TCP clients (adapters.live.LiveHub); the revocations
+                           and TCP clients (adapters.redis_fanout.LiveHub); the revocations
                            channel → those and the UDP peers of a revoked token end
                            (adapters.revocations)
     HTTP                   notifications, dead-letter admin, SSE and WebSocket, /health, /metrics
@@ -46,21 +46,21 @@ from interchange_common.tasks import cancel_and_wait, every
 from interchange_common.users import UserServiceClient
 from notification_service.adapters.broker import AmqpRepublisher, DeadLetterConsumer
 from notification_service.adapters.errors import ConsumerDisconnected
-from notification_service.adapters.live import LiveHub
 from notification_service.adapters.mail import MailDispatcher, SmtpSettings
 from notification_service.adapters.pusher import LivePushDispatcher
+from notification_service.adapters.redis_fanout import LiveHub
 from notification_service.adapters.revocations import RedisRevocationWatch
 from notification_service.adapters.store import SqlDeadLetterStore, SqlNotificationStore
 from notification_service.adapters.users import GrpcUserDirectory
 from notification_service.config import SERVICE_NAME, Settings
-from notification_service.domain.live import OpenConnections
+from notification_service.domain.live_connections import OpenConnections
 from notification_service.domain.model import DeadLetter, Notification
 from notification_service.domain.usecases import DeadLetters, Notifications
 from notification_service.entrypoints.consumer import message_handler
 from notification_service.entrypoints.http import create_http_app
-from notification_service.entrypoints.live import LiveLimits
 from notification_service.entrypoints.schemas import NotificationPublic
 from notification_service.entrypoints.signin import Authenticate, Rejected
+from notification_service.entrypoints.sse_websocket import LiveLimits
 from notification_service.entrypoints.tcp_feed import TcpFeed
 from notification_service.entrypoints.udp_feed import UdpFeed
 

@@ -12,6 +12,7 @@ in question was already dispatched on that instance is another socket there that
 import asyncio
 import base64
 import contextlib
+import math
 import os
 import signal
 import time
@@ -35,13 +36,14 @@ from interchange_common.actors import SignedInUser
 from interchange_common.revocations import RedisRevocations
 from interchange_common.servicejwt import ServiceTokenIssuer
 from interchange_common.tasks import cancel_and_wait
-from notification_service.adapters.live import LiveHub, LiveNotification
 from notification_service.adapters.pusher import LivePushDispatcher
+from notification_service.adapters.redis_fanout import LiveHub
 from notification_service.adapters.revocations import RedisRevocationWatch
 from notification_service.adapters.store import SqlNotificationStore
 from notification_service.bootstrap import build, redis_commands, redis_subscriber
 from notification_service.config import Settings
-from notification_service.domain.live import OpenConnections, StreamId, parse_stream_id
+from notification_service.domain.live_connections import OpenConnections
+from notification_service.domain.live_push import LiveNotification, StreamId, parse_stream_id
 from notification_service.domain.model import Notification
 from notification_service.entrypoints.schemas import NotificationPublic
 from notification_service.entrypoints.signin import Rejected
@@ -64,7 +66,8 @@ def live_headers(user_id, *, roles="user", expires_in=3600.0, issued_at=None, to
     headers = {
         "x-actor-id": str(user_id),
         "x-actor-roles": roles,
-        "x-actor-expires": str(int(now + expires_in)),
+        # Whole seconds, rounded up: at least ``expires_in`` left, however late in a second.
+        "x-actor-expires": str(math.ceil(now + expires_in)),
         "x-actor-issued-at": str(int(now if issued_at is None else issued_at)),
     }
     if token:

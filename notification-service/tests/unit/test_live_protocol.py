@@ -1,4 +1,5 @@
-"""The pure part of live push: stream ids, the WebSocket protocol, a socket's rooms."""
+"""The pure part of live push: stream ids (domain.live_push), the WebSocket protocol and a
+socket's rooms (domain.websocket_protocol)."""
 
 import uuid
 from datetime import UTC, datetime
@@ -6,20 +7,21 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from notification_service.domain import live
+from notification_service.domain import websocket_protocol as protocol
 from notification_service.domain.errors import InvalidStreamId, LiveMessageRejected
+from notification_service.domain.live_push import BEFORE_ALL, StreamId, parse_stream_id
 
 
 @pytest.mark.parametrize(
     ("raw", "parsed"),
     [
-        ("1700000000000-0", live.StreamId(1700000000000, 0)),
-        ("0-1", live.StreamId(0, 1)),
-        ("5-18", live.StreamId(5, 18)),
+        ("1700000000000-0", StreamId(1700000000000, 0)),
+        ("0-1", StreamId(0, 1)),
+        ("5-18", StreamId(5, 18)),
     ],
 )
 def test_stream_ids_parse(raw, parsed):
-    assert live.parse_stream_id(raw) == parsed
+    assert parse_stream_id(raw) == parsed
     assert str(parsed) == raw
 
 
@@ -29,12 +31,12 @@ def test_stream_ids_parse(raw, parsed):
 )
 def test_malformed_stream_ids_are_refused(raw):
     with pytest.raises(InvalidStreamId):
-        live.parse_stream_id(raw)
+        parse_stream_id(raw)
 
 
 def test_stream_ids_order_by_time_then_sequence():
-    ids = [live.StreamId(2, 0), live.StreamId(1, 10), live.StreamId(1, 2), live.BEFORE_ALL]
-    assert sorted(ids) == [live.BEFORE_ALL, live.StreamId(1, 2), live.StreamId(1, 10), live.StreamId(2, 0)]
+    ids = [StreamId(2, 0), StreamId(1, 10), StreamId(1, 2), BEFORE_ALL]
+    assert sorted(ids) == [BEFORE_ALL, StreamId(1, 2), StreamId(1, 10), StreamId(2, 0)]
 
 
 def message(**fields):
@@ -43,15 +45,15 @@ def message(**fields):
 
 def test_each_client_message_type_parses():
     target = uuid.uuid4()
-    assert live.parse_client_message(message(type="ping")) == live.Ping()
-    assert live.parse_client_message(message(type="join_room", room="a.b_c-1")) == live.JoinRoom(room="a.b_c-1")
-    assert live.parse_client_message(message(type="leave_room", room="r")) == live.LeaveRoom(room="r")
-    assert live.parse_client_message(message(type="room_message", room="r", message="hi")) == live.SendToRoom(
+    assert protocol.parse_client_message(message(type="ping")) == protocol.Ping()
+    assert protocol.parse_client_message(message(type="join_room", room="a.b_c-1")) == protocol.JoinRoom(room="a.b_c-1")
+    assert protocol.parse_client_message(message(type="leave_room", room="r")) == protocol.LeaveRoom(room="r")
+    assert protocol.parse_client_message(message(type="room_message", room="r", message="hi")) == protocol.SendToRoom(
         room="r", message="hi"
     )
-    assert live.parse_client_message(
+    assert protocol.parse_client_message(
         message(type="private_message", targetUserId=str(target), message="psst")
-    ) == live.SendPrivate(target_user_id=target, message="psst")
+    ) == protocol.SendPrivate(target_user_id=target, message="psst")
 
 
 @pytest.mark.parametrize(
@@ -79,15 +81,15 @@ def test_each_client_message_type_parses():
 )
 def test_bad_client_messages_are_rejected_with_a_reason(raw, detail):
     with pytest.raises(LiveMessageRejected, match=detail.replace("(", r"\(")):
-        live.parse_client_message(raw)
+        protocol.parse_client_message(raw)
 
 
 def test_a_room_name_may_be_64_characters():
-    assert live.parse_client_message(message(type="join_room", room="r" * 64)) == live.JoinRoom(room="r" * 64)
+    assert protocol.parse_client_message(message(type="join_room", room="r" * 64)) == protocol.JoinRoom(room="r" * 64)
 
 
 def test_rooms_are_capped_and_checked():
-    rooms = live.Rooms(limit=2)
+    rooms = protocol.Rooms(limit=2)
     rooms.join("a")
     with pytest.raises(LiveMessageRejected, match="already in room a"):
         rooms.join("a")
@@ -106,12 +108,12 @@ def test_rooms_are_capped_and_checked():
 
 def test_frames_have_the_documented_shape():
     user, at = uuid.uuid4(), datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
-    assert live.welcome(client_id="c1", user_id=user, roles=frozenset({"user", "admin"})) == {
+    assert protocol.welcome(client_id="c1", user_id=user, roles=frozenset({"user", "admin"})) == {
         "type": "welcome",
         "clientId": "c1",
         "user": {"id": str(user), "roles": ["admin", "user"]},
     }
-    assert live.room_message(room="r", sender=user, client_id="c1", message="hi", sent_at=at) == {
+    assert protocol.room_message(room="r", sender=user, client_id="c1", message="hi", sent_at=at) == {
         "type": "room_message",
         "room": "r",
         "from": str(user),
@@ -119,12 +121,12 @@ def test_frames_have_the_documented_shape():
         "message": "hi",
         "sentAt": "2026-12-01T10:00:00Z",
     }
-    assert live.private_message(sender=user, message="m", sent_at=at) == {
+    assert protocol.private_message(sender=user, message="m", sent_at=at) == {
         "type": "private_message",
         "from": str(user),
         "message": "m",
         "sentAt": "2026-12-01T10:00:00Z",
     }
-    assert live.user_joined(room="r", user_id=user, client_id="c1")["type"] == "user_joined"
-    assert live.user_left(room="r", user_id=user, client_id="c1")["type"] == "user_left"
-    assert live.error("nope") == {"type": "error", "detail": "nope"}
+    assert protocol.user_joined(room="r", user_id=user, client_id="c1")["type"] == "user_joined"
+    assert protocol.user_left(room="r", user_id=user, client_id="c1")["type"] == "user_left"
+    assert protocol.error("nope") == {"type": "error", "detail": "nope"}

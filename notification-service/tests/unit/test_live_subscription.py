@@ -7,9 +7,10 @@ from typing import cast
 
 import pytest
 
-from notification_service.adapters.errors import LiveUnavailable, SubscriptionEnded
-from notification_service.adapters.live import TOO_SLOW, LiveFrame, LiveHub, LiveNotification, Subscription
-from notification_service.domain.live import BEFORE_ALL, StreamId
+from notification_service.adapters.errors import LiveUnavailable
+from notification_service.adapters.redis_fanout import LiveHub, Subscription
+from notification_service.domain.errors import SubscriptionEnded
+from notification_service.domain.live_push import BEFORE_ALL, TOO_SLOW, LiveFrame, LiveNotification, StreamId
 
 
 def entry(ms):

@@ -14,7 +14,7 @@ from interchange_common.actors import SignedInUser
 from interchange_common.revocations import Revocation
 from notification_service.adapters.errors import LiveUnavailable
 from notification_service.adapters.revocations import RedisRevocationWatch
-from notification_service.domain.live import OpenConnections
+from notification_service.domain.live_connections import OpenConnections
 
 ADA, BOB = uuid.uuid4(), uuid.uuid4()
 

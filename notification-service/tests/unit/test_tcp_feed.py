@@ -1,10 +1,11 @@
-"""The TCP feed over real loopback sockets, with tokens checked by a fake and
-revocations heard by a fake watch. (Notifications and real revocations reach it from
-the live hub: tests/integration/test_live.py.)"""
+"""The TCP feed over real loopback sockets, with tokens checked by a fake, revocations
+heard by a fake watch and notifications from the in-memory fan-out. (From the real
+fan-out, with real revocations: tests/integration/test_live.py.)"""
 
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -12,8 +13,11 @@ import pytest
 
 from devstack.testing import eventually
 from interchange_common.actors import SignedInUser
+from notification_service.domain.live_push import SHUTTING_DOWN
 from notification_service.entrypoints.signin import Rejected
 from notification_service.entrypoints.tcp_feed import TcpFeed
+
+from .conftest import FakeRevocations, InMemoryFanout
 
 USERS = {
     "ada-token": SignedInUser(user_id=uuid.uuid4(), roles=frozenset({"user"}), expires_at=time.time() + 3600),
@@ -34,7 +38,7 @@ async def authenticate(token: str) -> SignedInUser:
 
 
 class Terminal:
-    def __init__(self, reader, writer):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
 
     async def send(self, line: bytes | dict[str, Any]) -> None:
@@ -57,17 +61,20 @@ class Terminal:
         return True
 
 
+Connect = Callable[..., Awaitable[Terminal]]  # an optional token in, a welcomed terminal out
+
+
 @pytest.fixture
-async def feed(revocations):
-    feed = TcpFeed(authenticate=authenticate, revocations=revocations, max_line_bytes=4096, queue_size=64)
+async def feed(revocations: FakeRevocations, fanout: InMemoryFanout) -> AsyncIterator[TcpFeed]:
+    feed = TcpFeed(authenticate=authenticate, hub=fanout, revocations=revocations, max_line_bytes=4096, queue_size=64)
     await feed.start(host="127.0.0.1", port=0)
     yield feed
     await feed.close()
 
 
 @pytest.fixture
-def connect(feed):
-    opened = []
+def connect(feed: TcpFeed) -> Iterator[Connect]:
+    opened: list[asyncio.StreamWriter] = []
 
     async def open_terminal(token: str | None = None) -> Terminal:
         reader, writer = await asyncio.open_connection("127.0.0.1", feed.port, limit=2**22)
@@ -207,3 +214,64 @@ async def test_a_client_that_leaves_is_no_longer_watched(connect, revocations):
         return not revocations.connections.users()
 
     await eventually(unwatched, timeout=5, interval=0.01, what="the feed to let go of the watch")
+
+
+async def test_a_signed_in_client_gets_its_users_notifications_as_lines(
+    connect: Connect, fanout: InMemoryFanout
+) -> None:
+    ada, bob = await connect("ada-token"), await connect("bob-token")
+    fanout.push(user_id=ADA, payload=b'{"id":"n1","type":"order.placed"}')
+    assert await ada.receive() == {"type": "notification", "notification": {"id": "n1", "type": "order.placed"}}
+    await bob.send({"marker": 1})
+    assert (await bob.receive())["originalMessage"] == {"marker": 1}  # nothing of ada's came before
+
+
+async def test_signing_in_again_follows_the_new_user_only(connect: Connect, fanout: InMemoryFanout) -> None:
+    terminal = await connect("ada-token")
+    await terminal.send({"type": "auth", "token": "bob-token"})
+    assert (await terminal.receive())["type"] == "authenticated"
+    assert [subscription.user_id for subscription in fanout.subscriptions] == [USERS["bob-token"].user_id]
+    fanout.push(user_id=ADA, payload=b'{"id":"n1"}')
+    fanout.push(user_id=USERS["bob-token"].user_id, payload=b'{"id":"n2"}')
+    assert await terminal.receive() == {"type": "notification", "notification": {"id": "n2"}}
+
+
+async def test_an_anonymous_client_follows_nobody(connect: Connect, fanout: InMemoryFanout) -> None:
+    await connect()
+    assert fanout.subscriptions == []
+
+
+async def test_without_redis_a_client_is_told_and_stays_signed_in_without_notifications(
+    connect: Connect, fanout: InMemoryFanout
+) -> None:
+    fanout.down = True
+    terminal = await connect()
+    await terminal.send({"type": "auth", "token": "ada-token"})
+    assert (await terminal.receive())["type"] == "authenticated"
+    assert await terminal.receive() == {
+        "type": "error",
+        "detail": "notifications are unavailable right now; sign in again later",
+    }
+    await terminal.send({"still": "here"})
+    assert (await terminal.receive())["type"] == "echo"
+
+
+async def test_a_client_whose_notifications_end_is_disconnected(
+    feed: TcpFeed, connect: Connect, fanout: InMemoryFanout
+) -> None:
+    terminal = await connect("ada-token")
+    [subscription] = fanout.subscriptions
+    subscription.drop(reason=SHUTTING_DOWN)
+    assert await terminal.closed()
+    assert feed.clients == 0
+
+
+async def test_a_client_that_leaves_lets_go_of_its_notifications(connect: Connect, fanout: InMemoryFanout) -> None:
+    terminal = await connect("ada-token")
+    assert len(fanout.subscriptions) == 1
+    terminal.writer.close()
+
+    async def let_go() -> bool:
+        return not fanout.subscriptions
+
+    await eventually(let_go, timeout=5, interval=0.01, what="the feed to close the subscription")

@@ -228,14 +228,14 @@ async def test_unknown_or_malformed_ids_are_not_found(dead_letters, raw):
 
 
 class FakeDirectory:
-    """user-service as the lookup sees it: known users, or down."""
+    """UserDirectory: user-service as the lookup sees it, known users, or down."""
 
-    def __init__(self, *, users=None, down=False):
+    def __init__(self, *, users: dict[uuid.UUID, Recipient] | None = None, down: bool = False) -> None:
         self.users = users or {}
         self.down = down
-        self.asked = []
+        self.asked: list[uuid.UUID] = []
 
-    async def lookup(self, *, user_id):
+    async def lookup(self, *, user_id: uuid.UUID) -> Recipient | None:
         self.asked.append(user_id)
         if self.down:
             raise UserDirectoryUnavailable("user-service: UNAVAILABLE")

@@ -1,7 +1,7 @@
 """The gateway's adapters: the clients and stores behind its decisions.
 
-upstream.py      UpstreamClient: calls to the services behind it (aiohttp): answers,
-                 streams and WebSockets, through the balancer and the breakers
+upstream.py      UpstreamClient: calls to the services behind it (aiohttp, which stays
+                 here): answers, streams and WebSockets, through the balancer and the breakers
 apidocs.py       ApiDocuments: the upstreams' OpenAPI documents, composed and kept a while
 tokens.py        JwksTokenVerifier: access tokens checked against user-service's JWKS
 ratelimiter.py   RedisRateLimiter (shared by every instance), LocalRateLimiter

@@ -6,9 +6,13 @@ aiohttp 0.6x (issue #2). One pooled session serves every upstream.
 
 Three shapes of call, each to one instance that ``Instances`` names:
 
-forward       a request and its whole answer (the REST routes, JWKS, health)
-open_stream   a request whose answer is read as it comes (SSE), chunk by chunk
-open_socket   a WebSocket
+forward       a request and its whole answer (the REST routes, JWKS, health): UpstreamResponse
+open_stream   a request whose answer is read as it comes (SSE): UpstreamStream, chunk by chunk
+open_socket   a WebSocket: UpstreamSocket, message by message (SocketMessage), or the
+              status with which the upstream refused the handshake (SocketOpening)
+
+aiohttp stays in this module: what it hands back is wrapped in those types, so the
+entry points never see it.
 
 Each call goes through the upstream's circuit breaker (open: 503 at once, without
 trying) and its balancer (interchange_common.balancing: weighted order, passive
@@ -41,7 +45,7 @@ from interchange_common.discovery import DiscoveryUnavailable
 from interchange_common.resilience import CircuitBreaker, CircuitOpen, RetryBudget
 
 # What the gateway hands back to the client from an upstream response (an upstream's
-# own RateLimit-* fields describe its own limit: entrypoints.live.answer_headers).
+# own RateLimit-* fields describe its own limit: entrypoints.forwarding.answer_headers).
 _LIMIT_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
 _RESPONSE_HEADERS = (
     "content-type",
@@ -99,10 +103,76 @@ class UpstreamStream:
 
 
 @dataclass(frozen=True, slots=True)
+class SocketText:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SocketBytes:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SocketClosed:
+    """The upstream's close frame: its code (None when it gave none) and reason."""
+
+    code: int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SocketGone:
+    """The connection ended without a close frame (dropped, or failed)."""
+
+
+SocketMessage = SocketText | SocketBytes | SocketClosed | SocketGone
+
+
 class UpstreamSocket:
+    """An open upstream WebSocket. A message that cannot be sent because the upstream
+    went away is UpstreamUnavailable; ``close`` it when done."""
+
+    def __init__(self, *, upstream: str, socket: aiohttp.ClientWebSocketResponse) -> None:
+        self._upstream = upstream
+        self._socket = socket
+
+    @property
+    def closed(self) -> bool:
+        return self._socket.closed
+
+    async def send_text(self, text: str) -> None:
+        try:
+            await self._socket.send_str(text)
+        except (aiohttp.ClientError, ConnectionError) as e:
+            raise UpstreamUnavailable(self._upstream) from e
+
+    async def send_bytes(self, data: bytes) -> None:
+        try:
+            await self._socket.send_bytes(data)
+        except (aiohttp.ClientError, ConnectionError) as e:
+            raise UpstreamUnavailable(self._upstream) from e
+
+    async def receive(self) -> SocketMessage:
+        """The next text or binary message, or how the socket ended (pings are answered
+        underneath)."""
+        message = await self._socket.receive()
+        if message.type is aiohttp.WSMsgType.TEXT:
+            return SocketText(message.data)
+        if message.type is aiohttp.WSMsgType.BINARY:
+            return SocketBytes(message.data)
+        if message.type is aiohttp.WSMsgType.CLOSE:
+            return SocketClosed(code=message.data, reason=str(message.extra or ""))
+        return SocketGone()
+
+    async def close(self, *, code: int = 1000) -> None:
+        await self._socket.close(code=code)
+
+
+@dataclass(frozen=True, slots=True)
+class SocketOpening:
     """An open upstream WebSocket, or the status with which the upstream refused one."""
 
-    socket: aiohttp.ClientWebSocketResponse | None
+    socket: UpstreamSocket | None
     refused_status: int | None = None
 
 
@@ -262,21 +332,21 @@ class UpstreamClient:
 
         return await self._first_answer(upstream=upstream, repeatable=True, attempt=attempt, total=False)
 
-    async def open_socket(self, *, upstream: str, path: str, headers: dict[str, str]) -> UpstreamSocket:
+    async def open_socket(self, *, upstream: str, path: str, headers: dict[str, str]) -> SocketOpening:
         """A WebSocket to ``path``; a handshake the upstream refuses comes back as its status."""
         session = self._started()
         target = self._upstreams[upstream]
         timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=target.timeout_seconds)
 
-        async def attempt(url: str, _: float) -> UpstreamSocket:
+        async def attempt(url: str, _: float) -> SocketOpening:
             try:
                 async with asyncio.timeout(target.timeout_seconds):
                     socket = await session.ws_connect(
                         url + path, headers=headers, timeout=timeout, max_msg_size=_MAX_MESSAGE_BYTES
                     )
             except aiohttp.WSServerHandshakeError as e:
-                return UpstreamSocket(socket=None, refused_status=e.status)
-            return UpstreamSocket(socket=socket)
+                return SocketOpening(socket=None, refused_status=e.status)
+            return SocketOpening(socket=UpstreamSocket(upstream=upstream, socket=socket))
 
         return await self._first_answer(upstream=upstream, repeatable=True, attempt=attempt, total=False)
 

@@ -64,7 +64,7 @@ _TICKET = {
         "expires_in": {"type": "integer", "description": "Seconds"},
     },
 }
-# The gateway's own public operations besides the route table (entrypoints.live).
+# The gateway's own public operations besides the route table (entrypoints.passthrough).
 OWN_OPERATIONS: dict[str, dict[str, Any]] = {
     "/api/auth/ticket": {
         "post": {

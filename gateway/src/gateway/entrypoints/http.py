@@ -5,7 +5,7 @@
 /health, /metrics        operations
 /openapi.json            the public API, composed from the upstreams' documents
 /api/auth/ticket, /api/events, /ws
-                         tickets and the live connections (see entrypoints/live.py)
+                         tickets and the live connections (see entrypoints/passthrough.py)
 every row of the route table
                          forwarded to its upstream
 
@@ -39,18 +39,8 @@ from gateway.adapters.tickets import RedisTicketStore
 from gateway.adapters.upstream import UpstreamClient
 from gateway.domain.errors import AuthenticationFailed, Forbidden, StoreUnavailable, UpstreamFailed
 from gateway.domain.model import Access, Principal, RateLimitPolicy, Route
-from gateway.entrypoints.live import (
-    CallerGate,
-    Hit,
-    LiveConnections,
-    Verify,
-    answer_headers,
-    client_key,
-    events_endpoint,
-    socket_endpoint,
-    ticket_endpoint,
-    upstream_failure,
-)
+from gateway.entrypoints.forwarding import CallerGate, Hit, Verify, answer_headers, client_key, upstream_failure
+from gateway.entrypoints.passthrough import LiveConnections, events_endpoint, socket_endpoint, ticket_endpoint
 from interchange_common.actors import ACTOR_ID_HEADER, ACTOR_ROLES_HEADER
 from interchange_common.asgi import BODY_TIMEOUT_SECONDS, ObservabilityMiddleware
 from interchange_common.health import HealthCheck, health_router

@@ -6,8 +6,7 @@ NotificationServiceError (domain.errors)
  ├── MailServerUnavailable    the SMTP server could not take a mail now
  ├── UserDirectoryUnavailable user-service could not be asked about a user
  ├── ConsumerDisconnected     a consumer is not connected to the broker (a health probe)
- ├── LiveUnavailable          Redis (live fan-out and history) could not be used now
- └── SubscriptionEnded        a local live subscriber was dropped (too slow, or shutting down)
+ └── LiveUnavailable          Redis (live fan-out and history) could not be used now
 """
 
 from notification_service.domain.errors import NotificationServiceError
@@ -35,11 +34,3 @@ class ConsumerDisconnected(NotificationServiceError):
 
 class LiveUnavailable(NotificationServiceError):
     """Redis did not do what was asked (fan-out, history, socket count); the cause is kept."""
-
-
-class SubscriptionEnded(NotificationServiceError):
-    """A local live subscriber was dropped: it fell too far behind, or the service stops."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason

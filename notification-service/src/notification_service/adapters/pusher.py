@@ -24,7 +24,7 @@ import orjson
 
 from interchange_common.tasks import run_forever
 from notification_service.adapters.listening import drain_when_notified
-from notification_service.adapters.live import LiveHub
+from notification_service.adapters.redis_fanout import LiveHub
 from notification_service.adapters.store import LIVE_CHANNEL
 from notification_service.domain.model import Notification
 

@@ -5,7 +5,7 @@ roles changed), on every instance that holds one.
                                                                                 │
     LiveHub's pub/sub connection, on every instance ◀── <prefix>:revocations ───┘
         │ heard: the user's connections here with a token issued at or before the
-        ▼ mark end (domain.live.OpenConnections)
+        ▼ mark end (domain.live_connections.OpenConnections)
     a WebSocket (1008), an SSE stream, a TCP client, a UDP peer
 
 Nothing is missed: a connection is registered before the mark is read once
@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from interchange_common.actors import SignedInUser
 from interchange_common.revocations import MalformedRevocation, RedisRevocations, Revocation
 from notification_service.adapters.errors import LiveUnavailable
-from notification_service.domain.live import OpenConnections
+from notification_service.domain.live_connections import OpenConnections
 
 _log = logging.getLogger(__name__)
 

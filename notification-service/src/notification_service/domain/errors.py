@@ -11,8 +11,9 @@ NotificationServiceError
  ├── InvalidStreamId           a resume point that is not a stream id (Last-Event-ID)
  ├── LiveMessageRejected       a WebSocket message that breaks the protocol or a room rule
  ├── TooManyStreams            the user already has as many event streams as allowed
+ ├── SubscriptionEnded         a live subscription is over (too slow, revoked, closed, shutting down)
  └── (adapters.errors)         NotificationStoreError, ReplayFailed, MailServerUnavailable,
-                               LiveUnavailable, SubscriptionEnded, …
+                               LiveUnavailable, …
 """
 
 import math
@@ -66,3 +67,11 @@ class TooManyStreams(NotificationServiceError):
         self.limit = limit
         # Whole seconds and never 0 (Retry-After): a slot that just freed is worth a retry.
         self.retry_after_seconds = max(1, math.ceil(frees_in_seconds))
+
+
+class SubscriptionEnded(NotificationServiceError):
+    """A live subscription is over; ``reason`` says why (domain.live_push: TOO_SLOW, REVOKED, …)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,11 +1,13 @@
 """What the domain needs from the outside world, as protocols the adapters satisfy."""
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
 from interchange_common.actors import SignedInUser
+from notification_service.domain.live_push import ConnectionKind, LiveItem, StreamId
 from notification_service.domain.model import DeadLetter, KnownOrder, Mail, Notification, Page, Recipient
 
 
@@ -73,3 +75,70 @@ class RevocationWatch(Protocol):
         or before ``user.issued_at`` are revoked: soon after the revocation, or at once
         when they already are (``end`` may run before this returns). The function
         returned stops the watch; call it however the connection ends."""
+
+
+class LiveSubscription(Protocol):
+    """One local subscriber of the live fan-out: an SSE stream, a WebSocket or a TCP client."""
+
+    @property
+    def ended(self) -> asyncio.Event:
+        """Set once the subscription is over; ``end_reason`` says why (domain.live_push)."""
+
+    @property
+    def end_reason(self) -> str: ...
+
+    async def next(self) -> LiveItem:
+        """The next item to send: the user's notifications in stream order, each once,
+        and frames as they came. SubscriptionEnded once over; LiveUnavailable when the
+        user's stream cannot be read (the connection ends; its client resumes)."""
+
+    def offer(self, item: LiveItem) -> bool:
+        """Queue an item for this subscriber alone (a reply) without waiting; False when
+        it is over, or its queue is full (it is dropped as TOO_SLOW)."""
+
+    def enter_room(self, room: str) -> None:
+        """Hear the room's frames from now on, from every instance."""
+
+    def exit_room(self, room: str) -> None: ...
+
+    def drop(self, *, reason: str) -> None:
+        """End it for ``reason``: ``next`` raises SubscriptionEnded(reason) from now on."""
+
+    def close(self) -> None:
+        """The connection is done with it (CLOSED); harmless when it is over already."""
+
+
+class LiveFanout(Protocol):
+    """Live push across instances: each user's notification stream, room and private
+    messages, and the connections of each user counted on every instance."""
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a connection's lease lasts unless renewed (a crashed instance's lapse)."""
+
+    async def subscribe(
+        self, *, user_id: uuid.UUID, client_id: str, after: StreamId | None, private: bool = False
+    ) -> LiveSubscription:
+        """A subscriber for the user's notifications after ``after`` (None: only those to
+        come) and the frames sent to ``client_id``; ``private``: the private messages
+        sent to the user too (WebSockets)."""
+
+    async def publish_room(self, *, room: str, source: str, frame: dict[str, Any], skip_source: bool) -> None:
+        """Send a frame to every subscriber in the room on every instance; with
+        ``skip_source`` not to the subscriber ``source`` (which was answered directly)."""
+
+    async def publish_private(self, *, user_id: uuid.UUID, source: str, frame: dict[str, Any]) -> None:
+        """Send a frame to every private subscriber of the user on every instance but ``source``."""
+
+    async def acquire_connection(
+        self, *, kind: ConnectionKind, user_id: uuid.UUID, connection_id: str, limit: int
+    ) -> bool:
+        """Lease a connection of the user for ``lease_seconds``, counted across instances;
+        False when the user already holds ``limit`` live ones of this kind. Renewing
+        always succeeds."""
+
+    async def release_connection(self, *, kind: ConnectionKind, user_id: uuid.UUID, connection_id: str) -> None: ...
+
+    async def first_lapse_in(self, *, kind: ConnectionKind, user_id: uuid.UUID) -> float:
+        """Seconds until the earliest of the user's leases of this kind runs out unless
+        renewed (0 when none is held)."""

@@ -8,7 +8,7 @@ behalf it calls (X-Actor-Id, X-Actor-Roles; see interchange_common.actors).
     GET    /internal/admin/dead-letters                   admin: messages that exhausted their retries
     POST   /internal/admin/dead-letters/{id}/replay       admin: back to the queue, then forgotten
     DELETE /internal/admin/dead-letters/{id}              admin: discard
-    GET    /internal/events, /internal/ws                 live push (entrypoints.live)
+    GET    /internal/events, /internal/ws                 live push (entrypoints.sse_websocket)
 """
 
 from collections.abc import Callable, Sequence
@@ -25,7 +25,6 @@ from interchange_common.metrics import metrics_router
 from interchange_common.problems import install_problem_handlers, problem_handler, problem_response
 from interchange_common.servicejwt import ServiceTokenVerifier
 from notification_service.adapters.errors import LiveUnavailable, NotificationStoreError, ReplayFailed
-from notification_service.adapters.live import LiveHub
 from notification_service.domain.errors import (
     DeadLetterNotFound,
     InvalidRequest,
@@ -36,9 +35,8 @@ from notification_service.domain.errors import (
     TooManyStreams,
 )
 from notification_service.domain.model import MAX_PAGE_SIZE
-from notification_service.domain.ports import RevocationWatch
+from notification_service.domain.ports import LiveFanout, RevocationWatch
 from notification_service.domain.usecases import DeadLetters, Notifications
-from notification_service.entrypoints.live import LiveLimits, live_router
 from notification_service.entrypoints.schemas import (
     DeadLetterList,
     DeadLetterPublic,
@@ -46,6 +44,7 @@ from notification_service.entrypoints.schemas import (
     NotificationPublic,
     ReplayResult,
 )
+from notification_service.entrypoints.sse_websocket import LiveLimits, live_router
 
 _STATUS_OF: dict[type[Exception], int] = {
     NotSignedIn: 401,
@@ -89,7 +88,7 @@ def create_http_app(
     verifier: ServiceTokenVerifier,
     health_checks: Callable[[], Sequence[HealthCheck]],
     max_body_bytes: int,
-    hub: LiveHub,
+    hub: LiveFanout,
     revocations: RevocationWatch,
     live_limits: LiveLimits,
 ) -> FastAPI:

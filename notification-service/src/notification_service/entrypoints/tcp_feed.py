@@ -9,7 +9,7 @@ terminals and devices.
                       an access token: {"type": "authenticated", "userId"}; from then on
                       the client's own notifications arrive as lines
                       {"type": "notification", "notification": {"id", "type", …}},
-                      whichever instance handled them (they come from the live hub,
+                      whichever instance handled them (they come from the live fan-out,
                       in stream order, each once), and the connection closes when the
                       token expires, or after {"type": "error", "detail": "token
                       revoked"} as soon as the user's tokens from then are revoked
@@ -31,10 +31,11 @@ from typing import Any
 import orjson
 
 from interchange_common.actors import SignedInUser
-from notification_service.adapters.errors import LiveUnavailable, SubscriptionEnded
-from notification_service.adapters.live import LiveHub, LiveNotification, Subscription
-from notification_service.domain.live import notification_frame
-from notification_service.domain.ports import RevocationWatch
+from notification_service.adapters.errors import LiveUnavailable
+from notification_service.domain.errors import SubscriptionEnded
+from notification_service.domain.live_push import LiveNotification
+from notification_service.domain.ports import LiveFanout, LiveSubscription, RevocationWatch
+from notification_service.domain.websocket_protocol import notification_frame
 from notification_service.entrypoints.signin import Authenticate, Rejected
 
 _log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class _Client:
     outbox: "asyncio.Queue[bytes | None]"
     user: SignedInUser | None = None
     expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
-    subscription: Subscription | None = field(default=None, repr=False)
+    subscription: LiveSubscription | None = field(default=None, repr=False)
     following: "asyncio.Task[None] | None" = field(default=None, repr=False)
     unwatch: Callable[[], None] | None = field(default=None, repr=False)
 
@@ -68,7 +69,7 @@ class TcpFeed:
         self,
         *,
         authenticate: Authenticate,
-        hub: LiveHub | None = None,
+        hub: LiveFanout | None = None,
         revocations: RevocationWatch | None = None,
         max_line_bytes: int = 16 * 1024,
         queue_size: int = 256,
@@ -222,12 +223,12 @@ class TcpFeed:
             client.send({"type": "error", "detail": "notifications are unavailable right now; sign in again later"})
             return
         if client.id not in self._clients:  # gone while we subscribed
-            self._hub.unsubscribe(subscription)
+            subscription.close()
             return
         client.subscription = subscription
         client.following = asyncio.create_task(self._forward(client, subscription), name=f"tcp-follow-{client.id}")
 
-    async def _forward(self, client: _Client, subscription: Subscription) -> None:
+    async def _forward(self, client: _Client, subscription: LiveSubscription) -> None:
         try:
             while True:
                 item = await subscription.next()
@@ -243,8 +244,8 @@ class TcpFeed:
     def _unfollow(self, client: _Client) -> None:
         subscription, client.subscription = client.subscription, None
         following, client.following = client.following, None
-        if subscription is not None and self._hub is not None:
-            self._hub.unsubscribe(subscription)
+        if subscription is not None:
+            subscription.close()
         if following is not None and following is not asyncio.current_task():
             following.cancel()
 

@@ -1,8 +1,6 @@
-"""Live push, the pure part: stream ids, the WebSocket protocol and a socket's rooms.
+"""The WebSocket protocol of live push: what a client may say, and what it is sent. Pure.
 
-StreamId             a Redis stream entry id "<ms>-<seq>": the SSE event id, ordered
-parse_stream_id      a resume point from outside (Last-Event-ID), or InvalidStreamId
-parse_client_message one client → server WebSocket message:
+parse_client_message one client → server message:
                          {"type":"join_room","room"}          JoinRoom
                          {"type":"leave_room","room"}         LeaveRoom
                          {"type":"room_message","room","message"}   SendToRoom
@@ -11,48 +9,22 @@ parse_client_message one client → server WebSocket message:
                      anything else raises LiveMessageRejected (answered with an error frame)
 Rooms                the rooms one socket is in, at most ``limit``
 welcome … error      the server → client frames, as JSON-ready dicts
-notification_frame   a notification for its owner (WebSocket message, TCP line)
-OpenConnections      this instance's live connections by user, with the issue time of
-                     the token each was opened with: what a revocation ends
+notification_frame   a notification for its owner (a WebSocket message, and a TCP feed line)
 """
 
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from notification_service.domain.errors import InvalidStreamId, LiveMessageRejected
+from notification_service.domain.errors import LiveMessageRejected
 
 MAX_ROOM_NAME = 64
 _ROOM_NAME = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
-_STREAM_ID = re.compile(r"\A([0-9]{1,20})-([0-9]{1,20})\Z")
-_UINT64 = 2**64
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class StreamId:
-    ms: int
-    seq: int
-
-    def __str__(self) -> str:
-        return f"{self.ms}-{self.seq}"
-
-
-BEFORE_ALL = StreamId(0, 0)  # Redis never hands out 0-0: everything comes after it
-
-
-def parse_stream_id(raw: str) -> StreamId:
-    match = _STREAM_ID.match(raw)
-    if match is None:
-        raise InvalidStreamId("a resume point must be an event id such as 1700000000000-0")
-    ms, seq = int(match[1]), int(match[2])
-    if ms >= _UINT64 or seq >= _UINT64:
-        raise InvalidStreamId("a resume point must be an event id such as 1700000000000-0")
-    return StreamId(ms, seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,59 +170,3 @@ def error(detail: str) -> dict[str, Any]:
 
 
 PONG: dict[str, Any] = {"type": "pong"}
-
-
-@dataclass(frozen=True, slots=True)
-class _Open:
-    issued_at: float
-    end: Callable[[], None]
-
-
-class OpenConnections:
-    """This instance's live connections (WebSockets, SSE streams, TCP clients, UDP
-    peers) by user, each with the issue time (iat) of the token it was opened with
-    and how to end it. How a connection ends is its own business (a close code, an
-    error line); here is only who ends when a user's tokens are revoked."""
-
-    def __init__(self) -> None:
-        self._by_user: dict[uuid.UUID, dict[object, _Open]] = {}
-
-    def add(self, *, user_id: uuid.UUID, issued_at: float, end: Callable[[], None]) -> Callable[[], None]:
-        """Remember a connection; the function returned forgets it (call it however
-        the connection ends)."""
-        key = object()
-        self._by_user.setdefault(user_id, {})[key] = _Open(issued_at=issued_at, end=end)
-
-        def forget() -> None:
-            mine = self._by_user.get(user_id)
-            if mine is not None:
-                mine.pop(key, None)
-                if not mine:
-                    del self._by_user[user_id]
-
-        return forget
-
-    def revoke(self, *, user_id: uuid.UUID, revoked_at: float) -> int:
-        """End the user's connections whose token was issued at or before
-        ``revoked_at`` (an iat is whole seconds: a token of the same second as the
-        revocation counts as revoked, as at the gateway); how many it ended. Each is
-        forgotten just before its ``end`` runs, so it is ended once."""
-        mine = self._by_user.get(user_id)
-        if not mine:
-            return 0
-        ended = 0
-        for key in [key for key, held in mine.items() if held.issued_at <= revoked_at]:
-            held = mine.pop(key, None)
-            if held is not None:
-                ended += 1
-                held.end()
-        if not mine and self._by_user.get(user_id) is mine:
-            del self._by_user[user_id]
-        return ended
-
-    def users(self) -> frozenset[uuid.UUID]:
-        """The users who hold a connection here."""
-        return frozenset(self._by_user)
-
-    def __len__(self) -> int:
-        return sum(len(mine) for mine in self._by_user.values())

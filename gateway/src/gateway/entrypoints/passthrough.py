@@ -9,7 +9,9 @@ token (``Authorization``, other clients). The upstream learns who it is from the
 same actor headers as every other call, plus ``X-Actor-Expires``: it ends the
 connection when the access token behind it expires, and ``X-Actor-Issued-At``: it
 ends the connection when the user's tokens from then are revoked (the upstream
-closes it, and the pass-through ends with it).
+closes it, and the pass-through ends with it). The upstream side is the adapter's
+(UpstreamStream, UpstreamSocket); the gate and the answers are shared with the REST
+proxy (forwarding.py).
 
 How a WebSocket ends:
 - refused Origin                 403 before the handshake completes
@@ -25,13 +27,10 @@ How a WebSocket ends:
 import asyncio
 import contextlib
 import logging
-import math
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
 import orjson
 from prometheus_client import Gauge
 from starlette.requests import Request
@@ -40,16 +39,18 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
 from gateway.adapters.tickets import RedisTicketStore
-from gateway.adapters.upstream import UpstreamClient, UpstreamStream
-from gateway.domain.errors import (
-    AuthenticationFailed,
-    RateLimited,
-    StoreUnavailable,
-    UpstreamFailed,
-    UpstreamTimeout,
-    UpstreamUnavailable,
+from gateway.adapters.upstream import (
+    SocketBytes,
+    SocketClosed,
+    SocketGone,
+    SocketText,
+    UpstreamClient,
+    UpstreamSocket,
+    UpstreamStream,
 )
-from gateway.domain.model import Principal, RateDecision, RateLimitPolicy, origin_allowed
+from gateway.domain.errors import AuthenticationFailed, RateLimited, StoreUnavailable, UpstreamFailed
+from gateway.domain.model import Principal, origin_allowed
+from gateway.entrypoints.forwarding import CallerGate, answer_headers, client_key, upstream_failure
 from interchange_common.actors import (
     ACTOR_EXPIRES_HEADER,
     ACTOR_ID_HEADER,
@@ -59,9 +60,6 @@ from interchange_common.actors import (
 from interchange_common.problems import problem_response
 from interchange_common.requestctx import REQUEST_ID_HEADER, accept_request_id, current_request_id, request_id_var
 from interchange_common.servicejwt import ServiceTokenIssuer
-
-Verify = Callable[..., Awaitable[Principal]]
-Hit = Callable[..., Awaitable[RateDecision]]
 
 _log = logging.getLogger(__name__)
 
@@ -78,11 +76,6 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
-
-
-def client_key(request: Request | WebSocket) -> str:
-    """The peer's socket address: X-Forwarded-For is the caller's to invent."""
-    return f"ip:{request.client.host if request.client else 'unknown'}"
 
 
 class LiveConnections:
@@ -112,40 +105,6 @@ class LiveConnections:
             end()
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
-    principal: Principal
-    decision: RateDecision
-
-
-@dataclass(frozen=True, slots=True)
-class CallerGate:
-    """Who calls, by ticket or access token, and whether they are within their limit.
-    A failed attempt counts against the client's address: guessing tickets costs."""
-
-    verify: Verify
-    redeem: Callable[..., Awaitable[Principal]]
-    hit: Hit
-    policy: RateLimitPolicy
-    ip_policy: RateLimitPolicy
-
-    async def admit(self, *, authorization: str | None, ticket: str | None, client: str) -> Admission:
-        try:
-            if ticket is not None:
-                principal = await self.redeem(ticket=ticket)
-            else:
-                principal = await self.verify(header=authorization)
-        except AuthenticationFailed:
-            refused = await self.hit(policy=self.ip_policy, key=client)
-            if not refused.allowed:
-                raise RateLimited(headers=refused.headers()) from None
-            raise
-        decision = await self.hit(policy=self.policy, key=f"user:{principal.user_id}")
-        if not decision.allowed:
-            raise RateLimited(headers=decision.headers())
-        return Admission(principal=principal, decision=decision)
-
-
 def _upstream_headers(*, principal: Principal, issuer: ServiceTokenIssuer, audience: str) -> dict[str, str]:
     return {
         "authorization": issuer.authorization_for(audience=audience),
@@ -164,29 +123,6 @@ def _refusal(error: AuthenticationFailed | RateLimited | StoreUnavailable) -> Re
     if isinstance(error, RateLimited):
         return problem_response(status=429, detail="rate limit exceeded", headers=error.headers)
     return problem_response(status=503, detail=str(error), headers={"Retry-After": "1"})
-
-
-def answer_headers(*, upstream: Mapping[str, str], limit: Mapping[str, str]) -> dict[str, str]:
-    """An upstream answer's headers plus the gateway's RateLimit-* fields, unless the
-    upstream sent RateLimit-* of its own: then they describe the limit that answered
-    (notification-service's stream cap on its 429), not the request limit the
-    gateway counted the call against, and they pass as they are."""
-    if any(name.lower().startswith("ratelimit-") for name in upstream):
-        return dict(upstream)
-    return {**upstream, **limit}
-
-
-def upstream_failure(error: UpstreamFailed, *, audience: str, headers: dict[str, str]) -> Response:
-    """504 when the upstream did not answer in time; otherwise 503 with Retry-After
-    (how long its circuit breaker stays open, or a second)."""
-    if isinstance(error, UpstreamTimeout):
-        return problem_response(status=504, detail=f"{audience} did not answer in time", headers=headers)
-    retry_after = error.retry_after if isinstance(error, UpstreamUnavailable) else 1.0
-    return problem_response(
-        status=503,
-        detail=f"{audience} is unavailable",
-        headers={**headers, "Retry-After": str(max(1, math.ceil(retry_after)))},
-    )
 
 
 def ticket_endpoint(*, gate: CallerGate, tickets: RedisTicketStore) -> Callable[[Request], Awaitable[Response]]:
@@ -333,7 +269,7 @@ def socket_endpoint(
     return endpoint
 
 
-async def _relay(*, client: WebSocket, upstream: aiohttp.ClientWebSocketResponse, ending: asyncio.Event) -> None:
+async def _relay(*, client: WebSocket, upstream: UpstreamSocket, ending: asyncio.Event) -> None:
     """Pass frames both ways until one side closes or the gateway shuts down."""
 
     async def client_to_upstream() -> None:
@@ -343,23 +279,23 @@ async def _relay(*, client: WebSocket, upstream: aiohttp.ClientWebSocketResponse
                 await upstream.close(code=_passable(message.get("code")))
                 return
             if (text := message.get("text")) is not None:
-                await upstream.send_str(text)
+                await upstream.send_text(text)
             elif (data := message.get("bytes")) is not None:
                 await upstream.send_bytes(data)
 
     async def upstream_to_client() -> None:
         while True:
-            message = await upstream.receive()
-            if message.type is aiohttp.WSMsgType.TEXT:
-                await client.send_text(message.data)
-            elif message.type is aiohttp.WSMsgType.BINARY:
-                await client.send_bytes(message.data)
-            elif message.type is aiohttp.WSMsgType.CLOSE:
-                await _close(client, code=_passable(message.data), reason=str(message.extra or ""))
-                return
-            else:  # CLOSED or ERROR: gone without a close frame
-                await _close(client, code=CLOSE_SERVICE_RESTART, reason="upstream went away")
-                return
+            match await upstream.receive():
+                case SocketText(text):
+                    await client.send_text(text)
+                case SocketBytes(data):
+                    await client.send_bytes(data)
+                case SocketClosed(code, reason):
+                    await _close(client, code=_passable(code), reason=reason)
+                    return
+                case SocketGone():
+                    await _close(client, code=CLOSE_SERVICE_RESTART, reason="upstream went away")
+                    return
 
     pumps: list[asyncio.Task[Any]] = [
         asyncio.ensure_future(client_to_upstream()),

@@ -17,12 +17,16 @@ GET /internal/events   Server-Sent Events. Resumes after ``Last-Event-ID`` (else
                        429 when the user already holds SSE_MAX_STREAMS_PER_USER streams
                        (counted in Redis across instances, like sockets), with
                        Retry-After and RateLimit-* describing that cap.
-GET /internal/ws       WebSocket, JSON messages with a "type" (domain.live has the list).
+GET /internal/ws       WebSocket, JSON messages with a "type" (the list:
+                       domain.websocket_protocol).
                        Closes: 1008 "too many connections" (per-user cap, counted in
                        Redis), 1008 "token expired", 1008 "token revoked" (no message
                        of the client's is acted on after it), 1009 a message over the
                        cap, 1000 "idle", 1012 the service stops, 1013 "too slow" (its
                        outgoing queue filled), 1011 Redis unavailable.
+
+Both are written against the domain's LiveFanout (adapters.redis_fanout.LiveHub in
+service, an in-memory fake in the unit tests).
 """
 
 import asyncio
@@ -52,19 +56,18 @@ from interchange_common.actors import (
 )
 from interchange_common.errors import ServiceAuthError
 from interchange_common.servicejwt import ServiceTokenVerifier
-from notification_service.adapters.errors import LiveUnavailable, SubscriptionEnded
-from notification_service.adapters.live import (
+from notification_service.adapters.errors import LiveUnavailable
+from notification_service.domain import websocket_protocol as protocol
+from notification_service.domain.errors import LiveMessageRejected, NotSignedIn, SubscriptionEnded, TooManyStreams
+from notification_service.domain.live_push import (
     REVOKED,
     SHUTTING_DOWN,
     ConnectionKind,
     LiveFrame,
-    LiveHub,
     LiveNotification,
-    Subscription,
+    parse_stream_id,
 )
-from notification_service.domain import live
-from notification_service.domain.errors import LiveMessageRejected, NotSignedIn, TooManyStreams
-from notification_service.domain.ports import RevocationWatch
+from notification_service.domain.ports import LiveFanout, LiveSubscription, RevocationWatch
 
 _log = logging.getLogger(__name__)
 LIVE_CONNECTIONS = Gauge("notification_live_connections", "Open SSE streams and WebSockets here", ["kind"])
@@ -128,8 +131,7 @@ class EventStream(Response):
     def __init__(
         self,
         *,
-        hub: LiveHub,
-        subscription: Subscription,
+        subscription: LiveSubscription,
         lease: Callable[[], Awaitable[None]],
         release: Callable[[], Awaitable[None]],
         unwatch: Callable[[], None],
@@ -146,7 +148,6 @@ class EventStream(Response):
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),
         ]
-        self._hub = hub
         self._subscription = subscription
         self._lease = lease
         self._release = release
@@ -168,7 +169,7 @@ class EventStream(Response):
                 task.cancel()
             await asyncio.gather(streaming, gone, leasing, return_exceptions=True)
             self._unwatch()
-            self._hub.unsubscribe(self._subscription)
+            self._subscription.close()
             with contextlib.suppress(LiveUnavailable):
                 await self._release()
         if streaming in done and not streaming.cancelled():
@@ -208,7 +209,9 @@ class EventStream(Response):
         await send(_body(b"", more=False))
 
 
-async def keep_lease(*, hub: LiveHub, kind: ConnectionKind, user_id: uuid.UUID, connection_id: str, limit: int) -> None:
+async def keep_lease(
+    *, hub: LiveFanout, kind: ConnectionKind, user_id: uuid.UUID, connection_id: str, limit: int
+) -> None:
     """Renew a connection's lease until cancelled (a crashed instance's lapse)."""
     while True:
         await asyncio.sleep(hub.lease_seconds / 3)
@@ -245,7 +248,7 @@ class LiveSocket:
         *,
         websocket: WebSocket,
         user: SignedInUser,
-        hub: LiveHub,
+        hub: LiveFanout,
         revocations: RevocationWatch,
         limits: LiveLimits,
         clock: Clock,
@@ -257,7 +260,7 @@ class LiveSocket:
         self._limits = limits
         self._clock = clock
         self._client_id = uuid.uuid4().hex
-        self._rooms = live.Rooms(limit=limits.max_rooms)
+        self._rooms = protocol.Rooms(limit=limits.max_rooms)
 
     async def serve(self) -> None:
         await self._ws.accept()
@@ -280,20 +283,18 @@ class LiveSocket:
             unwatch: Callable[[], None] | None = None
             LIVE_CONNECTIONS.labels(kind="websocket").inc()
             try:
-                unwatch = await self._revocations.watch(
-                    user=self._user, end=lambda: self._hub.drop(subscription, reason=REVOKED)
-                )
+                unwatch = await self._revocations.watch(user=self._user, end=lambda: subscription.drop(reason=REVOKED))
                 _log.info("websocket opened", extra={"client_id": self._client_id, "user_id": str(user_id)})
                 self._reply(
                     subscription,
-                    live.welcome(client_id=self._client_id, user_id=user_id, roles=self._user.roles),
+                    protocol.welcome(client_id=self._client_id, user_id=user_id, roles=self._user.roles),
                 )
                 close = await self._run(subscription)
             finally:
                 LIVE_CONNECTIONS.labels(kind="websocket").dec()
                 if unwatch is not None:
                     unwatch()
-                self._hub.unsubscribe(subscription)
+                subscription.close()
                 await self._leave_every_room()
         except LiveUnavailable:
             close = _UNAVAILABLE
@@ -312,7 +313,7 @@ class LiveSocket:
             async with asyncio.timeout(_CLOSE_TIMEOUT_SECONDS):
                 await self._ws.close(code=close.code, reason=close.reason[:_MAX_CLOSE_REASON])
 
-    async def _run(self, subscription: Subscription) -> _Close | None:
+    async def _run(self, subscription: LiveSubscription) -> _Close | None:
         tasks = [
             asyncio.ensure_future(self._read(subscription)),
             asyncio.ensure_future(self._write(subscription)),
@@ -329,7 +330,7 @@ class LiveSocket:
         first = next(task for task in tasks if task in done)
         return first.result()
 
-    async def _read(self, subscription: Subscription) -> _Close | None:
+    async def _read(self, subscription: LiveSubscription) -> _Close | None:
         while True:
             try:
                 async with asyncio.timeout(self._limits.idle_seconds):
@@ -344,21 +345,21 @@ class LiveSocket:
                 return _Close(1009, "message too big")
             await self._handle(subscription, raw)
 
-    async def _write(self, subscription: Subscription) -> _Close:
+    async def _write(self, subscription: LiveSubscription) -> _Close:
         try:
             while True:
                 item = await subscription.next()
                 if isinstance(item, LiveFrame):
                     await self._ws.send_text(item.data.decode())
                 else:
-                    await self._ws.send_text(live.notification_frame(item.payload).decode())
+                    await self._ws.send_text(protocol.notification_frame(item.payload).decode())
         except SubscriptionEnded as e:
             return _close_for(e.reason)
         except LiveUnavailable:
             return _UNAVAILABLE
 
     @staticmethod
-    async def _dropped(subscription: Subscription) -> _Close:
+    async def _dropped(subscription: LiveSubscription) -> _Close:
         # A writer stuck on a client that does not read never sees the drop: this does.
         await subscription.ended.wait()
         return _close_for(subscription.end_reason)
@@ -376,25 +377,25 @@ class LiveSocket:
             limit=self._limits.max_sockets_per_user,
         )
 
-    def _reply(self, subscription: Subscription, frame: dict[str, Any]) -> None:
+    def _reply(self, subscription: LiveSubscription, frame: dict[str, Any]) -> None:
         subscription.offer(LiveFrame(data=orjson.dumps(frame)))
 
-    async def _handle(self, subscription: Subscription, raw: bytes) -> None:
+    async def _handle(self, subscription: LiveSubscription, raw: bytes) -> None:
         if subscription.ended.is_set():
             # Dropped (revoked, say) and about to close: a message read meanwhile is
             # not acted on, so no room hears from a revoked token.
             return
         try:
-            command = live.parse_client_message(raw)
-            if isinstance(command, live.Ping):
-                self._reply(subscription, live.PONG)
-            elif isinstance(command, live.JoinRoom):
+            command = protocol.parse_client_message(raw)
+            if isinstance(command, protocol.Ping):
+                self._reply(subscription, protocol.PONG)
+            elif isinstance(command, protocol.JoinRoom):
                 await self._join(subscription, command.room)
-            elif isinstance(command, live.LeaveRoom):
+            elif isinstance(command, protocol.LeaveRoom):
                 await self._leave(subscription, command.room)
-            elif isinstance(command, live.SendToRoom):
+            elif isinstance(command, protocol.SendToRoom):
                 self._rooms.require(command.room)
-                frame = live.room_message(
+                frame = protocol.room_message(
                     room=command.room,
                     sender=self._user.user_id,
                     client_id=self._client_id,
@@ -403,39 +404,39 @@ class LiveSocket:
                 )
                 await self._hub.publish_room(room=command.room, source=self._client_id, frame=frame, skip_source=False)
             else:
-                frame = live.private_message(
+                frame = protocol.private_message(
                     sender=self._user.user_id, message=command.message, sent_at=datetime.now(UTC)
                 )
                 await self._hub.publish_private(user_id=command.target_user_id, source=self._client_id, frame=frame)
         except LiveMessageRejected as e:
-            self._reply(subscription, live.error(str(e)))
+            self._reply(subscription, protocol.error(str(e)))
         except LiveUnavailable:
-            self._reply(subscription, live.error("live push is unavailable right now; try again"))
+            self._reply(subscription, protocol.error("live push is unavailable right now; try again"))
 
-    async def _join(self, subscription: Subscription, room: str) -> None:
+    async def _join(self, subscription: LiveSubscription, room: str) -> None:
         self._rooms.join(room)
         # In the room before the news goes out: nothing said after it is missed. The
         # joiner's own user_joined comes back through the channel, in order with the rest.
-        self._hub.enter_room(subscription, room)
-        frame = live.user_joined(room=room, user_id=self._user.user_id, client_id=self._client_id)
+        subscription.enter_room(room)
+        frame = protocol.user_joined(room=room, user_id=self._user.user_id, client_id=self._client_id)
         try:
             await self._hub.publish_room(room=room, source=self._client_id, frame=frame, skip_source=False)
         except LiveUnavailable:
             self._rooms.leave(room)
-            self._hub.exit_room(subscription, room)
+            subscription.exit_room(room)
             raise
 
-    async def _leave(self, subscription: Subscription, room: str) -> None:
+    async def _leave(self, subscription: LiveSubscription, room: str) -> None:
         self._rooms.leave(room)
         # Out of the room at once; the leaver's own user_left is the last it hears of it.
-        self._hub.exit_room(subscription, room)
-        frame = live.user_left(room=room, user_id=self._user.user_id, client_id=self._client_id)
+        subscription.exit_room(room)
+        frame = protocol.user_left(room=room, user_id=self._user.user_id, client_id=self._client_id)
         self._reply(subscription, frame)
         await self._hub.publish_room(room=room, source=self._client_id, frame=frame, skip_source=True)
 
     async def _leave_every_room(self) -> None:
         for room in self._rooms:
-            frame = live.user_left(room=room, user_id=self._user.user_id, client_id=self._client_id)
+            frame = protocol.user_left(room=room, user_id=self._user.user_id, client_id=self._client_id)
             with contextlib.suppress(LiveUnavailable, TimeoutError):
                 async with asyncio.timeout(_CLOSE_TIMEOUT_SECONDS):
                     await self._hub.publish_room(room=room, source=self._client_id, frame=frame, skip_source=True)
@@ -443,7 +444,7 @@ class LiveSocket:
 
 def live_router(
     *,
-    hub: LiveHub,
+    hub: LiveFanout,
     revocations: RevocationWatch,
     verifier: ServiceTokenVerifier,
     limits: LiveLimits,
@@ -456,7 +457,7 @@ def live_router(
     async def events(request: Request) -> Response:
         user = live_user(headers=request.headers, verifier=verifier, now=clock())
         raw = request.headers.get(LAST_EVENT_ID_HEADER) or request.query_params.get("last_event_id")
-        after = live.parse_stream_id(raw.strip()) if raw else None
+        after = parse_stream_id(raw.strip()) if raw else None
         stream_id = uuid.uuid4().hex
         limit = limits.max_streams_per_user
 
@@ -480,14 +481,13 @@ def live_router(
             raise
         try:
             # Already revoked: the subscription is dropped here, and the stream ends at once.
-            unwatch = await revocations.watch(user=user, end=lambda: hub.drop(subscription, reason=REVOKED))
+            unwatch = await revocations.watch(user=user, end=lambda: subscription.drop(reason=REVOKED))
         except BaseException:
-            hub.unsubscribe(subscription)
+            subscription.close()
             with contextlib.suppress(LiveUnavailable):
                 await release()
             raise
         return EventStream(
-            hub=hub,
             subscription=subscription,
             lease=lease,
             release=release,

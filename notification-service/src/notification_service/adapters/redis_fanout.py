@@ -1,4 +1,5 @@
-"""Live push across instances, through Redis (redis-py asyncio).
+"""Live push across instances through Redis (redis-py asyncio): LiveHub, the domain's
+LiveFanout, and Subscription, its LiveSubscription.
 
     Redis, shared by every instance (every name starts with "<prefix>:live:")
     ├── stream:<user>      a Stream per user: each notification once (XADD), the SSE
@@ -40,9 +41,8 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import orjson
 from prometheus_client import Counter
@@ -50,16 +50,23 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from interchange_common.tasks import run_forever
-from notification_service.adapters.errors import LiveUnavailable, SubscriptionEnded
-from notification_service.domain.errors import InvalidStreamId
-from notification_service.domain.live import BEFORE_ALL, StreamId, parse_stream_id
+from notification_service.adapters.errors import LiveUnavailable
+from notification_service.domain.errors import InvalidStreamId, SubscriptionEnded
+from notification_service.domain.live_push import (
+    BEFORE_ALL,
+    CLOSED,
+    SHUTTING_DOWN,
+    TOO_SLOW,
+    ConnectionKind,
+    LiveFrame,
+    LiveItem,
+    LiveNotification,
+    StreamId,
+    parse_stream_id,
+)
 
 _log = logging.getLogger(__name__)
 
-TOO_SLOW = "too slow"
-SHUTTING_DOWN = "shutting down"
-REVOKED = "token revoked"
-CLOSED = "closed"
 PUSHED_MARKER_SECONDS = 86_400
 _HISTORY_PAGE = 500
 
@@ -100,9 +107,6 @@ return 1
 """
 
 
-ConnectionKind = Literal["sockets", "streams"]
-
-
 class ChannelListener(Protocol):
     """Another channel heard on the hub's pub/sub connection."""
 
@@ -114,20 +118,6 @@ class ChannelListener(Protocol):
 
     async def caught_up(self) -> None:
         """After each (re)subscription: make up for what was published while away."""
-
-
-@dataclass(frozen=True, slots=True)
-class LiveNotification:
-    stream_id: StreamId
-    payload: bytes  # the notification as its owner reads it (NotificationPublic JSON)
-
-
-@dataclass(frozen=True, slots=True)
-class LiveFrame:
-    data: bytes  # one server → client WebSocket message, JSON
-
-
-LiveItem = LiveNotification | LiveFrame
 
 
 def _text(value: bytes | str | None) -> str:
@@ -193,12 +183,25 @@ class Subscription:
             return False
         return True
 
+    def enter_room(self, room: str) -> None:
+        self._hub.enter_room(self, room)
+
+    def exit_room(self, room: str) -> None:
+        self._hub.exit_room(self, room)
+
+    def drop(self, *, reason: str) -> None:
+        self._hub.drop(self, reason=reason)
+
+    def close(self) -> None:
+        self._hub.unsubscribe(self)
+
     def refill(self) -> None:
         """Read the stream after the cursor before anything else (the hub was away)."""
         self._put(_Signal.REFILL)
 
     def end(self, reason: str) -> None:
-        """Drop what is queued; ``next`` raises SubscriptionEnded from now on."""
+        """Drop what is queued; ``next`` raises SubscriptionEnded from now on (the
+        subscription's half of ``drop`` and ``close``; the hub forgets it first)."""
         if self.ended.is_set():
             return
         self.end_reason = reason
