@@ -1,5 +1,6 @@
 """Helpers the test suites share: free ports, waiting with a deadline, throwaway
-databases and exchanges, and a private RabbitMQ node or Redis server that a test may stop."""
+databases and exchanges, a private RabbitMQ node or Redis server that a test may
+stop, and a gRPC call whose request bytes do not decode."""
 
 import asyncio
 import contextlib
@@ -10,13 +11,14 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
+import grpc
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -102,6 +104,34 @@ async def eventually(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout} s waiting for {what or probe}")
         await asyncio.sleep(interval)
+
+
+UNDECODABLE = b"\xff\xff\xff"  # a field tag whose varint never ends
+
+
+def _as_is(data: bytes) -> bytes:
+    return data
+
+
+async def undecodable_call(
+    channel: grpc.aio.Channel, *, kind: str, method: str, metadata: Sequence[tuple[str, str]] | None = None
+) -> grpc.aio.AioRpcError:
+    """Sends UNDECODABLE as the request of ``method`` (``kind``: unary_unary,
+    unary_stream or stream_stream) and returns the error the call ends with; a call
+    that succeeds is an AssertionError."""
+    raw = {"request_serializer": _as_is, "response_deserializer": _as_is}
+    try:
+        if kind == "unary_unary":
+            await channel.unary_unary(method, **raw)(UNDECODABLE, metadata=metadata, timeout=5)
+        elif kind == "unary_stream":
+            async for _ in channel.unary_stream(method, **raw)(UNDECODABLE, metadata=metadata, timeout=5):
+                pass
+        else:
+            async for _ in channel.stream_stream(method, **raw)(iter([UNDECODABLE]), metadata=metadata, timeout=5):
+                pass
+    except grpc.aio.AioRpcError as e:
+        return e
+    raise AssertionError(f"{method} answered undecodable bytes")
 
 
 async def delete_exchange(*, amqp_url: str, exchange: str, queues: Iterable[str] = ()) -> None:
