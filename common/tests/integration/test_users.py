@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from devstack.compose import read_env_file
-from devstack.testing import free_port, isolated_stack, run_id
+from devstack.testing import free_port
 from interchange_common.contracts import user_pb2, user_pb2_grpc
 from interchange_common.errors import UserNotFound, UserServiceUnavailable
 from interchange_common.resilience import BreakerState, CircuitBreaker, CircuitOpen
@@ -20,14 +20,6 @@ from interchange_common.users import UserServiceClient
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
 SECRET = read_env_file(ROOT / ".env.example")["SERVICE_JWT_SECRET"]
-
-
-@pytest.fixture(scope="module")
-def user_service(infra, tmp_path_factory):
-    only = frozenset({"user-service"})
-    logs = tmp_path_factory.mktemp("user-service")
-    with isolated_stack(root=ROOT, infra=infra, run=run_id(), purpose="it_users", log_dir=logs, only=only) as stack:
-        yield f"127.0.0.1:{stack.port('user-service', 50051)}"
 
 
 class Counting(grpc.aio.UnaryUnaryClientInterceptor):
@@ -46,9 +38,11 @@ def channel_to(target, counter):
     )
 
 
-async def test_a_user_is_answered_and_an_unknown_one_is_not_found_without_retries_or_breaker_failures(user_service):
+async def test_a_user_is_answered_and_an_unknown_one_is_not_found_without_retries_or_breaker_trips(
+    user_service_grpc,
+):
     counter = Counting()
-    async with channel_to(user_service, counter) as channel:
+    async with channel_to(user_service_grpc, counter) as channel:
         email = f"ada-{uuid.uuid4().hex[:8]}@example.com"
         created = await user_pb2_grpc.UserServiceStub(channel).CreateUser(
             user_pb2.CreateUserRequest(name="Ada", email=email)

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from devstack.compose import read_env_file
-from devstack.testing import isolated_stack, run_id
 from interchange_common.contracts import user_pb2, user_pb2_grpc
 from interchange_common.rpc import service_channel
 from interchange_common.servicejwt import ServiceTokenIssuer
@@ -18,19 +17,11 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture(scope="module")
-def user_service(infra, tmp_path_factory):
-    only = frozenset({"user-service"})
-    logs = tmp_path_factory.mktemp("user-service")
-    with isolated_stack(root=ROOT, infra=infra, run=run_id(), purpose="it_notif", log_dir=logs, only=only) as stack:
-        yield f"127.0.0.1:{stack.port('user-service', 50051)}"
-
-
 @pytest.fixture
-async def channel(user_service):
+async def channel(user_service_grpc):
     secret = read_env_file(ROOT / ".env.example")["SERVICE_JWT_SECRET"]
     issuer = ServiceTokenIssuer(service="notification-service", secret=secret, ttl_seconds=600)
-    channel = service_channel(target=user_service, issuer=issuer, audience="user-service")
+    channel = service_channel(target=user_service_grpc, issuer=issuer, audience="user-service")
     yield channel
     await channel.close()
 

@@ -24,8 +24,8 @@ def channel_to(target, secret):
     return service_channel(target=target, issuer=issuer, audience="user-service")
 
 
-async def test_each_users_status_is_as_user_service_has_it_and_an_unknown_user_is_none(user_service, secret):
-    async with channel_to(user_service, secret) as channel:
+async def test_each_users_status_is_as_user_service_has_it_and_an_unknown_user_is_none(user_service_grpc, secret):
+    async with channel_to(user_service_grpc, secret) as channel:
         stub = user_pb2_grpc.UserServiceStub(channel)
         directory = GrpcUserDirectory(users=UserServiceClient(channel=channel))
         for status in (user_pb2.ACTIVE, user_pb2.INACTIVE, user_pb2.SUSPENDED):
