@@ -13,7 +13,8 @@ Running a service
     errors         InterchangeCommonError and the exceptions under it
 
 Serving HTTP and gRPC
-    asgi           ObservabilityMiddleware: request ids, size caps, deadlines, access log
+    asgi           ObservabilityMiddleware: one ASGI layer per concern (request ids, limits,
+                   deadlines, access log), stacked in order
     problems       RFC 9457 problem+json responses and FastAPI handlers
     httpauth       FastAPI dependencies: the calling service, and the actor it calls for
     health         what /health runs: dependency checks in parallel, each with a timeout

@@ -3,7 +3,7 @@ service to the next, so that a caller who gives up stops the work it started.
 
 HTTP    the caller sends ``X-Request-Timeout-Ms``: how many milliseconds it will
         still wait. Relative, so the two hosts' clocks need not agree; the time on
-        the wire is spent from the callee's share. ObservabilityMiddleware reads it.
+        the wire is spent from the callee's share. asgi.DeadlineMiddleware reads it.
 gRPC    carries its own (``grpc-timeout``); the server interceptor reads it from the
         call's ``time_remaining()``.
 
@@ -12,10 +12,9 @@ passes on what is left: the gateway's per-route timeout becomes the gRPC deadlin
 two hops down.
 """
 
-import contextlib
 import time
-from collections.abc import Iterator
-from contextvars import ContextVar
+from contextlib import AbstractContextManager
+from contextvars import ContextVar, Token
 
 DEADLINE_HEADER = "x-request-timeout-ms"
 # Longer deadlines than this are taken as this: a caller cannot pin a worker for hours.
@@ -58,19 +57,30 @@ def header_value(*, timeout: float) -> str:
     return str(max(1, int(timeout * 1000)))
 
 
-@contextlib.contextmanager
-def deadline_in(seconds: float | None) -> Iterator[None]:
+class _DeadlineIn:
+    """What ``deadline_in`` returns: a class, not a generator, as it runs on every
+    request that comes with a deadline."""
+
+    __slots__ = ("_seconds", "_token")
+
+    def __init__(self, seconds: float | None) -> None:
+        self._seconds = seconds
+        self._token: Token[float | None] | None = None
+
+    def __enter__(self) -> None:
+        if self._seconds is not None:
+            at = time.monotonic() + self._seconds
+            current = _deadline.get()
+            self._token = _deadline.set(at if current is None else min(current, at))
+
+    def __exit__(self, *_: object) -> None:
+        if self._token is not None:
+            _deadline.reset(self._token)
+
+
+def deadline_in(seconds: float | None) -> AbstractContextManager[None]:
     """Work inside has ``seconds`` at most (never more than an enclosing deadline)."""
-    if seconds is None:
-        yield
-        return
-    at = time.monotonic() + seconds
-    current = _deadline.get()
-    token = _deadline.set(at if current is None else min(current, at))
-    try:
-        yield
-    finally:
-        _deadline.reset(token)
+    return _DeadlineIn(seconds)
 
 
 def adopt_timeout(seconds: float | None) -> None:

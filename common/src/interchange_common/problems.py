@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Send
 
 from interchange_common.requestctx import current_request_id
 
@@ -45,6 +46,23 @@ def problem_response(
         media_type=PROBLEM_CONTENT_TYPE,
         headers=headers,
     )
+
+
+async def send_problem(send: Send, *, status: int, detail: str) -> None:
+    """A problem answer as plain ASGI messages, for middleware that answers before
+    or instead of the app."""
+    body = problem_body(status=status, detail=detail)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
