@@ -26,6 +26,8 @@ comes after the request id in the headers, as it always has.
 Each layer's ``__call__`` is a coroutine function (servers tell ASGI 3 apps by it); the
 ``send`` a layer hands inward is a plain function returning the outer ``send``'s
 awaitable when it only looks or adds a header: no coroutine of its own per message.
+What several layers read (one header, whether the answer has started) is in
+``asgi.messages``.
 """
 
 from starlette.types import ASGIApp

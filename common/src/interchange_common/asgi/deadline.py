@@ -3,10 +3,10 @@ interchange_common.deadlines) bounds the work the request starts, here and in ev
 call it makes; when it passes first, the answer is 504."""
 
 import asyncio
-from collections.abc import Awaitable
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from interchange_common.asgi.messages import StartNoted, header
 from interchange_common.deadlines import DEADLINE_HEADER, deadline_in, parse_timeout
 from interchange_common.problems import send_problem
 
@@ -21,28 +21,19 @@ class DeadlineMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        seconds: float | None = None
-        for name, value in scope["headers"]:
-            if name == _HEADER:
-                seconds = parse_timeout(value.decode("latin-1"))
+        offered = header(scope, _HEADER)
+        seconds = None if offered is None else parse_timeout(offered)
         if seconds is None:
             await self.app(scope, receive, send)
             return
-        answering = False
-
-        def send_noting_start(message: Message) -> Awaitable[None]:
-            nonlocal answering
-            if message["type"] == "http.response.start":
-                answering = True
-            return send(message)
-
+        noted = StartNoted(send)
         within = asyncio.timeout(seconds)
         try:
             with deadline_in(seconds):
                 async with within:
-                    await self.app(scope, receive, send_noting_start)
+                    await self.app(scope, receive, noted)
         except TimeoutError:
             if not within.expired():
                 raise  # somebody else's timeout: an error like any other
-            if not answering:
+            if not noted.started:
                 await send_problem(send, status=504, detail="the caller's deadline passed")

@@ -5,6 +5,7 @@ from collections.abc import Awaitable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from interchange_common.asgi.messages import header
 from interchange_common.requestctx import REQUEST_ID_HEADER, accept_request_id, request_id_var
 
 _HEADER = REQUEST_ID_HEADER.encode()
@@ -18,11 +19,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        offered: str | None = None
-        for name, value in scope["headers"]:
-            if name == _HEADER:
-                offered = value.decode("latin-1")
-        request_id = accept_request_id(offered=offered)
+        request_id = accept_request_id(offered=header(scope, _HEADER))
         echoed = (_HEADER, request_id.encode())
 
         def send_with_id(message: Message) -> Awaitable[None]:

@@ -3,10 +3,10 @@ problem (logged with its traceback, never shown), or just the log line when the
 answer had already started."""
 
 import logging
-from collections.abc import Awaitable
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from interchange_common.asgi.messages import StartNoted
 from interchange_common.problems import send_problem
 
 _log = logging.getLogger("interchange.access")
@@ -20,17 +20,10 @@ class UnhandledErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        answering = False
-
-        def send_noting_start(message: Message) -> Awaitable[None]:
-            nonlocal answering
-            if message["type"] == "http.response.start":
-                answering = True
-            return send(message)
-
+        noted = StartNoted(send)
         try:
-            await self.app(scope, receive, send_noting_start)
+            await self.app(scope, receive, noted)
         except Exception:
             _log.exception("unhandled error", extra={"method": scope["method"], "path": scope["path"]})
-            if not answering:
+            if not noted.started:
                 await send_problem(send, status=500, detail="internal error")
