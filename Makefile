@@ -31,7 +31,7 @@ help:
 	@echo "make lint          ruff and mypy (strict for source)"
 	@echo "make protos        regenerate code from protos/"
 	@echo "make check-protos  fail when generated code is stale"
-	@echo "make bench         gateway vs direct vs nginx; event-store appends vs pgbench; live fan-out and latency"
+	@echo "make bench         gateway vs direct vs nginx; event-store appends vs pgbench; live fan-out; whole orders per second and CPU per order"
 	@echo "make fuzz          schemathesis on the gateway's API for longer, with a new seed (FUZZ_MAX_EXAMPLES, FUZZ_SEED)"
 
 $(BIN)/python:
@@ -126,6 +126,7 @@ bench: setup infra
 	$(BIN)/python tests/bench/bench_gateway.py
 	$(BIN)/python tests/bench/bench_eventstore.py
 	$(BIN)/python tests/bench/bench_live.py
+	$(BIN)/python tests/bench/bench_orders.py
 
 # The API fuzzer as in `make test` (tests/e2e/test_fuzz.py), longer and with a new seed
 # each run; a failure prints its seed and a curl command that reproduces it.

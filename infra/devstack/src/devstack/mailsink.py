@@ -36,6 +36,7 @@ class MailSink:
         self._loop = asyncio.new_event_loop()
         self._controller = Controller(_KeepInMaildir(maildir), hostname=host, port=port, loop=self._loop)
         self._running = False
+        self.thread_ids: list[int] = []  # the server's threads (native ids), for CPU accounting
 
     @property
     def url(self) -> str:
@@ -47,7 +48,9 @@ class MailSink:
         for sub in ("cur", "new", "tmp"):
             (self.maildir / sub).mkdir(exist_ok=True)
         box.close()
+        before = _threads()
         self._controller.start()
+        self.thread_ids = sorted(_threads() - before)
         self._running = True
 
     def stop(self) -> None:
@@ -65,6 +68,10 @@ class MailSink:
     def to(self, address: str) -> list[EmailMessage]:
         """The messages addressed to ``address``, oldest first."""
         return [message for message in self.messages() if address in str(message["To"])]
+
+
+def _threads() -> set[int]:
+    return {int(entry.name) for entry in Path("/proc/self/task").iterdir()}
 
 
 def body_of(message: EmailMessage) -> str:
