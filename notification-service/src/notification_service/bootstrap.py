@@ -31,10 +31,11 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from interchange_common.accesstokens import AccessTokenRejected, AccessTokenVerifier
 from interchange_common.actors import SignedInUser
+from interchange_common.database import create_engine
 from interchange_common.health import HealthCheck
 from interchange_common.httpserver import serve_http
 from interchange_common.messaging import Consumer, ConsumerTopology
@@ -182,7 +183,7 @@ def redis_subscriber(url: str) -> Redis:
 def build(*, settings: Settings) -> Container:
     database_url = settings.database_url.get_secret_value()
     amqp_url = settings.rabbitmq_url.get_secret_value()
-    engine = create_async_engine(database_url, pool_size=settings.database_pool_size, pool_pre_ping=True)
+    engine = create_engine(url=database_url, pool_size=settings.database_pool_size)
     users_channel = (
         None
         if settings.user_service_url is None

@@ -16,8 +16,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from interchange_common.database import create_engine
 from interchange_common.health import HealthCheck, Probe
 from interchange_common.httpserver import serve_http
 from interchange_common.migrations import upgrade
@@ -79,9 +80,7 @@ def _grpc_serving(channel: grpc.aio.Channel) -> Probe:
 
 
 def build(*, settings: Settings) -> Container:
-    engine = create_async_engine(
-        settings.database_url.get_secret_value(), pool_size=settings.database_pool_size, pool_pre_ping=True
-    )
+    engine = create_engine(url=settings.database_url.get_secret_value(), pool_size=settings.database_pool_size)
     issuer = ServiceTokenIssuer(
         service=SERVICE_NAME, secret=settings.service_jwt_secret.get_secret_value(), ttl_seconds=300
     )

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from interchange_common.contracts import user_pb2_grpc
+from interchange_common.database import create_engine
 from interchange_common.health import HealthCheck
 from interchange_common.migrations import upgrade
 from interchange_common.outbox import OutboxRelay
@@ -50,11 +51,7 @@ class Container:
 
 
 def build(*, settings: Settings) -> Container:
-    engine = create_async_engine(
-        settings.database_url.get_secret_value(),
-        pool_size=settings.database_pool_size,
-        pool_pre_ping=True,
-    )
+    engine = create_engine(url=settings.database_url.get_secret_value(), pool_size=settings.database_pool_size)
     tokens = RsaAccessTokenIssuer(
         key=load_private_key(path=settings.jwt_private_key_file),
         issuer=settings.jwt_issuer,
