@@ -51,10 +51,18 @@ class Container:
         await self.pool.close()
 
 
+async def keep_session_as_is(conn: asyncpg.Connection) -> None:
+    """The pool's reset when a connection comes back. asyncpg's default runs one more
+    query per use (closing cursors, UNLISTEN, RESET ALL, advisory unlock) to undo
+    session state that pooled connections here never set: appends take transaction
+    locks only, and the sequencer and the listener have connections of their own. An
+    open transaction is still rolled back (the pool does that before calling this)."""
+
+
 async def build(*, settings: Settings) -> Container:
     """Everything wired, nothing running yet (asynchronous: the pool opens its connections)."""
     dsn = settings.asyncpg_dsn
-    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=settings.database_pool_size)
+    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=settings.database_pool_size, reset=keep_session_as_is)
 
     def sequenced() -> None:
         storage.sequenced.fire()

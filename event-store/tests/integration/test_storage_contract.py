@@ -20,13 +20,14 @@ def new(n=1, type_="order.created"):
     return [NewEvent(uuid.uuid4(), type_, {"i": i, "text": "ünïcödé"}, {"correlation_id": "c-1"}) for i in range(n)]
 
 
-async def all_after(storage, *, start, count, timeout=5.0):
-    """Events from ``start`` in global order, once ``count`` of them have positions."""
+async def all_after(storage, *, start, streams, count, timeout=5.0):
+    """Events from ``start`` in global order, once ``count`` of those in ``streams`` have
+    positions (events an earlier test appended may be sequenced after ``start`` too)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         seen = storage.sequenced.generation
         page = await storage.read_all(start=start, limit=1000)
-        if len(page.events) >= count:
+        if sum(1 for event in page.events if event.stream_id in streams) >= count:
             return page.events
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
@@ -118,7 +119,7 @@ async def test_read_all_is_in_global_order_across_streams(storage):
     a, b = stream(), stream()
     for s in (a, b, a, b):
         await storage.append(stream_id=s, expected=ANY, events=new())
-    events = await all_after(storage, start=start, count=4)
+    events = await all_after(storage, start=start, streams={a, b}, count=4)
     mine = [event for event in events if event.stream_id in (a, b)]
     assert [(event.stream_id, event.version) for event in mine] == [(a, 1), (b, 1), (a, 2), (b, 2)]
     positions = [event.position for event in events]
