@@ -212,6 +212,14 @@ async def test_a_new_order_is_not_looked_up_before_it_is_placed(orders, store):
     assert store.loads == 0  # a fresh id cannot exist: placing it is one append
 
 
+async def test_a_new_idempotency_key_places_without_a_lookup_and_a_repeat_looks_up_once(orders, store):
+    me = user()
+    first = await orders.place(actor=me, items=ITEMS, idempotency_key="k-new", request_id="a")
+    assert store.loads == 0  # the key took the id just made up: nothing can have it yet
+    again = await orders.place(actor=me, items=ITEMS, idempotency_key="k-new", request_id="b")
+    assert (again.created, again.order.id, store.loads) == (False, first.order.id, 1)
+
+
 async def test_the_same_key_and_body_give_the_same_order_and_check_the_user_once(orders, store, users):
     me = user()
     first = await orders.place(actor=me, items=ITEMS, idempotency_key="k-1", request_id="a")

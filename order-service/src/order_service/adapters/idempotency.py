@@ -29,6 +29,7 @@ idempotency_keys = Table(
 class SqlIdempotencyKeys:
     def __init__(self, *, engine: AsyncEngine, ttl: timedelta) -> None:
         self._engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._ttl = ttl
 
     async def claim(self, *, user_id: uuid.UUID, key: str, fingerprint: str, order_id: uuid.UUID) -> uuid.UUID:
@@ -42,17 +43,23 @@ class SqlIdempotencyKeys:
             set_={"fingerprint": fingerprint, "order_id": order_id, "expires_at": expires_at},
             where=idempotency_keys.c.expires_at < func.now(),
         ).returning(idempotency_keys.c.order_id)
-        async with self._engine.begin() as conn:
-            claimed = await conn.scalar(claim)
-            if claimed is not None:
-                return uuid.UUID(str(claimed))
-            row = (
-                await conn.execute(
-                    select(idempotency_keys.c.fingerprint, idempotency_keys.c.order_id).where(
-                        idempotency_keys.c.user_id == user_id, idempotency_keys.c.key == key
+        # Each statement commits by itself: the claim is atomic alone, and the common
+        # case (a new key) is then one round trip, with no BEGIN and COMMIT around it.
+        async with self._autocommit.connect() as conn:
+            while True:
+                claimed = await conn.scalar(claim)
+                if claimed is not None:
+                    return uuid.UUID(str(claimed))
+                row = (
+                    await conn.execute(
+                        select(idempotency_keys.c.fingerprint, idempotency_keys.c.order_id).where(
+                            idempotency_keys.c.user_id == user_id, idempotency_keys.c.key == key
+                        )
                     )
-                )
-            ).one()
+                ).first()
+                if row is not None:
+                    break
+                # Purged between the two statements: claim it afresh.
         if row.fingerprint != fingerprint:
             raise IdempotencyKeyReused("this Idempotency-Key was used with another request body")
         return uuid.UUID(str(row.order_id))

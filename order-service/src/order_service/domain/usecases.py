@@ -111,19 +111,23 @@ class Orders:
         items = check_items(items)  # a refused body claims no key
         order_id = uuid.uuid4()
         if idempotency_key is not None:
-            order_id = await self._keys.claim(
+            claimed = await self._keys.claim(
                 user_id=user_id,
                 key=check_idempotency_key(idempotency_key),
                 fingerprint=fingerprint(items),
                 order_id=order_id,
             )
-            earlier = await self._store.load(order_id=order_id)
-            if earlier is not None:
-                return await self._answered(Placed(order=earlier, created=False))
+            # The key took the id just made up: no order can have it yet. Another id is
+            # an earlier request's, which may have placed its order already.
+            if claimed != order_id:
+                order_id = claimed
+                earlier = await self._store.load(order_id=order_id)
+                if earlier is not None:
+                    return await self._answered(Placed(order=earlier, created=False))
         check_may_order(status=await self._users.status(user_id=user_id))
         command = PlaceOrder(order_id=order_id, user_id=user_id, items=items)
         try:
-            # A fresh id, or a key's id that the load above found unused: no load first.
+            # A fresh id, or an earlier request's id that the load above found unused: no load first.
             order = await handle(
                 store=self._store, order_id=order_id, command=command, context=self._context(request_id), new=True
             )
