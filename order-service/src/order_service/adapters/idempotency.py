@@ -7,8 +7,9 @@ concurrent requests with the same key agree on one order id.
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Uuid, delete, func, select
+from sqlalchemy import Column, DateTime, Interval, MetaData, String, Table, Uuid, bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,6 +27,30 @@ idempotency_keys = Table(
 )
 
 
+def _claim_statement() -> Any:
+    """Built once: a statement built per call spends more CPU in SQLAlchemy than the
+    round trip costs. A new key, or an expired one taken over; a live key is left as it is."""
+    expires_at = func.now() + bindparam("ttl", type_=Interval())
+    fresh = insert(idempotency_keys).values(
+        user_id=bindparam("user_id"),
+        key=bindparam("key"),
+        fingerprint=bindparam("fingerprint"),
+        order_id=bindparam("order_id"),
+        expires_at=expires_at,
+    )
+    return fresh.on_conflict_do_update(
+        index_elements=["user_id", "key"],
+        set_={"fingerprint": fresh.excluded.fingerprint, "order_id": fresh.excluded.order_id, "expires_at": expires_at},
+        where=idempotency_keys.c.expires_at < func.now(),
+    ).returning(idempotency_keys.c.order_id)
+
+
+_CLAIM = _claim_statement()
+_LIVE_KEY = select(idempotency_keys.c.fingerprint, idempotency_keys.c.order_id).where(
+    idempotency_keys.c.user_id == bindparam("user_id"), idempotency_keys.c.key == bindparam("key")
+)
+
+
 class SqlIdempotencyKeys:
     def __init__(self, *, engine: AsyncEngine, ttl: timedelta) -> None:
         self._engine = engine
@@ -33,30 +58,15 @@ class SqlIdempotencyKeys:
         self._ttl = ttl
 
     async def claim(self, *, user_id: uuid.UUID, key: str, fingerprint: str, order_id: uuid.UUID) -> uuid.UUID:
-        expires_at = func.now() + self._ttl
-        fresh = insert(idempotency_keys).values(
-            user_id=user_id, key=key, fingerprint=fingerprint, order_id=order_id, expires_at=expires_at
-        )
-        # A new key, or an expired one taken over; a live key is left as it is.
-        claim = fresh.on_conflict_do_update(
-            index_elements=["user_id", "key"],
-            set_={"fingerprint": fingerprint, "order_id": order_id, "expires_at": expires_at},
-            where=idempotency_keys.c.expires_at < func.now(),
-        ).returning(idempotency_keys.c.order_id)
+        claim = {"user_id": user_id, "key": key, "fingerprint": fingerprint, "order_id": order_id, "ttl": self._ttl}
         # Each statement commits by itself: the claim is atomic alone, and the common
         # case (a new key) is then one round trip, with no BEGIN and COMMIT around it.
         async with self._autocommit.connect() as conn:
             while True:
-                claimed = await conn.scalar(claim)
+                claimed = await conn.scalar(_CLAIM, claim)
                 if claimed is not None:
                     return uuid.UUID(str(claimed))
-                row = (
-                    await conn.execute(
-                        select(idempotency_keys.c.fingerprint, idempotency_keys.c.order_id).where(
-                            idempotency_keys.c.user_id == user_id, idempotency_keys.c.key == key
-                        )
-                    )
-                ).first()
+                row = (await conn.execute(_LIVE_KEY, {"user_id": user_id, "key": key})).first()
                 if row is not None:
                     break
                 # Purged between the two statements: claim it afresh.
