@@ -40,10 +40,7 @@ async def test_an_idle_connection_whose_server_side_is_gone_is_replaced_before_u
 
 async def test_a_connection_in_use_a_moment_ago_is_not_pinged(url, monkeypatch):
     engine = create_engine(url=url, pool_size=1, ping_after_idle_seconds=60)
-    pings = []
-    dialect = engine.sync_engine.dialect
-    ping = dialect.do_ping
-    monkeypatch.setattr(dialect, "do_ping", lambda dbapi_connection: pings.append(1) or ping(dbapi_connection))
+    pings = _count_pings(engine, monkeypatch)
     try:
         for _ in range(5):
             await _backend_pid(engine)
@@ -54,13 +51,23 @@ async def test_a_connection_in_use_a_moment_ago_is_not_pinged(url, monkeypatch):
 
 async def test_a_connection_idle_past_the_threshold_is_pinged(url, monkeypatch):
     engine = create_engine(url=url, pool_size=1, ping_after_idle_seconds=0)
-    pings = []
-    dialect = engine.sync_engine.dialect
-    ping = dialect.do_ping
-    monkeypatch.setattr(dialect, "do_ping", lambda dbapi_connection: pings.append(1) or ping(dbapi_connection))
+    pings = _count_pings(engine, monkeypatch)
     try:
         for _ in range(3):
             await _backend_pid(engine)
         assert len(pings) == 2  # every checkout but the first, of a new connection
     finally:
         await engine.dispose()
+
+
+def _count_pings(engine, monkeypatch):
+    pings: list[object] = []
+    dialect = engine.sync_engine.dialect
+    ping = dialect.do_ping
+
+    def counted(dbapi_connection: object) -> bool:
+        pings.append(dbapi_connection)
+        return bool(ping(dbapi_connection))
+
+    monkeypatch.setattr(dialect, "do_ping", counted)
+    return pings
