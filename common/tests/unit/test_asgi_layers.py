@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from interchange_common import lifecycle
 from interchange_common.asgi import (
+    LOG_FIELDS,
     AccessLogMiddleware,
     BodyLimitMiddleware,
     CallerGoneMiddleware,
@@ -230,6 +231,18 @@ async def test_an_error_passes_on_and_is_logged_as_500(access_log):
     with pytest.raises(RuntimeError):
         await call(AccessLogMiddleware(broken), http_scope())
     assert [record.status for record in access_log()] == [500]
+
+
+async def test_fields_the_app_adds_are_on_its_line_only(access_log):
+    async def refusing(scope, receive, send):
+        scope[LOG_FIELDS] = {"shed": "order-service"}
+        await answering(status=503)(scope, receive, send)
+
+    await call(AccessLogMiddleware(refusing), http_scope())
+    await call(AccessLogMiddleware(answering()), http_scope())
+    shed, plain = access_log()
+    assert (shed.status, shed.shed) == (503, "order-service")
+    assert not hasattr(plain, "shed")
 
 
 # UnhandledErrorMiddleware

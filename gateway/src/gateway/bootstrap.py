@@ -37,12 +37,23 @@ _log = logging.getLogger(__name__)
 def upstreams(*, settings: Settings) -> dict[str, Upstream]:
     """The services behind the gateway (the seed's registerService calls)."""
     return {
-        USERS: Upstream(name=USERS, audience="user-service", timeout_seconds=settings.user_service_timeout_seconds),
-        ORDERS: Upstream(name=ORDERS, audience="order-service", timeout_seconds=settings.order_service_timeout_seconds),
+        USERS: Upstream(
+            name=USERS,
+            audience="user-service",
+            timeout_seconds=settings.user_service_timeout_seconds,
+            max_in_flight=settings.user_service_max_in_flight,
+        ),
+        ORDERS: Upstream(
+            name=ORDERS,
+            audience="order-service",
+            timeout_seconds=settings.order_service_timeout_seconds,
+            max_in_flight=settings.order_service_max_in_flight,
+        ),
         NOTIFICATIONS: Upstream(
             name=NOTIFICATIONS,
             audience="notification-service",
             timeout_seconds=settings.notification_service_timeout_seconds,
+            max_in_flight=settings.notification_service_max_in_flight,
         ),
     }
 
@@ -118,6 +129,7 @@ class Container:
                 upstreams=list(self.upstream.upstreams),
                 routes=ROUTES,
             ),
+            in_flight_wait_seconds=settings.in_flight_wait_seconds,
         )
 
     async def close(self) -> None:

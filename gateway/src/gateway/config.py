@@ -33,12 +33,24 @@ class Settings(CallerSettings):
     revocation_ttl_seconds: int = Field(default=MAX_ACCESS_TOKEN_TTL_SECONDS, ge=60)
 
     # Each *_SERVICE_URL may list several instances, comma-separated (static discovery).
+    # *_MAX_IN_FLIGHT: requests this instance forwards to the service at once (all its
+    # instances together; event streams and WebSockets not counted). One more waits up
+    # to IN_FLIGHT_WAIT_SECONDS for a slot, then is refused (503, Retry-After: 1)
+    # before anything is done for it, rather than queue until every answer is late.
+    # Measured on 2 cores (tests/bench/bench_orders.py): 16 orders keep the accepted
+    # ones' p99 well under 1 s at twice the rate the stack sustains; 8 already refuses
+    # some at that rate. user-service's cheap reads get 32: a client with 32
+    # connections (the gateway benchmark's) never waits.
     user_service_url: str
     user_service_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    user_service_max_in_flight: int = Field(default=32, ge=1)
     order_service_url: str
     order_service_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    order_service_max_in_flight: int = Field(default=16, ge=1)
     notification_service_url: str
     notification_service_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    notification_service_max_in_flight: int = Field(default=16, ge=1)
+    in_flight_wait_seconds: float = Field(default=0.02, ge=0, le=5)
 
     jwt_issuer: str = "interchange"
     jwt_audience: str = "interchange-api"

@@ -32,7 +32,7 @@ What several layers read (one header, whether the answer has started) is in
 
 from starlette.types import ASGIApp
 
-from interchange_common.asgi.accesslog import AccessLogMiddleware
+from interchange_common.asgi.accesslog import LOG_FIELDS, AccessLogMiddleware
 from interchange_common.asgi.callergone import CallerGoneMiddleware
 from interchange_common.asgi.deadline import DeadlineMiddleware
 from interchange_common.asgi.draining import CloseWhenDrainingMiddleware
@@ -47,6 +47,7 @@ from interchange_common.asgi.unhandled import UnhandledErrorMiddleware
 
 __all__ = [
     "BODY_TIMEOUT_SECONDS",
+    "LOG_FIELDS",
     "MAX_HEADER_BYTES",
     "AccessLogMiddleware",
     "BodyLimitMiddleware",

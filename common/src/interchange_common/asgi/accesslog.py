@@ -1,6 +1,7 @@
 """AccessLogMiddleware: one access log line and the Prometheus request metrics per
 request, by route template, with the status the caller was finally sent (whichever
-layer answered) and 499 when the caller went away before any answer."""
+layer answered) and 499 when the caller went away before any answer. A layer or the
+app may add fields to the line: ``scope[LOG_FIELDS] = {...}`` (say, why it refused)."""
 
 import logging
 import time
@@ -12,6 +13,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from interchange_common.asgi.callergone import CALLER_GONE
 
 _log = logging.getLogger("interchange.access")
+
+LOG_FIELDS = "interchange.log_fields"
+_NO_FIELDS: dict[str, object] = {}
 
 REQUESTS = Counter("http_requests_total", "HTTP requests served", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -75,5 +79,6 @@ class AccessLogMiddleware:
                     "path": scope["path"],
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 2),
+                    **scope.get(LOG_FIELDS, _NO_FIELDS),
                 },
             )

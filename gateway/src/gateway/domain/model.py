@@ -1,7 +1,8 @@
 """The gateway's small world.
 
-Upstream          a service behind the gateway: its name, health path, timeout (its
-                  instances' addresses are the adapters' business: static or discovered)
+Upstream          a service behind the gateway: its name, health path, timeout, how many
+                  requests it is given at once (its instances' addresses are the
+                  adapters' business: static or discovered)
 Route             a public method and path, the upstream path it maps to, who may call
 Access            public, any signed-in user, or admins only
 Principal         the signed-in caller, from a verified access token
@@ -32,12 +33,15 @@ class Access(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
-    """``audience`` is the service's name, the ``aud`` of the service tokens it accepts."""
+    """``audience`` is the service's name, the ``aud`` of the service tokens it accepts.
+    ``max_in_flight``: how many requests this gateway instance forwards to it at once;
+    the rest wait a moment, then are refused (503). None: no limit."""
 
     name: str
     audience: str
     health_path: str = "/health"
     timeout_seconds: float = 5.0
+    max_in_flight: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

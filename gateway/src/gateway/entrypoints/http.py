@@ -13,10 +13,12 @@ Routing reads the path as the client sent it (RawPathRouting): an encoded slash 
 part of its segment, never a separator.
 
 Every row of the route table becomes one plain Starlette route whose endpoint
-checks the caller, counts it against its rate limit, and forwards the request with
-a service token, the request id and the caller's identity. It is a plain route, not
-a FastAPI operation: this is the hottest path in the deployment, and dependency
-injection and body validation belong to the upstream that owns the data.
+takes a slot of its upstream's concurrency limit (adapters.admission; refused at
+once with 503 when none frees up within the short wait), checks the caller, counts
+it against its rate limit, and forwards the request with a service token, the
+request id and the caller's identity. It is a plain route, not a FastAPI operation:
+this is the hottest path in the deployment, and dependency injection and body
+validation belong to the upstream that owns the data.
 """
 
 import re
@@ -34,6 +36,7 @@ from starlette.routing import Route as StarletteRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.adapters.admission import ConcurrencyLimit
 from gateway.adapters.apidocs import ApiDocuments
 from gateway.adapters.tickets import RedisTicketStore
 from gateway.adapters.upstream import UpstreamClient
@@ -42,7 +45,7 @@ from gateway.domain.model import Access, Principal, RateLimitPolicy, Route
 from gateway.entrypoints.forwarding import CallerGate, Hit, Verify, answer_headers, client_key, upstream_failure
 from gateway.entrypoints.passthrough import LiveConnections, events_endpoint, socket_endpoint, ticket_endpoint
 from interchange_common.actors import ACTOR_ID_HEADER, ACTOR_ROLES_HEADER
-from interchange_common.asgi import BODY_TIMEOUT_SECONDS, ObservabilityMiddleware
+from interchange_common.asgi import BODY_TIMEOUT_SECONDS, LOG_FIELDS, ObservabilityMiddleware
 from interchange_common.health import HealthCheck, health_router
 from interchange_common.metrics import metrics_router
 from interchange_common.problems import install_problem_handlers, problem_response
@@ -71,6 +74,9 @@ class LiveSetup:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 _ENCODED_SLASH = re.compile("%2f", re.IGNORECASE)
+# How long a request waits for a slot of its upstream's limit (IN_FLIGHT_WAIT_SECONDS's default).
+IN_FLIGHT_WAIT_SECONDS = 0.02
+_SHED_HEADERS = {"Retry-After": "1"}
 
 
 def routed_path(raw_path: bytes) -> str:
@@ -120,6 +126,26 @@ def repeated_query_parameter(request: Request) -> str | None:
             return name
         seen.add(name)
     return None
+
+
+def admitted(endpoint: Endpoint, *, limit: ConcurrencyLimit) -> Endpoint:
+    """``endpoint`` within its upstream's concurrency limit. Refused first, before any
+    other work (token, rate limit): a 503 that nothing was done for, so safe to send
+    again, and cheap to give when the machine has no time to spare. The access log
+    line says ``shed`` and the upstream."""
+    detail = f"{limit.name} is at capacity; try again shortly"
+    log_fields = {"shed": limit.name}
+
+    async def endpoint_within_limit(request: Request) -> Response:
+        if not (limit.try_enter() or await limit.enter()):
+            request.scope[LOG_FIELDS] = log_fields
+            return problem_response(status=503, detail=detail, headers=_SHED_HEADERS)
+        try:
+            return await endpoint(request)
+        finally:
+            limit.leave()
+
+    return endpoint_within_limit
 
 
 def proxy_endpoint(
@@ -221,6 +247,7 @@ def create_app(
     body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
     live: LiveSetup | None = None,
     api_documents: ApiDocuments | None = None,
+    in_flight_wait_seconds: float = IN_FLIGHT_WAIT_SECONDS,
 ) -> FastAPI:
     app = FastAPI(
         title="Interchange gateway",
@@ -279,10 +306,16 @@ def create_app(
                 name="WebSocket",
             ),
         ]
+    # One limit per upstream, shared by its routes; the live routes above take none.
+    limits = {
+        name: ConcurrencyLimit(name=target.audience, limit=target.max_in_flight, wait_seconds=in_flight_wait_seconds)
+        for name, target in upstream.upstreams.items()
+        if target.max_in_flight is not None
+    }
     # One Starlette route per path, so that a 405 lists every method the path takes in Allow.
     by_path: dict[str, dict[str, Endpoint]] = {}
     for route in routes:
-        by_path.setdefault(route.path, {})[route.method] = proxy_endpoint(
+        endpoint = proxy_endpoint(
             route=route,
             policy=policies[route.rate_limit],
             ip_policy=policies["default"],
@@ -291,6 +324,9 @@ def create_app(
             hit=hit,
             issuer=issuer,
         )
+        if (limit := limits.get(route.upstream)) is not None:
+            endpoint = admitted(endpoint, limit=limit)
+        by_path.setdefault(route.path, {})[route.method] = endpoint
     for path, endpoints in by_path.items():
         app.router.routes.append(StarletteRoute(path, by_method(endpoints), methods=list(endpoints), name=path))
     if cors_origins:
