@@ -14,6 +14,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from devstack.testing import throwaway_database
+from interchange_common.events import RecordedEvent
 from interchange_common.migrations import upgrade
 from interchange_common.projections import GrpcEventSource, ProjectionRunner
 from interchange_common.projections import metadata as checkpoint_metadata
@@ -24,7 +25,21 @@ from order_service.adapters.read_model import OrderQueries, project, reset
 from order_service.adapters.read_model import metadata as read_model_metadata
 from order_service.bootstrap import MIGRATIONS
 from order_service.domain.handler import handle
-from order_service.domain.order import CancelOrder, ConfirmOrder, EventContext, Item, PlaceOrder
+from order_service.domain.order import (
+    CancelOrder,
+    ConfirmOrder,
+    EventContext,
+    Item,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderPlaced,
+    OrderShipped,
+    OrderStatus,
+    PlaceOrder,
+    event_data,
+    event_metadata,
+    stream_id,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -137,6 +152,57 @@ async def test_a_rebuild_from_zero_gives_the_same_rows(engine, channel):
     async with projecting(engine, channel) as runner:
         after = await projected(queries, runner, placed.id, confirmed.version)
     assert after == before == confirmed
+
+
+def recorded(event, *, version):
+    return RecordedEvent(
+        id=event.id,
+        stream_id=stream_id(event.order_id),
+        type=event.type,
+        data=event_data(event),
+        metadata=event_metadata(event),
+        version=version,
+        position=None,
+        recorded_at=datetime.now(UTC),
+    )
+
+
+async def test_a_batch_is_projected_in_its_order(engine):
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+    def placed(order_id):
+        items = (Item("S-1", 2, Decimal("1.50")),)
+        return OrderPlaced(uuid.uuid4(), context(), order_id, uuid.uuid4(), items, Decimal("3.00"), "EUR")
+
+    other = RecordedEvent(
+        id=uuid.uuid4(),
+        stream_id="user-1",
+        type="user.registered",
+        data={},
+        metadata={},
+        version=1,
+        position=None,
+        recorded_at=datetime.now(UTC),
+    )
+    batch = [
+        recorded(placed(a), version=1),
+        recorded(placed(b), version=1),
+        recorded(OrderConfirmed(uuid.uuid4(), context(), a), version=2),
+        other,
+        recorded(placed(c), version=1),
+        recorded(OrderShipped(uuid.uuid4(), context(), a), version=3),
+        recorded(OrderCancelled(uuid.uuid4(), context(), b, "changed my mind"), version=2),
+        recorded(OrderConfirmed(uuid.uuid4(), context(), c), version=2),
+    ]
+    async with engine.begin() as conn:
+        await project(conn, batch)
+    queries = OrderQueries(engine=engine)
+    found = {order_id: await queries.get(order_id=order_id) for order_id in (a, b, c)}
+    assert {order_id: (row.status, row.version) for order_id, row in found.items() if row is not None} == {
+        a: (OrderStatus.SHIPPED, 3),
+        b: (OrderStatus.CANCELLED, 2),
+        c: (OrderStatus.CONFIRMED, 2),
+    }
 
 
 async def test_an_unknown_order_is_none(engine):

@@ -3,7 +3,8 @@ projection of the event store's events (interchange_common.projections).
 
     orders        one row per order, as of the version of its last projected event
     project       the projection handler: runs in the runner's transaction, so the
-                  row and the checkpoint move together (exactly once)
+                  rows and the checkpoint move together (exactly once); a batch of
+                  events costs a statement per run of alike events, not per event
     OrderQueries  reads for the API, and ``record``: a command's result written
                   before the command answers (read your own writes)
 
@@ -15,10 +16,25 @@ state that ``evolve`` gives at that version.
 
 import logging
 import uuid
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, String, Table, Uuid, func, select, update
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Executable,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Uuid,
+    bindparam,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -52,20 +68,56 @@ orders = Table(
 )
 
 
-async def project(conn: AsyncConnection, recorded: RecordedEvent) -> None:
-    """Apply one event from the event store to the orders table."""
-    if not recorded.type.startswith("order."):
-        return
-    event = event_from_stored(event_id=recorded.id, type_=recorded.type, data=recorded.data, metadata=recorded.metadata)
-    if isinstance(event, OrderPlaced):
-        placed = evolve(None, event, version=recorded.version)
-        await conn.execute(insert(orders).values(**_row(placed)).on_conflict_do_nothing(index_elements=["id"]))
-        return
-    await conn.execute(
-        update(orders)
-        .where(orders.c.id == event.order_id, orders.c.version < recorded.version)
-        .values(status=status_after(event).value, version=recorded.version, updated_at=event.context.occurred_at)
-    )
+# The statements that write the table, built once. The projection's two each run for
+# a run of events at a time.
+_PLACE = insert(orders).on_conflict_do_nothing(index_elements=["id"])
+_MOVE = (
+    update(orders)
+    .where(orders.c.id == bindparam("order_id"), orders.c.version < bindparam("to_version"))
+    .values(status=bindparam("to_status"), version=bindparam("to_version"), updated_at=bindparam("at"))
+)
+_upsert = insert(orders)
+# A command's result: the row created, or brought up to a newer version.
+_RECORD = _upsert.on_conflict_do_update(
+    index_elements=["id"],
+    set_={
+        "status": _upsert.excluded.status,
+        "version": _upsert.excluded.version,
+        "updated_at": _upsert.excluded.updated_at,
+    },
+    where=orders.c.version < _upsert.excluded.version,
+)
+
+
+async def project(conn: AsyncConnection, events: Sequence[RecordedEvent]) -> None:
+    """Apply events from the event store to the orders table, in their order: each run
+    of events that take the same statement goes to the database in one call."""
+    statement: Executable | None = None
+    rows: list[dict[str, Any]] = []
+    for recorded in events:
+        if not recorded.type.startswith("order."):
+            continue
+        event = event_from_stored(
+            event_id=recorded.id, type_=recorded.type, data=recorded.data, metadata=recorded.metadata
+        )
+        needs: Executable = _PLACE if isinstance(event, OrderPlaced) else _MOVE
+        if needs is not statement:
+            if statement is not None:
+                await conn.execute(statement, rows)
+            statement, rows = needs, []
+        if isinstance(event, OrderPlaced):
+            rows.append(_row(evolve(None, event, version=recorded.version)))
+        else:
+            rows.append(
+                {
+                    "order_id": event.order_id,
+                    "to_status": status_after(event).value,
+                    "to_version": recorded.version,
+                    "at": event.context.occurred_at,
+                }
+            )
+    if statement is not None:
+        await conn.execute(statement, rows)
 
 
 def _row(order: Order) -> dict[str, Any]:
@@ -117,19 +169,9 @@ class OrderQueries:
         """Bring the order's row up to ``order``, unless it is already as new. A
         failure is logged, not raised: the events are stored, the command succeeded,
         and the projection brings the row there shortly."""
-        statement = insert(orders).values(**_row(order))
-        statement = statement.on_conflict_do_update(
-            index_elements=["id"],
-            set_={
-                "status": statement.excluded.status,
-                "version": statement.excluded.version,
-                "updated_at": statement.excluded.updated_at,
-            },
-            where=orders.c.version < statement.excluded.version,
-        )
         try:
             async with self._autocommit.connect() as conn:
-                await conn.execute(statement)
+                await conn.execute(_RECORD, _row(order))
         except (SQLAlchemyError, OSError) as e:
             _log.warning(
                 "read model not updated by the command; the projection will",
