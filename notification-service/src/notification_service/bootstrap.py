@@ -18,6 +18,7 @@ them when the server stops (SIGTERM or SIGINT).
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
@@ -195,7 +196,10 @@ def build(*, settings: Settings) -> Container:
             audience="user-service",
         )
     )
-    store = SqlNotificationStore(engine=engine)
+    # Names this instance in the NOTIFYs of its commits: its own outbox workers take
+    # what it adds, the other instances' only what it leaves (adapters.listening).
+    instance = uuid.uuid4().hex
+    store = SqlNotificationStore(engine=engine, instance=instance)
     notifications = Notifications(
         store=store,
         directory=None
@@ -253,6 +257,7 @@ def build(*, settings: Settings) -> Container:
             start_tls=settings.smtp_starttls,
             sender=settings.mail_from,
         ),
+        instance=instance,
     )
     return Container(
         settings=settings,
@@ -274,7 +279,11 @@ def build(*, settings: Settings) -> Container:
         live=live,
         revocations=revocations,
         pusher=LivePushDispatcher(
-            dsn=database_url, hub=live, render=render, poll_seconds=settings.live_outbox_poll_seconds
+            dsn=database_url,
+            hub=live,
+            render=render,
+            poll_seconds=settings.live_outbox_poll_seconds,
+            instance=instance,
         ),
     )
 

@@ -44,6 +44,23 @@ def eventually():
     return devstack_eventually
 
 
+class _SinkSession(SMTP):
+    """aiosmtpd's session, counted by the sink while its connection is open."""
+
+    def __init__(self, sink: "SmtpSink"):
+        super().__init__(sink, hostname="sink.test")
+        self._sink = sink
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._sink.sessions += 1
+        self._sink.open.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._sink.open.discard(self)
+        super().connection_lost(error)
+
+
 class SmtpSink:
     """A real SMTP server (aiosmtpd) on a port of its own, in this event loop; it keeps
     every mail it accepts. Stop it to play a mail server that is down."""
@@ -53,8 +70,20 @@ class SmtpSink:
         self.mails: list[email.message.EmailMessage] = []
         self.refuse: set[str] = set()  # recipients answered with 550
         self.defer: set[str] = set()  # recipients answered with 450 (mailbox busy: try later)
+        # A session that delivered a mail answers the next with 421 (closing the
+        # channel), as a server does to a client it thinks has idled too long.
+        self.hang_up_kept_sessions = False
+        self.sessions = 0  # connections accepted so far
+        self.open: set[SMTP] = set()  # connections open now
         self._arrived = asyncio.Event()
         self._server: asyncio.Server | None = None
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]):
+        if self.hang_up_kept_sessions and getattr(session, "delivered", False):
+            return "421 4.4.2 sink.test closing: idle too long"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]):
         if address in self.refuse:
@@ -67,12 +96,13 @@ class SmtpSink:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         self.mails.append(email.message_from_bytes(content, policy=email.policy.default))
+        session.delivered = True  # type: ignore[attr-defined]  # the sink's own note
         self._arrived.set()
         return "250 OK"
 
     async def start(self):
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: SMTP(self, hostname="sink.test"), "127.0.0.1", self.port)
+        self._server = await loop.create_server(lambda: _SinkSession(self), "127.0.0.1", self.port)
 
     async def stop(self):
         if self._server is not None:

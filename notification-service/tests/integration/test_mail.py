@@ -3,11 +3,17 @@
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from interchange_common.tasks import background
-from notification_service.adapters.mail import MailDispatcher, SmtpSettings
+from notification_service.adapters.mail import (
+    RETRY_FIRST_SECONDS,
+    TAKEN_RECHECK_SECONDS,
+    MailDispatcher,
+    SmtpSettings,
+)
 from notification_service.adapters.store import SqlNotificationStore
 from notification_service.domain.model import Mail
 
@@ -37,11 +43,15 @@ async def queue(database_url, mails):
         await engine.dispose()
 
 
-def dispatcher(database_url, smtp):
+def dispatcher(database_url, smtp, **options):
     settings = SmtpSettings(
         host="127.0.0.1", port=smtp.port, timeout_seconds=5, start_tls=False, sender="Interchange <no-reply@i.local>"
     )
-    return MailDispatcher(dsn=database_url, smtp=settings)
+    return MailDispatcher(dsn=database_url, smtp=settings, **options)
+
+
+async def connect(database_url):
+    return await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
 
 
 async def test_two_dispatchers_send_each_mail_once(database_url, db, smtp, eventually):
@@ -136,3 +146,106 @@ async def test_old_handled_ids_and_old_mails_are_purged_and_new_ones_kept(databa
     assert purged == 2
     assert await db.fetchval("SELECT array_agg(message_id) FROM processed_messages") == ["new"]
     assert await db.fetchval("SELECT array_agg(event_id) FROM mail_outbox") == [new.event_id]
+
+
+async def test_one_smtp_session_carries_the_mails_of_several_drains_and_is_closed_once_idle(
+    database_url, db, smtp, eventually
+):
+    first, second = mail_to("one@example.com"), mail_to("two@example.com")
+    async with background(dispatcher(database_url, smtp, idle_seconds=1.0).run()):
+        await queue(database_url, [first])
+        await smtp.wait_for(first.event_id)
+        await queue(database_url, [second])  # its own commit, its own drain
+        await smtp.wait_for(second.event_id)
+        assert smtp.sessions == 1
+        await eventually(lambda: _true(not smtp.open), what="the idle session to be closed")
+        third = mail_to("three@example.com")
+        await queue(database_url, [third])
+        await smtp.wait_for(third.event_id)
+    assert smtp.sessions == 2
+    assert await db.fetchval("SELECT count(*) FROM mail_outbox WHERE attempts > 0") == 0
+
+
+async def test_a_kept_session_the_server_hung_up_on_is_replaced_and_the_mail_goes_once(
+    database_url, db, smtp, eventually
+):
+    first, second = mail_to("one@example.com"), mail_to("two@example.com")
+    async with background(dispatcher(database_url, smtp).run()):
+        await queue(database_url, [first])
+        await smtp.wait_for(first.event_id)
+        smtp.hang_up_kept_sessions = True  # the kept session's next mail is answered 421
+        await queue(database_url, [second])
+        await smtp.wait_for(second.event_id)
+        await eventually(
+            lambda: db.fetchval("SELECT count(*) = 0 FROM mail_outbox WHERE sent_at IS NULL"), what="all marked sent"
+        )
+    assert smtp.sessions == 2
+    assert len(smtp.with_event(second.event_id)) == 1
+    # Not a failure of the mail: nothing recorded against it.
+    row = await db.fetchrow("SELECT attempts, last_error FROM mail_outbox WHERE event_id = $1", second.event_id)
+    assert (row["attempts"], row["last_error"]) == (0, None)
+
+
+async def test_a_mail_in_another_dispatchers_hands_is_looked_at_again_later_not_at_once(database_url, db, smtp):
+    held = mail_to("held@example.com")
+    await queue(database_url, [held])
+    other = await connect(database_url)  # another dispatcher, sending it
+    conn = await connect(database_url)
+    try:
+        async with other.transaction():
+            await other.execute("SELECT 1 FROM mail_outbox WHERE event_id = $1 FOR UPDATE", held.event_id)
+            again_in = await dispatcher(database_url, smtp).drain(conn)
+            assert again_in is not None
+            assert again_in >= TAKEN_RECHECK_SECONDS  # no busy loop while the other one sends
+            assert smtp.with_event(held.event_id) == []
+        # The other one died with it (its transaction rolled back, no NOTIFY): the
+        # next look, when the pause is over, sends it.
+        await dispatcher(database_url, smtp).drain(conn)
+        assert len(await smtp.wait_for(held.event_id)) == 1
+    finally:
+        await other.close()
+        await conn.close()
+
+
+async def test_mails_beyond_one_batch_are_all_sent_once(database_url, db, smtp, eventually):
+    mails = [mail_to(f"b{n}@example.com") for n in range(7)]
+    await queue(database_url, mails)
+    async with background(dispatcher(database_url, smtp, batch_size=3).run()):
+        for mail in mails:
+            await smtp.wait_for(mail.event_id)
+        await eventually(
+            lambda: db.fetchval("SELECT count(*) = 0 FROM mail_outbox WHERE sent_at IS NULL"), what="all marked sent"
+        )
+    assert sorted(message["X-Interchange-Event-Id"] for message in smtp.mails) == sorted(
+        str(mail.event_id) for mail in mails
+    )
+
+
+async def _true(value):
+    return value
+
+
+async def test_a_mail_another_instance_queued_is_sent_here_too(database_url, db, smtp):
+    theirs = mail_to("theirs@example.com")  # queued by a store that names no instance
+    async with background(dispatcher(database_url, smtp, instance="this-instance").run()):
+        await queue(database_url, [theirs])
+        assert len(await smtp.wait_for(theirs.event_id)) == 1
+
+
+async def test_a_drain_looks_again_when_the_first_mail_put_off_is_due(database_url, db, smtp):
+    busy = mail_to("busy@example.com")
+    smtp.defer.add(busy.to_address)
+    await queue(database_url, [busy])
+    conn = await connect(database_url)
+    try:
+        # Refused for now by this drain: due again in a minute.
+        again_in = await dispatcher(database_url, smtp).drain(conn)
+        assert again_in is not None
+        assert RETRY_FIRST_SECONDS - 5 < again_in <= RETRY_FIRST_SECONDS
+        # A later drain (another dispatcher's, say) finds it pending and not yet due.
+        again_in = await dispatcher(database_url, smtp).drain(conn)
+        assert again_in is not None
+        assert RETRY_FIRST_SECONDS - 5 < again_in <= RETRY_FIRST_SECONDS
+    finally:
+        await conn.close()
+    assert smtp.with_event(busy.event_id) == []

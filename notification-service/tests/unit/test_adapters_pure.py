@@ -21,30 +21,119 @@ from interchange_common.messaging import (
     ORIGINAL_ROUTING_KEY_HEADER,
 )
 from notification_service.adapters.broker import dead_letter_of, json_safe, replay_headers
-from notification_service.adapters.mail import EVENT_ID_HEADER, Verdict, build_message, retry_delay, verdict_on
+from notification_service.adapters.mail import Verdict, retry_delay, verdict_on
+from notification_service.adapters.mail_format import EVENT_ID_HEADER, MailFormat, build_message
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
-def test_a_mail_is_the_same_message_however_often_it_is_built():
-    event_id = uuid.uuid4()
+SENDER = "Interchange <no-reply@interchange.local>"
+FORMAT = MailFormat(sender=SENDER)
+parse_mail = BytesParser(_class=EmailMessage, policy=policy.default).parsebytes
+
+
+def outbox_row(**changes):
     row = {
-        "event_id": event_id,
+        "event_id": uuid.uuid4(),
         "to_address": "ada@example.com",
         "to_name": "Ada Lovelace, Countess",
         "subject": "Order confirmed: order 1",
         "body": "Hello Ada,\n\nTotal: 12.50 EUR\n",
         "created_at": T0,
     }
-    first, again = (
-        build_message(row=row, sender="Interchange <no-reply@interchange.local>"),
-        build_message(row=row, sender="Interchange <no-reply@interchange.local>"),
+    return {**row, **changes}
+
+
+def written(row):
+    """The bytes MailFormat sends for the row (it must take the row)."""
+    envelope = FORMAT.envelope(row)
+    assert envelope is not None
+    return envelope.content
+
+
+def by_email_package(row):
+    return build_message(row=row, sender=SENDER).as_bytes(policy=policy.SMTP)
+
+
+# Both ways a mail is written must keep the same promises.
+WRITERS = pytest.mark.parametrize("write", [written, by_email_package], ids=["mail_format", "email_package"])
+
+
+@WRITERS
+def test_a_mail_is_the_same_message_however_often_it_is_built(write):
+    row = outbox_row()
+    first, again = write(row), write(row)
+    assert first == again
+    received = parse_mail(first)
+    assert received["Message-ID"] == f"<{row['event_id']}@interchange.local>"
+    assert received[EVENT_ID_HEADER] == str(row["event_id"])
+    assert parseaddr(received["To"]) == ("Ada Lovelace, Countess", "ada@example.com")
+    assert "Total: 12.50 EUR" in received.get_content()
+
+
+def test_the_written_mail_says_what_the_email_package_would():
+    rows = [
+        outbox_row(),
+        outbox_row(to_name="Ada", subject="Order cancelled: order 2", body="Hello Zoë,\n\n  1 x A at 1 EUR\n"),
+        outbox_row(to_name="J. R. R. Tolkien", body="x" * 200 + "\n.\nend"),
+        outbox_row(to_name="", subject="Größe: 🎉"),
+        outbox_row(to_name="山田\u3000太郎", body="", subject=""),
+    ]
+    for row in rows:
+        mine, theirs = parse_mail(written(row)), parse_mail(by_email_package(row))
+        for header in ("From", "To", "Subject", "Date", "Message-ID", EVENT_ID_HEADER, "Content-Type", "MIME-Version"):
+            assert str(mine[header]) == str(theirs[header]), header
+        assert mine["To"].addresses == theirs["To"].addresses
+        assert mine.get_content().replace("\r\n", "\n") == theirs.get_content().replace("\r\n", "\n")
+        assert not mine.defects
+
+
+def test_the_written_mail_is_7_bit_in_crlf_lines_within_78_characters():
+    row = outbox_row(
+        to_name="Zoë " * 25 + "O'Brien",  # 100 characters: several encoded words
+        subject="Order confirmed: order " + "🎉" * 40,
+        body="Hello Zoë,\r\n" + "ü" * 120 + "\rTotal\n\n",
     )
-    assert first.as_bytes() == again.as_bytes()
-    assert first["Message-ID"] == f"<{event_id}@interchange.local>"
-    assert first[EVENT_ID_HEADER] == str(event_id)
-    assert parseaddr(first["To"]) == ("Ada Lovelace, Countess", "ada@example.com")
-    assert "Total: 12.50 EUR" in first.get_content()
+    content = written(row)
+    assert content.isascii()
+    head = content.partition(b"\r\n\r\n")[0]
+    assert b"\n" not in content.replace(b"\r\n", b"")
+    assert b"\r" not in content.replace(b"\r\n", b"")
+    assert all(len(line) <= 78 for line in content.split(b"\r\n"))
+    assert b"Content-Transfer-Encoding: quoted-printable" in head
+    received = parse_mail(content)
+    assert received.get_content() == "Hello Zoë,\r\n" + "ü" * 120 + "\r\nTotal\r\n\r\n"
+    assert str(received["Subject"]) == row["subject"]
+
+
+def test_a_plain_ascii_body_goes_as_it_is():
+    content = written(outbox_row(body="Hello Ada,\n\n.\nTotal: 12.50 EUR\n"))
+    assert b"Content-Transfer-Encoding: 7bit" in content
+    assert content.endswith(b"\r\n\r\nHello Ada,\r\n\r\n.\r\nTotal: 12.50 EUR\r\n")
+
+
+def test_the_envelope_is_the_senders_and_the_recipients_address():
+    envelope = FORMAT.envelope(outbox_row(to_address="a.b+c@mail.example.com"))
+    assert envelope is not None
+    assert (envelope.sender, envelope.recipient) == ("no-reply@interchange.local", "a.b+c@mail.example.com")
+
+
+@pytest.mark.parametrize(
+    "address", ["jörg@example.com", '"ada lovelace"@example.com', "ada@[127.0.0.1]", "ada@example.com\r\nX: 1", "ada"]
+)
+def test_an_address_that_is_not_plain_is_left_to_the_email_package(address):
+    assert FORMAT.envelope(outbox_row(to_address=address)) is None
+
+
+@pytest.mark.parametrize("sender", ["Interchänge <nö-reply@interchange.local>", "a@x.example, b@x.example"])
+def test_a_sender_that_is_not_one_plain_address_leaves_every_mail_to_the_email_package(sender):
+    assert MailFormat(sender=sender).envelope(outbox_row()) is None
+
+
+def test_a_name_that_looks_like_an_encoded_word_is_shown_as_typed():
+    name = "=?utf-8?q?Admin?="
+    [address] = parse_mail(written(outbox_row(to_name=name)))["To"].addresses
+    assert address.display_name == name
 
 
 @pytest.mark.parametrize(
@@ -77,22 +166,23 @@ def test_mails_refused_for_now_wait_longer_each_time_up_to_an_hour():
     assert max(waits) == 3600
 
 
-def test_nothing_a_user_typed_can_add_a_header():
-    row = {
-        "event_id": uuid.uuid4(),
-        "to_address": "mallory@example.com",
-        "to_name": "Mallory\r\nBcc: victim@example.com",
-        "subject": "Order confirmed\nX-Evil: 1",
-        "body": "Hello\n",
-        "created_at": T0,
-    }
-    message = build_message(row=row, sender="Interchange <no-reply@interchange.local>")
-    assert message["Bcc"] is None
-    assert message["X-Evil"] is None
-    assert parseaddr(message["To"]) == ("Mallory Bcc: victim@example.com", "mallory@example.com")
-    assert b"\nBcc:" not in message.as_bytes()
+@WRITERS
+def test_nothing_a_user_typed_can_add_a_header(write):
+    row = outbox_row(
+        to_address="mallory@example.com",
+        to_name="Mallory\r\nBcc: victim@example.com",
+        subject="Order confirmed\nX-Evil: 1",
+    )
+    sent = write(row)
+    received = parse_mail(sent)
+    assert received["Bcc"] is None
+    assert received["X-Evil"] is None
+    assert parseaddr(str(received["To"])) == ("Mallory Bcc: victim@example.com", "mallory@example.com")
+    assert b"\nBcc:" not in sent
+    assert b"\nX-Evil:" not in sent
 
 
+@WRITERS
 @pytest.mark.parametrize(
     "name",
     [
@@ -101,36 +191,22 @@ def test_nothing_a_user_typed_can_add_a_header():
         "山田\u3000太郎",
         'Zoë O\'Brien, "Ada"',
         "Zoë, victim@example.org,",  # not one more recipient
+        'Ada "the Countess" \\ Lovelace',
     ],
 )
-def test_a_name_comes_through_the_to_header_as_it_was_typed(name):
-    row = {
-        "event_id": uuid.uuid4(),
-        "to_address": "ada@example.com",
-        "to_name": name,
-        "subject": "Order confirmed",
-        "body": "Hello\n",
-        "created_at": T0,
-    }
-    sent = build_message(row=row, sender="Interchange <no-reply@interchange.local>").as_bytes()
+def test_a_name_comes_through_the_to_header_as_it_was_typed(write, name):
+    sent = write(outbox_row(to_name=name, subject="Order confirmed"))
     assert sent.isascii()  # RFC 2047 encoded words: no SMTPUTF8 needed
-    received = BytesParser(_class=EmailMessage, policy=policy.default).parsebytes(sent)
-    [address] = received["To"].addresses
+    [address] = parse_mail(sent)["To"].addresses
     assert (address.display_name, address.addr_spec) == (name, "ada@example.com")
 
 
-def test_a_name_that_was_never_checked_cannot_reorder_or_break_the_to_header():
-    row = {
-        "event_id": uuid.uuid4(),
-        "to_address": "mallory@example.com",
-        "to_name": "Mallory\u202eecila\u202c\x00\x85Bcc: victim@example.com",
-        "subject": "Order confirmed",
-        "body": "Hello\n",
-        "created_at": T0,
-    }
-    received = BytesParser(_class=EmailMessage, policy=policy.default).parsebytes(
-        build_message(row=row, sender="Interchange <no-reply@interchange.local>").as_bytes()
+@WRITERS
+def test_a_name_that_was_never_checked_cannot_reorder_or_break_the_to_header(write):
+    row = outbox_row(
+        to_address="mallory@example.com", to_name="Mallory\u202eecila\u202c\x00\x85Bcc: victim@example.com"
     )
+    received = parse_mail(write(row))
     assert received["Bcc"] is None
     [address] = received["To"].addresses
     assert address.display_name == "Mallory ecila Bcc: victim@example.com"

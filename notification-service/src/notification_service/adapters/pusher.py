@@ -6,7 +6,8 @@ stream, and the live channel, exactly once, even across crashes.
                          SKIP LOCKED: with several instances, each has one pusher), runs
                          the push script for each (LiveHub.push), and sets pushed_at in
                          the same transaction. LISTEN wakes it right after the commit
-                         that added a notification; it also polls, in case a NOTIFY was
+                         that added a notification (another instance's commit, a moment
+                         later: adapters.listening); it also polls, in case a NOTIFY was
                          missed while it was reconnecting.
 
 A crash after the script ran and before pushed_at committed leaves the row pending; the
@@ -49,9 +50,17 @@ def _notification_of(row: Any) -> Notification:
 
 class LivePushDispatcher:
     def __init__(
-        self, *, dsn: str, hub: LiveHub, render: Render, poll_seconds: float = 5.0, batch_size: int = 100
+        self,
+        *,
+        dsn: str,
+        hub: LiveHub,
+        render: Render,
+        poll_seconds: float = 5.0,
+        batch_size: int = 100,
+        instance: str = "",
     ) -> None:
         self._dsn = dsn
+        self._instance = instance  # whose NOTIFYs wake it at once (adapters.listening)
         self._hub = hub
         self._render = render
         self._poll = poll_seconds
@@ -61,7 +70,9 @@ class LivePushDispatcher:
         await run_forever(name="live pusher", session=self._session)
 
     async def _session(self, connected: Callable[[], None]) -> None:
-        await drain_when_notified(dsn=self._dsn, channel=LIVE_CHANNEL, drain=self._drain, connected=connected)
+        await drain_when_notified(
+            dsn=self._dsn, channel=LIVE_CHANNEL, drain=self._drain, connected=connected, instance=self._instance
+        )
 
     async def _drain(self, conn: asyncpg.Connection) -> float:
         while await self.push_pending(conn) == self._batch:

@@ -5,6 +5,7 @@ SqlDeadLetterStore     dead letters: add (idempotent), list, take under a row lo
 """
 
 import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -12,7 +13,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import BindParameter, Insert, Select, Table, Text, bindparam, delete, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -86,52 +87,101 @@ def _row_to_dead_letter(row: Any) -> DeadLetter:
     )
 
 
-class SqlInbox:
-    """One message's transaction (see domain.ports.Inbox)."""
+def _values(table: Table, *, prefix: str, but: tuple[str, ...] = ()) -> dict[str, BindParameter[Any]]:
+    """A bound parameter for each column of the table (``<prefix><column>``), for VALUES."""
+    return {column.name: bindparam(f"{prefix}{column.name}") for column in table.columns if column.name not in but}
 
-    def __init__(self, conn: AsyncConnection) -> None:
+
+# The inbox's statements, built once: each execution only binds its values (SQLAlchemy
+# caches their compiled form; building them anew for each message cost more than that).
+_MARK_HANDLED = (
+    insert(processed_messages)
+    .values(_values(processed_messages, prefix="", but=("processed_at",)))
+    .on_conflict_do_nothing(index_elements=["message_id"])
+    .returning(processed_messages.c.message_id)
+)
+_RECIPIENT = select(recipients).where(recipients.c.user_id == bindparam("user_id")).with_for_update()
+_ORDER = select(orders).where(orders.c.order_id == bindparam("order_id"))
+
+_upsert_recipient = insert(recipients).values(_values(recipients, prefix="recipient_"))
+# The writes an inbox holds until its commit, by kind; their parameters are named
+# "<kind>_<column>".
+_WRITES: dict[str, Insert] = {
+    # The domain decided under the row lock; the guard repeats "older never wins" for
+    # the one case a lock cannot cover: two first events for a user at once.
+    "recipient": _upsert_recipient.on_conflict_do_update(
+        index_elements=["user_id"],
+        set_={name: _upsert_recipient.excluded[name] for name in ("email", "name", "deleted", "as_of")},
+        where=recipients.c.as_of <= _upsert_recipient.excluded.as_of,
+    ),
+    "order": insert(orders)
+    .values(_values(orders, prefix="order_"))
+    .on_conflict_do_nothing(index_elements=["order_id"]),
+    # Its pushed_at stays NULL until the live pusher has put it in Redis (the live outbox).
+    "notification": insert(notifications)
+    .values(_values(notifications, prefix="notification_", but=("pushed_at",)))
+    .on_conflict_do_nothing(index_elements=["event_id"]),
+    "mail": insert(mail_outbox)
+    .values(
+        _values(
+            mail_outbox,
+            prefix="mail_",
+            but=("seq", "attempts", "last_error", "sent_at", "given_up_at", "next_attempt_at"),
+        )
+    )
+    .on_conflict_do_nothing(index_elements=["event_id"]),
+}
+# A NOTIFY, delivered at commit (and only if the transaction commits), wakes the
+# workers of the outbox a write adds to; it names this instance (adapters.listening).
+_WAKES = {"notification": LIVE_CHANNEL, "mail": MAIL_CHANNEL}
+
+
+@functools.cache
+def _writes_statement(kinds: tuple[str, ...]) -> Select[Any]:
+    """The writes of ``kinds`` and their NOTIFYs as one statement (data-modifying WITH
+    queries all run, read or not): one round trip."""
+    wakes = [func.pg_notify(_WAKES[kind], bindparam("instance", type_=Text)) for kind in kinds if kind in _WAKES]
+    statement = select(*wakes) if wakes else select(literal(1))
+    for kind in kinds:
+        statement = statement.add_cte(_WRITES[kind].cte(f"{kind}_written"))
+    return statement
+
+
+class SqlInbox:
+    """One message's transaction (see domain.ports.Inbox). Reads go at once; the writes,
+    which nothing in the transaction reads back, wait for its end and go together in
+    one statement just before the commit (``write``): two or three round trips fewer
+    for each message."""
+
+    def __init__(self, conn: AsyncConnection, *, instance: str) -> None:
         self._conn = conn
+        self._instance = instance
+        self._held: dict[str, dict[str, Any]] = {}
 
     async def mark_handled(self, *, message_id: str, routing_key: str) -> bool:
         # A concurrent handler of the same id waits here on the unique index until the
         # first commits, then finds it taken: one effect, whoever is first.
-        inserted = await self._conn.execute(
-            insert(processed_messages)
-            .values(message_id=message_id, routing_key=routing_key)
-            .on_conflict_do_nothing(index_elements=["message_id"])
-            .returning(processed_messages.c.message_id)
-        )
+        inserted = await self._conn.execute(_MARK_HANDLED, {"message_id": message_id, "routing_key": routing_key})
         return inserted.first() is not None
 
     async def recipient(self, *, user_id: uuid.UUID) -> Recipient | None:
-        row = (
-            await self._conn.execute(select(recipients).where(recipients.c.user_id == user_id).with_for_update())
-        ).first()
+        row = (await self._conn.execute(_RECIPIENT, {"user_id": user_id})).first()
         if row is None:
             return None
         return Recipient(user_id=row.user_id, email=row.email, name=row.name, deleted=row.deleted, as_of=row.as_of)
 
     async def save_recipient(self, *, recipient: Recipient) -> None:
-        values = {
-            "user_id": recipient.user_id,
-            "email": recipient.email,
-            "name": recipient.name,
-            "deleted": recipient.deleted,
-            "as_of": recipient.as_of,
-        }
-        statement = insert(recipients).values(**values)
-        # The domain decided under the row lock; the guard repeats "older never wins"
-        # for the one case a lock cannot cover: two first events for a user at once.
-        await self._conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["user_id"],
-                set_={key: statement.excluded[key] for key in values if key != "user_id"},
-                where=recipients.c.as_of <= statement.excluded.as_of,
-            )
+        await self._hold(
+            "recipient",
+            user_id=recipient.user_id,
+            email=recipient.email,
+            name=recipient.name,
+            deleted=recipient.deleted,
+            as_of=recipient.as_of,
         )
 
     async def order(self, *, order_id: uuid.UUID) -> KnownOrder | None:
-        row = (await self._conn.execute(select(orders).where(orders.c.order_id == order_id))).first()
+        row = (await self._conn.execute(_ORDER, {"order_id": order_id})).first()
         if row is None:
             return None
         return KnownOrder(
@@ -146,61 +196,63 @@ class SqlInbox:
         )
 
     async def save_order(self, *, order: KnownOrder) -> None:
-        items = [
-            {"sku": item.sku, "quantity": item.quantity, "unit_price": str(item.unit_price)} for item in order.items
-        ]
-        await self._conn.execute(
-            insert(orders)
-            .values(
-                order_id=order.order_id,
-                user_id=order.user_id,
-                items=items,
-                total=order.total,
-                currency=order.currency,
-            )
-            .on_conflict_do_nothing(index_elements=["order_id"])
+        await self._hold(
+            "order",
+            order_id=order.order_id,
+            user_id=order.user_id,
+            items=[
+                {"sku": item.sku, "quantity": item.quantity, "unit_price": str(item.unit_price)} for item in order.items
+            ],
+            total=order.total,
+            currency=order.currency,
         )
 
     async def add_notification(self, *, notification: Notification) -> None:
-        await self._conn.execute(
-            insert(notifications)
-            .values(
-                id=notification.id,
-                user_id=notification.user_id,
-                type=notification.type,
-                title=notification.title,
-                body=notification.body,
-                data=notification.data,
-                event_id=notification.event_id,
-                created_at=notification.created_at,
-            )
-            .on_conflict_do_nothing(index_elements=["event_id"])
+        await self._hold(
+            "notification",
+            id=notification.id,
+            user_id=notification.user_id,
+            type=notification.type,
+            title=notification.title,
+            body=notification.body,
+            data=notification.data,
+            event_id=notification.event_id,
+            created_at=notification.created_at,
         )
-        # Its pushed_at stays NULL until the live pusher has put it in Redis (the live
-        # outbox); this wakes the pushers at commit.
-        await self._conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": LIVE_CHANNEL})
 
     async def queue_mail(self, *, mail: Mail) -> None:
-        await self._conn.execute(
-            insert(mail_outbox)
-            .values(
-                id=mail.id,
-                event_id=mail.event_id,
-                to_address=mail.to_address,
-                to_name=mail.to_name,
-                subject=mail.subject,
-                body=mail.body,
-                created_at=mail.created_at,
-            )
-            .on_conflict_do_nothing(index_elements=["event_id"])
+        await self._hold(
+            "mail",
+            id=mail.id,
+            event_id=mail.event_id,
+            to_address=mail.to_address,
+            to_name=mail.to_name,
+            subject=mail.subject,
+            body=mail.body,
+            created_at=mail.created_at,
         )
-        # Delivered at commit, and only if the transaction commits.
-        await self._conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": MAIL_CHANNEL})
+
+    async def write(self) -> None:
+        """Send the writes held so far."""
+        if not self._held:
+            return
+        kinds = tuple(kind for kind in _WRITES if kind in self._held)
+        parameters: dict[str, Any] = {"instance": self._instance}
+        for kind in kinds:
+            parameters.update({f"{kind}_{name}": value for name, value in self._held[kind].items()})
+        self._held.clear()
+        await self._conn.execute(_writes_statement(kinds), parameters)
+
+    async def _hold(self, kind: str, **values: Any) -> None:
+        if kind in self._held:  # one of each kind a statement: the earlier goes first
+            await self.write()
+        self._held[kind] = values
 
 
 class SqlNotificationStore:
-    def __init__(self, *, engine: AsyncEngine) -> None:
+    def __init__(self, *, engine: AsyncEngine, instance: str = "") -> None:
         self._engine = engine
+        self._instance = instance  # named by the NOTIFYs of its commits (adapters.listening)
         # Single-statement reads need no transaction: autocommit saves the BEGIN and ROLLBACK.
         self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
 
@@ -208,7 +260,9 @@ class SqlNotificationStore:
     async def transaction(self) -> AsyncIterator[SqlInbox]:
         with _StoreErrors("store the message's effect"):
             async with self._engine.begin() as conn:
-                yield SqlInbox(conn)
+                inbox = SqlInbox(conn, instance=self._instance)
+                yield inbox
+                await inbox.write()
 
     async def list_for_user(self, *, user_id: uuid.UUID, page: Page) -> tuple[list[Notification], int]:
         query = (
