@@ -10,7 +10,8 @@ Running a service
     tasks          background work beside the servers: run_forever, every, cancel_and_wait
     signal         Signal: wakes every waiter when something new has happened (no polling)
     migrations     Alembic the same way in every service: run_env, upgrade under a lock
-    database       create_engine: the SQLAlchemy engine, pinging only connections left idle
+    database       create_engine: the SQLAlchemy engine, pinging only connections left idle;
+                   a database that cannot serve the work as DatabaseUnavailable (a 503)
     errors         InterchangeCommonError and the exceptions under it
 
 Serving HTTP and gRPC

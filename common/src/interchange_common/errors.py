@@ -2,6 +2,7 @@
 
 InterchangeCommonError
  ├── ConfigurationError       settings that must not be used (placeholder secret, …)
+ ├── DatabaseUnavailable      PostgreSQL could not serve the work now (interchange_common.database)
  ├── ServiceAuthError         a service token that is missing, invalid or not for us
  ├── UndecodableRequest       gRPC request bytes that are not the method's message
  └── UserLookupError          asking user-service about a user (interchange_common.users)
@@ -16,6 +17,10 @@ class InterchangeCommonError(Exception):
 
 class ConfigurationError(InterchangeCommonError):
     """Settings that a service must refuse to start with."""
+
+
+class DatabaseUnavailable(InterchangeCommonError):
+    """PostgreSQL could not serve the work now; the same request may succeed later."""
 
 
 class ServiceAuthError(InterchangeCommonError):

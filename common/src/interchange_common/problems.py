@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Send
 
+from interchange_common.errors import DatabaseUnavailable
 from interchange_common.requestctx import current_request_id
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -108,11 +109,18 @@ async def _on_validation_error(_: Request, exc: Exception) -> Response:
     return problem_response(status=422, detail="the request is not valid", errors=_validation_errors(exc))
 
 
+_on_database_unavailable = problem_handler(
+    statuses={DatabaseUnavailable: 503}, details={DatabaseUnavailable: "the database is unavailable"}
+)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
-    """Make FastAPI's own errors (404, 405, 422 …) problem responses, and say so in
-    the app's OpenAPI document (which also loses FastAPI's null parameters)."""
+    """Make FastAPI's own errors (404, 405, 422 …) problem responses, and a database
+    that cannot serve the request (interchange_common.database) a 503 with Retry-After;
+    say so in the app's OpenAPI document (which also loses FastAPI's null parameters)."""
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(DatabaseUnavailable, _on_database_unavailable)
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:

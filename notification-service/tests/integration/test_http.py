@@ -1,13 +1,18 @@
 """The internal HTTP API against the real database: service tokens, actors, problems."""
 
+import dataclasses
+import logging
 import uuid
 from datetime import UTC, datetime
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from devstack.testing import assert_problem
+from notification_service.adapters.store import SqlDeadLetterStore, SqlNotificationStore
 from notification_service.domain.model import DeadLetter
+from notification_service.domain.usecases import DeadLetters, Notifications
 
 pytestmark = pytest.mark.integration
 
@@ -105,6 +110,43 @@ async def test_an_admin_lists_and_discards_dead_letters(service):
     assert deleted.status_code == 204
     assert_problem(await service.client.delete(f"/internal/admin/dead-letters/{dead_letter.id}", headers=ADMIN), 404)
     assert (await service.client.get("/internal/admin/dead-letters", headers=ADMIN)).json()["total"] == 0
+
+
+async def test_a_request_the_database_cannot_serve_is_a_retryable_503_that_changes_nothing(
+    service, database_url, caplog
+):
+    """The pool's only connection is taken, and a checkout gives up after 0.2 s."""
+    dead_letter = await stored_dead_letter(service)
+    engine = create_async_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    starved = dataclasses.replace(
+        service.container,
+        notifications=Notifications(store=SqlNotificationStore(engine=engine)),
+        dead_letters=DeadLetters(store=SqlDeadLetterStore(engine=engine), republisher=service.container.republisher),
+    )
+    try:
+        transport = httpx.ASGITransport(app=starved.http_app())
+        authorization = {"authorization": service.client.headers["authorization"]}
+        async with (
+            engine.connect(),
+            httpx.AsyncClient(transport=transport, base_url="http://n", headers=authorization) as client,
+        ):
+            for method, path, actor in (
+                ("GET", "/internal/notifications", USER),
+                ("GET", "/internal/admin/dead-letters", ADMIN),
+                ("POST", f"/internal/admin/dead-letters/{dead_letter.id}/replay", ADMIN),
+                ("DELETE", f"/internal/admin/dead-letters/{dead_letter.id}", ADMIN),
+            ):
+                caplog.clear()
+                with caplog.at_level(logging.WARNING, logger="interchange.database"):
+                    response = await client.request(method, path, headers=actor)
+                body = assert_problem(response, 503)
+                assert (response.headers["retry-after"], body["detail"]) == ("1", "the database is unavailable")
+                [line] = [record for record in caplog.records if record.name == "interchange.database"]
+                assert (line.levelname, line.error) == ("WARNING", "TimeoutError")
+    finally:
+        await engine.dispose()
+    listed = (await service.client.get("/internal/admin/dead-letters", headers=ADMIN)).json()
+    assert [item["id"] for item in listed["items"]] == [str(dead_letter.id)]
 
 
 async def test_unknown_routes_and_methods_are_problems(service):

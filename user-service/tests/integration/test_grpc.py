@@ -1,23 +1,29 @@
 """gRPC user.UserService on a real port, against a real PostgreSQL."""
 
+import contextlib
 import uuid
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from devstack.testing import free_port, undecodable_call
 from interchange_common.contracts import user_pb2, user_pb2_grpc
 from interchange_common.rpc import create_server, mark_serving, service_channel
 from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
+from user_service.adapters.passwords import Argon2PasswordHasher
+from user_service.adapters.repository import SqlUserRepository
+from user_service.domain.usecases import Users
 from user_service.entrypoints.grpc_server import SERVICE_NAME, UserServicer
 
 pytestmark = pytest.mark.integration
 SECRET = "integration-secret-" + "x" * 32
 
 
-@pytest.fixture(scope="module")
-async def address(users):
+@contextlib.asynccontextmanager
+async def serving(users):
+    """The gRPC server over ``users`` on a free port: its address."""
     port = free_port()
     server, health = create_server(
         verifier=ServiceTokenVerifier(service="user-service", secret=SECRET),
@@ -27,16 +33,32 @@ async def address(users):
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await mark_serving(health_servicer=health, service_names=[SERVICE_NAME])
-    yield f"127.0.0.1:{port}"
-    await server.stop(grace=None)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(grace=None)
+
+
+@contextlib.asynccontextmanager
+async def stub_of(address):
+    issuer = ServiceTokenIssuer(service="order-service", secret=SECRET, ttl_seconds=300)
+    channel = service_channel(target=address, issuer=issuer, audience="user-service")
+    try:
+        yield user_pb2_grpc.UserServiceStub(channel)
+    finally:
+        await channel.close()
+
+
+@pytest.fixture(scope="module")
+async def address(users):
+    async with serving(users) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
 async def stub(address):
-    issuer = ServiceTokenIssuer(service="order-service", secret=SECRET, ttl_seconds=300)
-    channel = service_channel(target=address, issuer=issuer, audience="user-service")
-    yield user_pb2_grpc.UserServiceStub(channel)
-    await channel.close()
+    async with stub_of(address) as stub:
+        yield stub
 
 
 def email():
@@ -121,6 +143,26 @@ async def test_list_pages_and_stream_with_a_literal_filter(stub):
     assert (len(page.users), page.total, page.page, page.limit) == (2, 3, 1, 2)
     streamed = [user async for user in stub.StreamUsers(user_pb2.StreamUsersRequest(filter=f"LI_ST{tag}"))]
     assert len(streamed) == 3
+
+
+async def test_a_database_that_cannot_serve_the_call_is_unavailable(tokens):
+    engine = create_async_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
+    users = Users(
+        repository=SqlUserRepository(engine=engine, events_exchange="unused"),
+        hasher=Argon2PasswordHasher(),
+        tokens=tokens,
+    )
+    try:
+        async with serving(users) as address, stub_of(address) as stub:
+            with pytest.raises(grpc.aio.AioRpcError) as unary:
+                await stub.GetUser(user_pb2.GetUserRequest(id=str(uuid.uuid4())))
+            with pytest.raises(grpc.aio.AioRpcError) as stream:
+                async for _ in stub.StreamUsers(user_pb2.StreamUsersRequest()):
+                    pass
+    finally:
+        await engine.dispose()
+    assert (unary.value.code(), stream.value.code()) == (grpc.StatusCode.UNAVAILABLE,) * 2
+    assert unary.value.details() == "the user store is unavailable"
 
 
 async def test_calls_without_a_valid_service_token_are_unauthenticated(address):

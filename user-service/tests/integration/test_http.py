@@ -111,7 +111,7 @@ async def test_a_database_outage_is_a_503_problem(tokens):
     await engine.dispose()
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
-    assert response.json()["detail"] == "the user store is unavailable"
+    assert response.json()["detail"] == "the database is unavailable"
 
 
 async def test_the_gateway_without_an_actor_acts_for_nobody(client):

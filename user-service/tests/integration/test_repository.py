@@ -157,20 +157,21 @@ async def test_a_change_whose_event_cannot_be_stored_is_not_kept(repository, eng
     assert [message_id for message_id, _ in await outbox_bodies(engine, user_id=user.id)] == [event.id]
 
 
-async def test_a_database_that_does_not_answer_is_a_store_error_not_a_crash():
+async def test_a_database_that_does_not_answer_is_unavailable_not_a_crash():
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from devstack.testing import free_port
+    from interchange_common.errors import DatabaseUnavailable
     from user_service.adapters.repository import SqlUserRepository
 
     engine = create_async_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
     repository = SqlUserRepository(engine=engine, events_exchange="unused")
     try:
-        with pytest.raises(UserStoreError) as error:
+        with pytest.raises(DatabaseUnavailable) as error:
             await repository.get(user_id=uuid.uuid4())
-        assert error.value.__cause__ is not None
+        assert isinstance(error.value.__cause__, ConnectionRefusedError)
         user = a_user()
-        with pytest.raises(UserStoreError):
+        with pytest.raises(DatabaseUnavailable):
             await repository.add(user=user, event=creation(user))
     finally:
         await engine.dispose()

@@ -7,6 +7,8 @@ NotificationServiceError (domain.errors)
  ├── UserDirectoryUnavailable user-service could not be asked about a user
  ├── ConsumerDisconnected     a consumer is not connected to the broker (a health probe)
  └── LiveUnavailable          Redis (live fan-out and history) could not be used now
+
+A database that cannot serve the work now raises interchange_common's DatabaseUnavailable.
 """
 
 from notification_service.domain.errors import NotificationServiceError

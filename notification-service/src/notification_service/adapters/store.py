@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from interchange_common.database import database_unavailable, is_unavailable
 from notification_service.adapters.errors import NotificationStoreError
 from notification_service.adapters.orm import (
     dead_letters,
@@ -43,8 +44,9 @@ LIVE_CHANNEL = "live_outbox"  # NOTIFY'd when a notification is added: wakes the
 
 
 class _StoreErrors:
-    """Translate driver errors at the adapter boundary into NotificationStoreError (the
-    cause kept), which the consumer retries and the HTTP API answers with 503."""
+    """Translate driver errors at the adapter boundary into DatabaseUnavailable when the
+    database cannot serve the work now, else NotificationStoreError (the cause kept):
+    the consumer retries both, and the HTTP API answers both with 503."""
 
     def __init__(self, action: str) -> None:
         self._action = action
@@ -53,8 +55,9 @@ class _StoreErrors:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        # A refused or timed-out connection reaches us as OSError/TimeoutError, not wrapped.
-        if isinstance(error, SQLAlchemyError | OSError | TimeoutError):
+        if error is not None and is_unavailable(error):
+            raise database_unavailable(action=self._action, error=error) from error
+        if isinstance(error, SQLAlchemyError):
             raise NotificationStoreError(f"could not {self._action}") from error
 
 

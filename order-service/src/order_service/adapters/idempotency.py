@@ -13,6 +13,7 @@ from sqlalchemy import Column, DateTime, Interval, MetaData, String, Table, Uuid
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from interchange_common.database import translating_unavailable
 from order_service.domain.errors import IdempotencyKeyReused
 
 metadata = MetaData()
@@ -61,15 +62,16 @@ class SqlIdempotencyKeys:
         claim = {"user_id": user_id, "key": key, "fingerprint": fingerprint, "order_id": order_id, "ttl": self._ttl}
         # Each statement commits by itself: the claim is atomic alone, and the common
         # case (a new key) is then one round trip, with no BEGIN and COMMIT around it.
-        async with self._autocommit.connect() as conn:
-            while True:
-                claimed = await conn.scalar(_CLAIM, claim)
-                if claimed is not None:
-                    return uuid.UUID(str(claimed))
-                row = (await conn.execute(_LIVE_KEY, {"user_id": user_id, "key": key})).first()
-                if row is not None:
-                    break
-                # Purged between the two statements: claim it afresh.
+        with translating_unavailable(action="claim the idempotency key"):
+            async with self._autocommit.connect() as conn:
+                while True:
+                    claimed = await conn.scalar(_CLAIM, claim)
+                    if claimed is not None:
+                        return uuid.UUID(str(claimed))
+                    row = (await conn.execute(_LIVE_KEY, {"user_id": user_id, "key": key})).first()
+                    if row is not None:
+                        break
+                    # Purged between the two statements: claim it afresh.
         if row.fingerprint != fingerprint:
             raise IdempotencyKeyReused("this Idempotency-Key was used with another request body")
         return uuid.UUID(str(row.order_id))

@@ -39,6 +39,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from interchange_common.database import translating_unavailable
 from interchange_common.events import RecordedEvent
 from order_service.domain.order import (
     Item,
@@ -161,8 +162,9 @@ class OrderQueries:
 
     async def get(self, *, order_id: uuid.UUID) -> Order | None:
         """The order's row, as new as the last command that answered (see ``record``)."""
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(orders).where(orders.c.id == order_id))).first()
+        with translating_unavailable(action="read the order"):
+            async with self._engine.connect() as conn:
+                row = (await conn.execute(select(orders).where(orders.c.id == order_id))).first()
         return None if row is None else _order(row)
 
     async def record(self, *, order: Order) -> None:
@@ -180,15 +182,16 @@ class OrderQueries:
 
     async def list_for_user(self, *, user_id: uuid.UUID, page: int, limit: int) -> tuple[list[Order], int]:
         """One page of a user's orders, newest first, and how many there are."""
-        async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(orders)
-                    .where(orders.c.user_id == user_id)
-                    .order_by(orders.c.created_at.desc(), orders.c.id)
-                    .limit(limit)
-                    .offset((page - 1) * limit)
-                )
-            ).all()
-            total = await conn.scalar(select(func.count()).select_from(orders).where(orders.c.user_id == user_id))
+        with translating_unavailable(action="list the orders"):
+            async with self._engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        select(orders)
+                        .where(orders.c.user_id == user_id)
+                        .order_by(orders.c.created_at.desc(), orders.c.id)
+                        .limit(limit)
+                        .offset((page - 1) * limit)
+                    )
+                ).all()
+                total = await conn.scalar(select(func.count()).select_from(orders).where(orders.c.user_id == user_id))
         return [_order(row) for row in rows], int(total or 0)

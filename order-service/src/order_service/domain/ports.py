@@ -1,5 +1,7 @@
 """What the order domain needs from the outside: storage, the users' status, the
-read model and idempotency keys. Adapters implement these; tests use fakes."""
+read model and idempotency keys. Adapters implement these; tests use fakes. A read
+model or key store whose database cannot serve the call raises interchange_common's
+DatabaseUnavailable."""
 
 import enum
 import uuid

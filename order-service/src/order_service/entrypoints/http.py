@@ -8,6 +8,9 @@ Single-order responses carry ``ETag: "<version>"``; changes take ``If-Match`` wi
 that ETag and answer 412 when the order has moved on. A read returns the result
 of every command that has answered; ``?min_version=N`` also answers 412 when the
 order has no version N yet, never an older order.
+
+A database that cannot serve the request (interchange_common.database) is a 503 with
+Retry-After, like an event store or user-service that does not answer.
 """
 
 import re

@@ -1,6 +1,8 @@
 """Failures of the infrastructure behind user-service's adapters.
 
 UserStoreError        the database did not do what was asked (driver errors wrapped)
+
+A database that cannot serve the work now raises interchange_common's DatabaseUnavailable.
 """
 
 

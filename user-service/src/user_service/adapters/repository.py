@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, delete, func, insert, or_, select, true, t
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from interchange_common.database import database_unavailable, is_unavailable
 from interchange_common.outbox import enqueue
 from user_service.adapters.errors import UserStoreError
 from user_service.adapters.orm import users
@@ -55,8 +56,9 @@ def _contains(text: str) -> ColumnElement[bool]:
 
 class _StoreErrors:
     """Translate driver errors at the adapter boundary: a taken email becomes
-    EmailTaken, any other database failure UserStoreError (the cause kept), which
-    the entry points answer with 503 / UNAVAILABLE."""
+    EmailTaken, a database that cannot serve the work now DatabaseUnavailable, any
+    other database failure UserStoreError (the cause kept); the entry points answer
+    both of those with 503 / UNAVAILABLE."""
 
     def __init__(self, action: str) -> None:
         self._action = action
@@ -69,8 +71,9 @@ class _StoreErrors:
             raise EmailTaken("email already in use") from error
         if isinstance(error, DataError):  # SQLSTATE class 22: the value itself is unusable
             raise InvalidUserData("a value cannot be stored") from error
-        # A refused or timed-out connection reaches us as OSError/TimeoutError, not wrapped.
-        if isinstance(error, SQLAlchemyError | OSError | TimeoutError):
+        if error is not None and is_unavailable(error):
+            raise database_unavailable(action=self._action, error=error) from error
+        if isinstance(error, SQLAlchemyError):
             raise UserStoreError(f"could not {self._action}") from error
 
 

@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from interchange_common.actors import Actor
 from interchange_common.contracts import user_pb2, user_pb2_grpc
+from interchange_common.errors import DatabaseUnavailable
 from interchange_common.rpc import Context, status_codes
 from user_service.adapters.errors import UserStoreError
 from user_service.domain.errors import (
@@ -63,7 +64,7 @@ def to_proto(user: User) -> user_pb2.User:
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception) -> NoReturn:
-    if isinstance(error, UserStoreError):
+    if isinstance(error, UserStoreError | DatabaseUnavailable):
         await context.abort(grpc.StatusCode.UNAVAILABLE, "the user store is unavailable")
     code = _CODE_OF.get(type(error), grpc.StatusCode.INVALID_ARGUMENT)
     detail = "user not found" if isinstance(error, UserNotFound) else str(error)
@@ -71,7 +72,7 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception) 
     raise AssertionError("abort returned")  # abort always raises; this satisfies NoReturn
 
 
-_status_codes = status_codes(errors=(UserServiceError, UserStoreError), abort=_abort)
+_status_codes = status_codes(errors=(UserServiceError, UserStoreError, DatabaseUnavailable), abort=_abort)
 
 
 class UserServicer(user_pb2_grpc.UserServiceServicer):
@@ -129,5 +130,5 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         try:
             async for user in self._users.stream(actor=self._actor, contains=request.filter):
                 yield to_proto(user)
-        except (UserServiceError, UserStoreError) as e:
+        except (UserServiceError, UserStoreError, DatabaseUnavailable) as e:
             await _abort(context, e)
