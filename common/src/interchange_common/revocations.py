@@ -67,15 +67,21 @@ class RedisRevocations:
         self._revoke = redis.register_script(_REVOKE)
         self.channel = f"{key_prefix}:revocations".encode()
 
-    def _key(self, user_id: uuid.UUID) -> str:
+    def mark_key(self, *, user_id: uuid.UUID) -> str:
+        """The key of the user's mark (for a script that reads it with other keys)."""
         return f"{self._prefix}:revoked:{user_id}"
 
+    def not_checked(self, *, error: RedisError) -> None:
+        """Log a token let through unchecked because Redis did not answer: the policy of
+        ``is_revoked``, for callers that read the mark in a script of their own."""
+        _log.warning("revocations unavailable, token not checked", extra={"error": type(error).__name__})
+
     async def revoke(self, *, user_id: uuid.UUID, at: float) -> None:
-        await self._revoke(keys=[self._key(user_id)], args=[at, self._ttl, self.channel, str(user_id)])
+        await self._revoke(keys=[self.mark_key(user_id=user_id)], args=[at, self._ttl, self.channel, str(user_id)])
 
     async def revoked_since(self, *, user_id: uuid.UUID) -> float | None:
         """Tokens issued at or before this time are refused; None: none are."""
-        value = await self._redis.get(self._key(user_id))
+        value = await self._redis.get(self.mark_key(user_id=user_id))
         return None if value is None else float(value)
 
     async def marks(self, *, user_ids: Collection[uuid.UUID]) -> list[Revocation]:
@@ -83,7 +89,7 @@ class RedisRevocations:
         if not user_ids:
             return []
         ordered = list(user_ids)
-        values = await self._redis.mget([self._key(user_id) for user_id in ordered])
+        values = await self._redis.mget([self.mark_key(user_id=user_id) for user_id in ordered])
         return [
             Revocation(user_id=user_id, at=float(value))
             for user_id, value in zip(ordered, values, strict=True)
@@ -96,6 +102,6 @@ class RedisRevocations:
         try:
             since = await self.revoked_since(user_id=user_id)
         except RedisError as e:
-            _log.warning("revocations unavailable, token not checked", extra={"error": type(e).__name__})
+            self.not_checked(error=e)
             return False
         return since is not None and issued_at <= since

@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from gateway.adapters.apidocs import ApiDocuments
-from gateway.adapters.ratelimiter import RedisRateLimiter
-from gateway.adapters.revocations import RevocationHandler, checked
+from gateway.adapters.ratelimiter import RedisCallerCheck, RedisRateLimiter
+from gateway.adapters.revocations import RevocationHandler
 from gateway.adapters.tickets import RedisTicketStore
 from gateway.adapters.tokens import JwksTokenVerifier
 from gateway.adapters.upstream import UpstreamClient
@@ -89,6 +89,7 @@ class Container:
     revocations: RedisRevocations
     consumer: Consumer
     limiter: RedisRateLimiter
+    callers: RedisCallerCheck
     tickets: RedisTicketStore
     connections: LiveConnections
     issuer: ServiceTokenIssuer
@@ -111,8 +112,9 @@ class Container:
             routes=ROUTES,
             policies=policies(settings=settings),
             upstream=self.upstream,
-            verify=checked(verify=self.verifier.verify_authorization, revocations=self.revocations),
+            verify=self.verifier.verify_authorization,
             hit=self.limiter.hit,
+            check=self.callers.standing,
             issuer=self.issuer,
             health_checks=self.health_checks,
             cors_origins=settings.cors_origins,
@@ -163,6 +165,9 @@ async def build(*, settings: Settings) -> Container:
     revocations = RedisRevocations(
         redis=redis, key_prefix=settings.redis_key_prefix, ttl_seconds=settings.revocation_ttl_seconds
     )
+    limiter = RedisRateLimiter(
+        redis=redis, key_prefix=settings.redis_key_prefix, on_failure=settings.rate_limit_on_redis_failure
+    )
     container = Container(
         settings=settings,
         discovery=discovery,
@@ -179,9 +184,8 @@ async def build(*, settings: Settings) -> Container:
             topology=revocation_topology(exchange=settings.events_exchange, queue=settings.events_queue),
             handler=RevocationHandler(revocations=revocations),
         ),
-        limiter=RedisRateLimiter(
-            redis=redis, key_prefix=settings.redis_key_prefix, on_failure=settings.rate_limit_on_redis_failure
-        ),
+        limiter=limiter,
+        callers=RedisCallerCheck(redis=redis, limiter=limiter, revocations=revocations),
         tickets=RedisTicketStore(
             redis=redis, key_prefix=settings.redis_key_prefix, ttl_seconds=settings.ticket_ttl_seconds
         ),

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from redis.asyncio import Redis
+from redis.asyncio import Connection, ConnectionPool, Redis
 
 from devstack.testing import free_port, run_id
 from gateway.adapters.ratelimiter import RedisRateLimiter
@@ -29,6 +29,31 @@ async def redis(infra, key_prefix):
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+class RoundTrips:
+    """What a Redis client sent: one packed send is one round trip (a pipeline's
+    commands go in one send, a script call is one command)."""
+
+    def __init__(self):
+        self.count = 0
+
+
+@pytest.fixture
+async def counted_redis(infra):
+    """A client of the shared Redis whose round trips are counted: ``(client, trips)``."""
+    trips = RoundTrips()
+
+    class CountingConnection(Connection):
+        async def send_packed_command(self, command, check_health=True):
+            trips.count += 1
+            await super().send_packed_command(command, check_health)
+
+    pool = ConnectionPool.from_url(infra.redis_url, connection_class=CountingConnection)
+    client = Redis(connection_pool=pool)
+    yield client, trips
+    await client.aclose()
+    await pool.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from devstack.testing import eventually, free_port
+from gateway.adapters.ratelimiter import RedisCallerCheck, RedisRateLimiter
 from gateway.adapters.tickets import RedisTicketStore
 from gateway.adapters.upstream import SocketClosed, SocketGone, SocketText, UpstreamClient
 from gateway.domain.errors import AuthenticationFailed, UpstreamUnavailable
@@ -18,13 +19,16 @@ from gateway.domain.model import Principal, RateDecision, RateLimitPolicy, Upstr
 from gateway.entrypoints.http import LiveSetup, create_app
 from gateway.entrypoints.passthrough import LiveConnections
 from gateway.entrypoints.server import Listeners, serve_http
+from interchange_common.revocations import RedisRevocations
 from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
 
 pytestmark = pytest.mark.integration
 SECRET = "live-test-secret-" + "z" * 32
 ALLOWED_ORIGIN = "https://app.example.com"
 USER = Principal(uuid.uuid4(), frozenset({"user"}), expires_at=time.time() + 3600, issued_at=int(time.time()) - 60)
-TOKENS = {"user-token": USER}
+# Revoked when the gateway starts (its mark is later than the token's issue time).
+REVOKED = Principal(uuid.uuid4(), frozenset({"user"}), expires_at=time.time() + 3600, issued_at=int(time.time()) - 60)
+TOKENS = {"user-token": USER, "revoked-token": REVOKED}
 
 
 async def verify(*, header):
@@ -56,12 +60,18 @@ async def gateway(notifications, redis, key_prefix, balancer_over):
     await client.start()
     tickets = RedisTicketStore(redis=redis, key_prefix=key_prefix, ttl_seconds=30)
     connections = LiveConnections()
+    revocations = RedisRevocations(redis=redis, key_prefix=key_prefix)
+    await revocations.revoke(user_id=REVOKED.user_id, at=time.time())
+    callers = RedisCallerCheck(
+        redis=redis, limiter=RedisRateLimiter(redis=redis, key_prefix=key_prefix), revocations=revocations
+    )
     app = create_app(
         routes=(),
         policies={"default": RateLimitPolicy(f"live-{key_prefix}", 1000, 60)},
         upstream=client,
         verify=verify,
         hit=_always_allowed,
+        check=callers.standing,
         issuer=ServiceTokenIssuer(service="gateway", secret=SECRET, ttl_seconds=300),
         health_checks=lambda: [],
         cors_origins=[],
@@ -145,6 +155,13 @@ async def test_a_ticket_needs_an_access_token(http):
         assert response.headers["content-type"] == "application/problem+json"
 
 
+async def test_a_revoked_token_gets_no_ticket(http):
+    response = await http.post("/api/auth/ticket", headers={"Authorization": "Bearer revoked-token"})
+    assert response.status_code == 401
+    assert response.json()["detail"] == "token revoked"
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
 async def test_an_expired_ticket_is_refused(gateway, http, redis, key_prefix):
     short = RedisTicketStore(redis=redis, key_prefix=key_prefix, ttl_seconds=1)
     ticket = await short.issue(principal=USER)
@@ -213,6 +230,8 @@ async def test_sse_without_a_valid_credential_is_401(http, stand_in, how):
     params, headers = {}, {}
     if how == "forged-token":
         headers = {"Authorization": "Bearer forged"}
+    elif how == "revoked-token":
+        headers = {"Authorization": "Bearer revoked-token"}
     elif how == "made-up-ticket":
         params = {"ticket": "x" * 43}
     elif how == "reused-ticket":
@@ -327,11 +346,15 @@ async def test_an_upstream_drop_closes_the_client_with_1012(gateway, stand_in):
         await session.close()
 
 
-@pytest.mark.parametrize("how", ["none", "forged-token", "made-up-ticket", "reused-ticket", "expired-ticket"])
+@pytest.mark.parametrize(
+    "how", ["none", "forged-token", "revoked-token", "made-up-ticket", "reused-ticket", "expired-ticket"]
+)
 async def test_websocket_without_a_valid_credential_is_closed_1008(gateway, http, stand_in, redis, key_prefix, how):
     params, headers = {}, {}
     if how == "forged-token":
         headers = {"Authorization": "Bearer forged"}
+    elif how == "revoked-token":
+        headers = {"Authorization": "Bearer revoked-token"}
     elif how == "made-up-ticket":
         params = {"ticket": "y" * 43}
     elif how == "reused-ticket":

@@ -1,6 +1,9 @@
-"""The gateway app forwarding to a real upstream server, with the real Redis limiter."""
+"""The gateway app forwarding to a real upstream server, with the real Redis limiter
+and revocation marks."""
 
 import asyncio
+import logging
+import time
 import uuid
 
 import httpx
@@ -10,13 +13,14 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from devstack.testing import free_port
-from gateway.adapters.ratelimiter import RedisRateLimiter
+from gateway.adapters.ratelimiter import RedisCallerCheck, RedisRateLimiter
 from gateway.adapters.upstream import UpstreamClient
 from gateway.domain.errors import AuthenticationFailed, UpstreamUnavailable
 from gateway.domain.model import Access, Principal, RateLimitPolicy, Route, Upstream
-from gateway.entrypoints.forwarding import Hit
+from gateway.entrypoints.forwarding import Check, Hit
 from gateway.entrypoints.http import create_app
 from interchange_common.resilience import BreakerState, CircuitBreaker
+from interchange_common.revocations import RedisRevocations
 from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
 
 pytestmark = pytest.mark.integration
@@ -30,9 +34,10 @@ ROUTES = (
     Route("GET", "/api/down", "down", "/anything", Access.PUBLIC),
     Route("GET", "/api/slow", "slow", "/slow", Access.PUBLIC),
 )
+ISSUED_AT = time.time() - 60
 USERS = {
-    "user-token": Principal(uuid.uuid4(), frozenset({"user"}), expires_at=2**40),
-    "admin-token": Principal(uuid.uuid4(), frozenset({"admin", "user"}), expires_at=2**40),
+    "user-token": Principal(uuid.uuid4(), frozenset({"user"}), expires_at=2**40, issued_at=ISSUED_AT),
+    "admin-token": Principal(uuid.uuid4(), frozenset({"admin", "user"}), expires_at=2**40, issued_at=ISSUED_AT),
 }
 
 
@@ -43,11 +48,29 @@ async def verify(*, header):
     return USERS[token]
 
 
+def signed_in(*, roles: frozenset[str] = frozenset({"user"})) -> tuple[str, Principal]:
+    """A new user's token (issued a minute ago), known to ``verify`` from now on."""
+    token = f"token-{uuid.uuid4().hex}"
+    USERS[token] = Principal(uuid.uuid4(), roles, expires_at=2**40, issued_at=time.time() - 60)
+    return token, USERS[token]
+
+
+def caller_check(*, redis: Redis, limiter: RedisRateLimiter, key_prefix: str) -> Check:
+    revocations = RedisRevocations(redis=redis, key_prefix=key_prefix)
+    return RedisCallerCheck(redis=redis, limiter=limiter, revocations=revocations).standing
+
+
 @pytest.fixture(scope="module")
-async def client(upstream, limiter, key_prefix, balancer_over):
+def revocations(redis, key_prefix) -> RedisRevocations:
+    return RedisRevocations(redis=redis, key_prefix=key_prefix)
+
+
+@pytest.fixture(scope="module")
+async def client(upstream, redis, limiter, key_prefix, balancer_over):
     forwarder = forwarder_to(upstream.url, balancer_over=balancer_over)
     await forwarder.start()
-    app = gateway_app(forwarder=forwarder, hit=limiter.hit, key_prefix=key_prefix)
+    check = caller_check(redis=redis, limiter=limiter, key_prefix=key_prefix)
+    app = gateway_app(forwarder=forwarder, hit=limiter.hit, check=check, key_prefix=key_prefix)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
         yield client
     await forwarder.close()
@@ -67,16 +90,19 @@ def forwarder_to(url: str, *, balancer_over) -> UpstreamClient:
     return UpstreamClient(upstreams=upstreams, balancers=balancers)
 
 
-def gateway_app(*, forwarder: UpstreamClient, hit: Hit, key_prefix: str) -> FastAPI:
+def gateway_app(
+    *, forwarder: UpstreamClient, hit: Hit, check: Check, key_prefix: str, default_limit: int = 1000
+) -> FastAPI:
     return create_app(
         routes=ROUTES,
         policies={
-            "default": RateLimitPolicy(f"default-{key_prefix}", 1000, 60),
+            "default": RateLimitPolicy(f"default-{key_prefix}", default_limit, 60),
             "strict": RateLimitPolicy(f"strict-{key_prefix}", 3, 60),
         },
         upstream=forwarder,
         verify=verify,
         hit=hit,
+        check=check,
         issuer=ServiceTokenIssuer(service="gateway", secret=SECRET, ttl_seconds=300),
         health_checks=lambda: [],
         cors_origins=["https://app.example.com"],
@@ -255,9 +281,10 @@ async def test_a_rate_limiter_failing_closed_answers_503_while_redis_is_down(
     server = private_redis
     redis = Redis.from_url(server.url, socket_connect_timeout=0.3, socket_timeout=0.3)
     limiter = RedisRateLimiter(redis=redis, key_prefix=key_prefix, on_failure="closed")
+    check = caller_check(redis=redis, limiter=limiter, key_prefix=key_prefix)
     forwarder = forwarder_to(upstream.url, balancer_over=balancer_over)
     await forwarder.start()
-    app = gateway_app(forwarder=forwarder, hit=limiter.hit, key_prefix=key_prefix)
+    app = gateway_app(forwarder=forwarder, hit=limiter.hit, check=check, key_prefix=key_prefix)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
             signed_in = {"Authorization": "Bearer user-token"}
@@ -267,6 +294,144 @@ async def test_a_rate_limiter_failing_closed_answers_503_while_redis_is_down(
             assert refused.status_code == 503
             assert refused.headers["retry-after"] == "1"
             assert refused.json()["detail"] == "the rate limiter is unavailable; try again shortly"
+            # A caller the route refuses is not counted, so Redis being down does not change its answer.
+            assert (await client.get("/api/admin/things", headers=signed_in)).status_code == 403
+            public = await client.post("/api/things", content=b"{}")
+            assert public.status_code == 503
     finally:
         await forwarder.close()
         await redis.aclose()
+
+
+async def test_a_rate_limiter_failing_open_lets_tokens_through_and_limits_in_the_instance(
+    upstream, balancer_over, key_prefix, private_redis, caplog
+):
+    redis = Redis.from_url(private_redis.url, socket_connect_timeout=0.3, socket_timeout=0.3)
+    limiter = RedisRateLimiter(redis=redis, key_prefix=key_prefix, on_failure="open")
+    check = caller_check(redis=redis, limiter=limiter, key_prefix=key_prefix)
+    forwarder = forwarder_to(upstream.url, balancer_over=balancer_over)
+    await forwarder.start()
+    app = gateway_app(forwarder=forwarder, hit=limiter.hit, check=check, key_prefix=key_prefix, default_limit=3)
+    token, principal = signed_in()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+            await RedisRevocations(redis=redis, key_prefix=key_prefix).revoke(user_id=principal.user_id, at=time.time())
+            assert (await client.get("/api/things/a", headers={"Authorization": f"Bearer {token}"})).status_code == 401
+            await asyncio.to_thread(private_redis.stop)
+            with caplog.at_level(logging.WARNING):
+                statuses = [
+                    (await client.get("/api/things/a", headers={"Authorization": f"Bearer {token}"})).status_code
+                    for _ in range(4)
+                ]
+            # The mark cannot be read: the token passes (it still expires), limited in this instance.
+            assert statuses == [200, 200, 200, 429]
+            warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+            assert (
+                warnings
+                == [
+                    "revocations unavailable, token not checked",
+                    "rate limiter unavailable, counting in this instance",
+                ]
+                * 4
+            )
+    finally:
+        await forwarder.close()
+        await redis.aclose()
+
+
+async def test_a_revoked_token_is_401_counted_against_the_address_and_never_forwarded(
+    client, upstream, redis, key_prefix, revocations
+):
+    token, principal = signed_in()
+    user_counter = f"{{{key_prefix}:rl:default-{key_prefix}:user:{principal.user_id}}}:*"
+    address_counter = f"{{{key_prefix}:rl:default-{key_prefix}:ip:127.0.0.1}}:*"
+    assert (await client.get("/api/things/a", headers={"Authorization": f"Bearer {token}"})).status_code == 200
+    await revocations.revoke(user_id=principal.user_id, at=time.time())
+    before, counted_for_user, counted_for_address = (
+        len(upstream.seen),
+        await counted(redis, user_counter),
+        await counted(redis, address_counter),
+    )
+    for path in ("/api/things/a", "/api/admin/things"):  # revoked comes before forbidden
+        response = await client.get(path, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401
+        assert response.json()["detail"] == "token revoked"
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert len(upstream.seen) == before
+    assert await counted(redis, user_counter) == counted_for_user
+    assert await counted(redis, address_counter) == counted_for_address + 2
+    # A token of the same user issued after the mark (a new sign-in) passes.
+    USERS[token] = Principal(principal.user_id, principal.roles, expires_at=2**40, issued_at=time.time() + 1)
+    assert (await client.get("/api/things/a", headers={"Authorization": f"Bearer {token}"})).status_code == 200
+
+
+async def test_a_forbidden_caller_is_not_counted(client, redis, key_prefix):
+    token, principal = signed_in()
+    user_counter = f"{{{key_prefix}:rl:default-{key_prefix}:user:{principal.user_id}}}:*"
+    for _ in range(2):
+        assert (await client.get("/api/admin/things", headers={"Authorization": f"Bearer {token}"})).status_code == 403
+    assert await counted(redis, user_counter) == 0
+    assert (await client.get("/api/things/a", headers={"Authorization": f"Bearer {token}"})).status_code == 200
+    assert await counted(redis, user_counter) == 1
+
+
+async def test_revoked_tokens_over_the_address_limit_are_429(upstream, redis, balancer_over, key_prefix, revocations):
+    prefix = f"{key_prefix}-{uuid.uuid4().hex[:8]}"  # counters of this test's own
+    limiter = RedisRateLimiter(redis=redis, key_prefix=prefix)
+    forwarder = forwarder_to(upstream.url, balancer_over=balancer_over)
+    await forwarder.start()
+    check = caller_check(redis=redis, limiter=limiter, key_prefix=key_prefix)
+    app = gateway_app(forwarder=forwarder, hit=limiter.hit, check=check, key_prefix=key_prefix, default_limit=2)
+    token, principal = signed_in()
+    await revocations.revoke(user_id=principal.user_id, at=time.time())
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+            answers = [
+                await client.get("/api/things/a", headers={"Authorization": f"Bearer {token}"}) for _ in range(3)
+            ]
+    finally:
+        await forwarder.close()
+    assert [a.status_code for a in answers] == [401, 401, 429]
+    assert int(answers[-1].headers["retry-after"]) >= 1
+
+
+async def test_a_signed_in_request_costs_one_redis_round_trip(
+    upstream, counted_redis, balancer_over, key_prefix, revocations
+):
+    redis, trips = counted_redis
+    limiter = RedisRateLimiter(redis=redis, key_prefix=key_prefix)
+    forwarder = forwarder_to(upstream.url, balancer_over=balancer_over)
+    await forwarder.start()
+    app = gateway_app(
+        forwarder=forwarder,
+        hit=limiter.hit,
+        check=caller_check(redis=redis, limiter=limiter, key_prefix=key_prefix),
+        key_prefix=key_prefix,
+    )
+    token, _ = signed_in()
+    revoked_token, revoked = signed_in()
+    await revocations.revoke(user_id=revoked.user_id, at=time.time())
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+
+            async def trips_for(path: str, token: str, status: int) -> int:
+                before = trips.count
+                response = await client.get(path, headers={"Authorization": f"Bearer {token}"})
+                assert response.status_code == status
+                return trips.count - before
+
+            # The first call of each script may load it (NOSCRIPT, SCRIPT LOAD, EVALSHA).
+            await trips_for("/api/things/a", token, 200)
+            await trips_for("/api/things/a", "forged", 401)
+            assert await trips_for("/api/things/a", token, 200) == 1
+            assert await trips_for("/api/things/a", revoked_token, 401) == 1
+            assert await trips_for("/api/admin/things", token, 403) == 1
+            assert await trips_for("/api/things/a", "forged", 401) == 1  # the address's count alone
+    finally:
+        await forwarder.close()
+
+
+async def counted(redis: Redis, pattern: str) -> int:
+    """The hits counted under the counters matching ``pattern`` (both windows)."""
+    keys = [key async for key in redis.scan_iter(match=pattern)]
+    return sum(int(value or 0) for value in await redis.mget(keys)) if keys else 0

@@ -6,9 +6,15 @@ Lua script reads, decides and counts atomically, takes the time from Redis (so
 instances with skewed clocks agree) and sets the expiry in the same step that
 creates a key: no key is ever left without a TTL.
 
+RedisRateLimiter     counts one hit (one script call)
+RedisCallerCheck     a signed-in caller's revocation mark and the count of the call,
+                     read and made in one script call: one round trip per request
+LocalRateLimiter     the same window in this instance's memory
+
 When Redis cannot be reached the configured policy applies (RATE_LIMIT_ON_REDIS_FAILURE):
 "open" keeps limiting with the same window in this instance's memory, "closed"
-refuses requests with 503 until Redis answers again.
+refuses requests with 503 until Redis answers again. A revocation mark that cannot
+be read lets the token through (logged), as RedisRevocations.is_revoked does.
 """
 
 import logging
@@ -21,31 +27,77 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.domain.errors import StoreUnavailable
-from gateway.domain.model import RateDecision, RateLimitPolicy
+from gateway.domain.model import Principal, RateDecision, RateLimitPolicy, Standing
+from interchange_common.revocations import RedisRevocations
 
 _log = logging.getLogger(__name__)
 
-# KEYS[1]: the counter base, hash-tagged so both windows live in one cluster slot.
-# ARGV: limit, window in milliseconds. Returns {allowed, remaining, reset_ms}.
-_SCRIPT = """
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local index = math.floor(now / window)
-local current_key = KEYS[1] .. ':' .. index
-local previous = tonumber(redis.call('GET', KEYS[1] .. ':' .. (index - 1)) or '0')
-local current = tonumber(redis.call('GET', current_key) or '0')
-local elapsed = now - index * window
-local reset = window - elapsed
-local estimate = previous * (window - elapsed) / window + current
-if estimate + 1 > limit then
-  return {0, 0, reset}
+# count(base, limit, window, now): one hit on the counter ``base`` (hash-tagged, so both
+# windows live in one cluster slot) at ``now`` (ms); returns {allowed, remaining, reset_ms}.
+_COUNT = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-redis.call('INCR', current_key)
-redis.call('PEXPIRE', current_key, window * 2)
-return {1, math.floor(limit - estimate - 1), reset}
+local function count(base, limit, window, now)
+  local index = math.floor(now / window)
+  local current_key = base .. ':' .. index
+  local previous = tonumber(redis.call('GET', base .. ':' .. (index - 1)) or '0')
+  local current = tonumber(redis.call('GET', current_key) or '0')
+  local elapsed = now - index * window
+  local reset = window - elapsed
+  local estimate = previous * (window - elapsed) / window + current
+  if estimate + 1 > limit then
+    return {0, 0, reset}
+  end
+  redis.call('INCR', current_key)
+  redis.call('PEXPIRE', current_key, window * 2)
+  return {1, math.floor(limit - estimate - 1), reset}
+end
 """
+
+# KEYS[1]: the counter base. ARGV: limit, window in milliseconds. Returns {allowed, remaining, reset_ms}.
+_HIT = (
+    _COUNT
+    + """
+return count(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now_ms())
+"""
+)
+
+# KEYS[1]: the user's revocation mark; KEYS[2]: the client address's counter base;
+# KEYS[3], when given: the user's counter base.
+# ARGV: the token's issue time (epoch seconds), the client's limit and window (ms),
+# then with KEYS[3] the user's limit and window (ms).
+# Returns {1, allowed, remaining, reset_ms} for a revoked token (issued at or before
+# the mark), counted against the client; else {0, allowed, remaining, reset_ms}
+# counted against the user, or {0} when there is no KEYS[3] (nothing counted).
+# The mark and the counters are in different slots: one Redis, not a cluster.
+_STANDING = (
+    _COUNT
+    + """
+local mark = redis.call('GET', KEYS[1])
+if mark and tonumber(ARGV[1]) <= tonumber(mark) then
+  local hit = count(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]), now_ms())
+  return {1, hit[1], hit[2], hit[3]}
+end
+if #KEYS < 3 then
+  return {0}
+end
+local hit = count(KEYS[3], tonumber(ARGV[4]), tonumber(ARGV[5]), now_ms())
+return {0, hit[1], hit[2], hit[3]}
+"""
+)
+
+
+def _decision(*, policy: RateLimitPolicy, reply: list[int]) -> RateDecision:
+    """A count's reply, {allowed, remaining, reset_ms}, as the decision under ``policy``."""
+    allowed, remaining, reset_ms = reply
+    return RateDecision(
+        allowed=bool(allowed),
+        limit=policy.limit,
+        remaining=max(0, int(remaining)),
+        reset_seconds=max(1, math.ceil(int(reset_ms) / 1000)),
+    )
 
 
 class LocalRateLimiter:
@@ -106,25 +158,77 @@ class RedisRateLimiter:
     ) -> None:
         self._redis = redis
         self._prefix = key_prefix
-        self._script = redis.register_script(_SCRIPT)
+        self._script = redis.register_script(_HIT)
         self._on_failure = on_failure
         self._local = local or LocalRateLimiter()
 
+    def counter_key(self, *, policy: RateLimitPolicy, key: str) -> str:
+        return f"{{{self._prefix}:rl:{policy.name}:{key}}}"
+
     async def hit(self, *, policy: RateLimitPolicy, key: str) -> RateDecision:
-        redis_key = f"{{{self._prefix}:rl:{policy.name}:{key}}}"
         try:
-            allowed, remaining, reset_ms = await self._script(
-                keys=[redis_key], args=[policy.limit, policy.window_seconds * 1000]
+            reply = await self._script(
+                keys=[self.counter_key(policy=policy, key=key)], args=[policy.limit, policy.window_seconds * 1000]
             )
         except RedisError as e:
-            if self._on_failure == "closed":
-                _log.warning("rate limiter unavailable, refusing the request", extra={"error": type(e).__name__})
-                raise StoreUnavailable("the rate limiter is unavailable; try again shortly") from e
-            _log.warning("rate limiter unavailable, counting in this instance", extra={"error": type(e).__name__})
-            return self._local.hit(policy=policy, key=key)
-        return RateDecision(
-            allowed=bool(allowed),
-            limit=policy.limit,
-            remaining=max(0, int(remaining)),
-            reset_seconds=max(1, math.ceil(int(reset_ms) / 1000)),
-        )
+            return self.unavailable(error=e, policy=policy, key=key)
+        return _decision(policy=policy, reply=reply)
+
+    def unavailable(self, *, error: RedisError, policy: RateLimitPolicy, key: str) -> RateDecision:
+        """The hit Redis could not count, as ``on_failure`` says: counted in this
+        instance, or StoreUnavailable."""
+        if self._on_failure == "closed":
+            _log.warning("rate limiter unavailable, refusing the request", extra={"error": type(error).__name__})
+            raise StoreUnavailable("the rate limiter is unavailable; try again shortly") from error
+        _log.warning("rate limiter unavailable, counting in this instance", extra={"error": type(error).__name__})
+        return self._local.hit(policy=policy, key=key)
+
+
+class RedisCallerCheck:
+    """A signed-in caller's revocation mark read and the call counted in one script
+    call, where checking the token (RedisRevocations.is_revoked) and counting
+    (RedisRateLimiter.hit) took a round trip each. A token issued at or before its
+    user's mark is revoked: the call counts against the client's address instead.
+
+    When Redis fails, each half keeps its own policy: the token is let through
+    (logged, it still expires), and the count follows the limiter's ``on_failure``."""
+
+    def __init__(self, *, redis: Redis, limiter: RedisRateLimiter, revocations: RedisRevocations) -> None:
+        self._limiter = limiter
+        self._revocations = revocations
+        self._script = redis.register_script(_STANDING)
+
+    async def standing(
+        self,
+        *,
+        principal: Principal,
+        policy: RateLimitPolicy | None,
+        key: str,
+        ip_policy: RateLimitPolicy,
+        client: str,
+    ) -> Standing:
+        """``principal``'s standing; the call counted against ``key`` under ``policy``
+        (not at all when None), or against ``client`` under ``ip_policy`` when the
+        token is revoked."""
+        limiter = self._limiter
+        keys = [
+            self._revocations.mark_key(user_id=principal.user_id),
+            limiter.counter_key(policy=ip_policy, key=client),
+        ]
+        args: list[float | int] = [principal.issued_at, ip_policy.limit, ip_policy.window_seconds * 1000]
+        if policy is not None:
+            keys.append(limiter.counter_key(policy=policy, key=key))
+            args += [policy.limit, policy.window_seconds * 1000]
+        try:
+            reply = await self._script(keys=keys, args=args)
+        except RedisError as e:
+            self._revocations.not_checked(error=e)
+            if policy is None:
+                return Standing(revoked=False, decision=None)
+            return Standing(revoked=False, decision=limiter.unavailable(error=e, policy=policy, key=key))
+        revoked, *counted = reply
+        if revoked:
+            return Standing(revoked=True, decision=_decision(policy=ip_policy, reply=counted))
+        if policy is None:
+            return Standing(revoked=False, decision=None)
+        return Standing(revoked=False, decision=_decision(policy=policy, reply=counted))

@@ -7,21 +7,19 @@ The mark (interchange_common.revocations) lives as long as a token can; the TCP 
 UDP feeds of notification-service read the same marks.
 
 RevocationHandler  the consumer's handler: user events → revoke (domain.revoked_at)
-checked            wraps a token check: a revoked token is AuthenticationFailed
+
+Each request's check of the mark is made with its rate-limit count, in one script
+(ratelimiter.RedisCallerCheck).
 """
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 
-from gateway.domain.errors import AuthenticationFailed
-from gateway.domain.model import Principal, revoked_at
+from gateway.domain.model import revoked_at
 from interchange_common.messaging import Delivery
 from interchange_common.revocations import RedisRevocations
 
 _log = logging.getLogger(__name__)
-
-Verify = Callable[..., Awaitable[Principal]]
 
 
 class RevocationHandler:
@@ -36,16 +34,3 @@ class RevocationHandler:
         user_id = uuid.UUID(str(event["data"]["id"]))
         await self._revocations.revoke(user_id=user_id, at=at)
         _log.info("tokens revoked", extra={"user_id": str(user_id), "event": event.get("type")})
-
-
-def checked(*, verify: Verify, revocations: RedisRevocations) -> Verify:
-    """``verify``, then refuse a token issued at or before its user's revocation. When
-    Redis does not answer the token is let through (logged): it still expires."""
-
-    async def verify_and_check(*, header: str | None) -> Principal:
-        principal = await verify(header=header)
-        if await revocations.is_revoked(user_id=principal.user_id, issued_at=principal.issued_at):
-            raise AuthenticationFailed("token revoked")
-        return principal
-
-    return verify_and_check

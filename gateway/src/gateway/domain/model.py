@@ -8,6 +8,7 @@ Access            public, any signed-in user, or admins only
 Principal         the signed-in caller, from a verified access token
 RateLimitPolicy   how many requests per window, and the key it counts by
 RateDecision      the answer of the limiter for one request
+Standing          a signed-in caller's token revoked or not, and the count of the call
 origin_allowed    may a page from this Origin open a WebSocket to us
 revoked_at        when a user event ends that user's tokens (deleted, suspended, roles changed)
 """
@@ -67,6 +68,18 @@ class RateDecision:
         if not self.allowed:
             headers["Retry-After"] = str(self.reset_seconds)
         return headers
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """A signed-in caller's standing, from one look at the store: is the token revoked,
+    and the count of the call. A revoked token's call counts against the client's
+    address (guessing costs, as for a bad token); a standing token's against its user,
+    unless no policy was given (a caller the route refuses is not counted): then
+    ``decision`` is None."""
+
+    revoked: bool
+    decision: RateDecision | None
 
 
 # The signed-in caller, from a verified access token.

@@ -1,7 +1,8 @@
 """What the REST proxy (http.py) and the live pass-through (passthrough.py) share: who
 calls, and how an upstream's answer or failure reaches the caller.
 
-Verify, Hit        the access-token check and the rate-limit count the app is given
+Verify, Hit, Check the access-token check, the rate-limit count, and a signed-in caller's
+                   revocation check and count in one (one round trip), the app is given
 client_key         the key a caller is counted by before it is known: its address
 CallerGate         who calls, by ticket or access token, and whether within their limit
 answer_headers     an upstream answer's headers, plus the gateway's RateLimit-* fields
@@ -23,11 +24,14 @@ from gateway.domain.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.domain.model import Principal, RateDecision, RateLimitPolicy
+from gateway.domain.model import Principal, RateDecision, RateLimitPolicy, Standing
 from interchange_common.problems import problem_response
 
 Verify = Callable[..., Awaitable[Principal]]
 Hit = Callable[..., Awaitable[RateDecision]]
+# check(principal=, policy=, key=, ip_policy=, client=): is the token revoked, and the
+# call counted (against the client's address when it is); see Standing.
+Check = Callable[..., Awaitable[Standing]]
 
 
 def client_key(request: Request | WebSocket) -> str:
@@ -44,11 +48,15 @@ class Admission:
 @dataclass(frozen=True, slots=True)
 class CallerGate:
     """Who calls, by ticket or access token, and whether they are within their limit.
-    A failed attempt counts against the client's address: guessing tickets costs."""
+    A failed attempt (a revoked token too) counts against the client's address:
+    guessing tickets costs. A token's revocation mark is read with the count (``check``,
+    one round trip); a ticket's caller is counted alone (the ticket was issued to a
+    checked token, and the upstream ends the connection when that token is revoked)."""
 
     verify: Verify
     redeem: Callable[..., Awaitable[Principal]]
     hit: Hit
+    check: Check
     policy: RateLimitPolicy
     ip_policy: RateLimitPolicy
 
@@ -63,7 +71,19 @@ class CallerGate:
             if not refused.allowed:
                 raise RateLimited(headers=refused.headers()) from None
             raise
-        decision = await self.hit(policy=self.policy, key=f"user:{principal.user_id}")
+        key = f"user:{principal.user_id}"
+        if ticket is not None:
+            decision = await self.hit(policy=self.policy, key=key)
+        else:
+            standing = await self.check(
+                principal=principal, policy=self.policy, key=key, ip_policy=self.ip_policy, client=client
+            )
+            if standing.revoked:
+                if standing.decision is not None and not standing.decision.allowed:
+                    raise RateLimited(headers=standing.decision.headers())
+                raise AuthenticationFailed("token revoked")
+            assert standing.decision is not None  # counted: a policy was given
+            decision = standing.decision
         if not decision.allowed:
             raise RateLimited(headers=decision.headers())
         return Admission(principal=principal, decision=decision)

@@ -14,8 +14,9 @@ part of its segment, never a separator.
 
 Every row of the route table becomes one plain Starlette route whose endpoint
 takes a slot of its upstream's concurrency limit (adapters.admission; refused at
-once with 503 when none frees up within the short wait), checks the caller, counts
-it against its rate limit, and forwards the request with a service token, the
+once with 503 when none frees up within the short wait), checks the caller's token,
+reads its revocation mark and counts the call against its rate limit (one Redis
+round trip, ``check``), and forwards the request with a service token, the
 request id and the caller's identity. It is a plain route, not a FastAPI operation:
 this is the hottest path in the deployment, and dependency injection and body
 validation belong to the upstream that owns the data.
@@ -41,8 +42,16 @@ from gateway.adapters.apidocs import ApiDocuments
 from gateway.adapters.tickets import RedisTicketStore
 from gateway.adapters.upstream import UpstreamClient
 from gateway.domain.errors import AuthenticationFailed, Forbidden, StoreUnavailable, UpstreamFailed
-from gateway.domain.model import Access, Principal, RateLimitPolicy, Route
-from gateway.entrypoints.forwarding import CallerGate, Hit, Verify, answer_headers, client_key, upstream_failure
+from gateway.domain.model import Access, Principal, RateDecision, RateLimitPolicy, Route
+from gateway.entrypoints.forwarding import (
+    CallerGate,
+    Check,
+    Hit,
+    Verify,
+    answer_headers,
+    client_key,
+    upstream_failure,
+)
 from gateway.entrypoints.passthrough import LiveConnections, events_endpoint, socket_endpoint, ticket_endpoint
 from interchange_common.actors import ACTOR_ID_HEADER, ACTOR_ROLES_HEADER
 from interchange_common.asgi import BODY_TIMEOUT_SECONDS, LOG_FIELDS, ObservabilityMiddleware
@@ -156,11 +165,18 @@ def proxy_endpoint(
     upstream: UpstreamClient,
     verify: Verify,
     hit: Hit,
+    check: Check,
     issuer: ServiceTokenIssuer,
 ) -> Endpoint:
     audience = upstream.upstreams[route.upstream].audience
     forward_headers = route.forward_headers
     protected = route.access is not Access.PUBLIC
+
+    def unauthenticated(*, refused: RateDecision | None, detail: str) -> Response:
+        """401, or 429 when the client address's count of failed attempts is over its limit."""
+        if refused is not None and not refused.allowed:
+            return problem_response(status=429, detail="rate limit exceeded", headers=refused.headers())
+        return problem_response(status=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
     async def endpoint(request: Request) -> Response:
         try:
@@ -170,21 +186,36 @@ def proxy_endpoint(
 
     async def proxied(request: Request) -> Response:
         principal: Principal | None = None
+        decision: RateDecision
         if protected:
             try:
                 principal = await verify(header=request.headers.get("authorization"))
             except AuthenticationFailed as e:
                 # Failed attempts count against the client address: guessing tokens costs.
-                decision = await hit(policy=ip_policy, key=client_key(request))
-                if not decision.allowed:
-                    return problem_response(status=429, detail="rate limit exceeded", headers=decision.headers())
-                return problem_response(status=401, detail=str(e), headers={"WWW-Authenticate": "Bearer"})
-        try:
-            route.authorize(principal=principal)
-        except Forbidden as e:
-            return problem_response(status=403, detail=str(e))
-        key = f"user:{principal.user_id}" if principal is not None else client_key(request)
-        decision = await hit(policy=policy, key=key)
+                refused = await hit(policy=ip_policy, key=client_key(request))
+                return unauthenticated(refused=refused, detail=str(e))
+            forbidden: str | None = None
+            try:
+                route.authorize(principal=principal)
+            except Forbidden as e:
+                forbidden = str(e)
+            # The revocation mark and the count in one round trip; a caller the route
+            # refuses is not counted, and hears 403 only once the token is known good.
+            standing = await check(
+                principal=principal,
+                policy=None if forbidden is not None else policy,
+                key=f"user:{principal.user_id}",
+                ip_policy=ip_policy,
+                client=client_key(request),
+            )
+            if standing.revoked:
+                return unauthenticated(refused=standing.decision, detail="token revoked")
+            if forbidden is not None:
+                return problem_response(status=403, detail=forbidden)
+            assert standing.decision is not None  # counted: a policy was given
+            decision = standing.decision
+        else:
+            decision = await hit(policy=policy, key=client_key(request))
         limit_headers = decision.headers()
         if not decision.allowed:
             return problem_response(status=429, detail="rate limit exceeded", headers=limit_headers)
@@ -240,6 +271,7 @@ def create_app(
     upstream: UpstreamClient,
     verify: Verify,
     hit: Hit,
+    check: Check,
     issuer: ServiceTokenIssuer,
     health_checks: Callable[[], Sequence[HealthCheck]],
     cors_origins: Sequence[str],
@@ -271,6 +303,7 @@ def create_app(
             verify=verify,
             redeem=live.tickets.redeem,
             hit=hit,
+            check=check,
             policy=policies["default"],
             ip_policy=policies["default"],
         )
@@ -322,6 +355,7 @@ def create_app(
             upstream=upstream,
             verify=verify,
             hit=hit,
+            check=check,
             issuer=issuer,
         )
         if (limit := limits.get(route.upstream)) is not None:
