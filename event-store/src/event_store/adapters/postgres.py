@@ -9,40 +9,62 @@ pgbench's 8,206 single-row inserts/s at 8 clients.
 
 So appends commit concurrently (PostgreSQL flushes their commits together) with no
 position, and one sequencer at a time (a session advisory lock elects it among all
-event-store instances) gives committed events the next positions, in insert order,
-in one short transaction per pass. Positions therefore become visible only in
-increasing order: a reader of "all" never skips one. Within a stream, version n is
-committed before version n+1 can be inserted, so insert order keeps stream order.
+event-store instances) numbers what committed, in insert order, in one short
+transaction per pass. Positions therefore become visible only in increasing order:
+a reader of "all" never skips one. Within a stream, version n is committed before
+version n+1 can be inserted, so insert order keeps stream order.
 
-    appends        2 round trips: current version (+ replayed ids), then one INSERT
+What the sequencer numbers is a commit, not an event. Each transaction that appends
+writes one ``commits`` row (insert order, how many events) and its events, each with
+its offset ``n`` in the commit; the sequencer gives the commit the position of its
+first event, and an event's position is that plus ``n``. Numbering 100 events is
+then one narrow row updated, where numbering each event rewrote its row and all its
+index entries (twice the write work of the insert itself: the sequencer fell behind
+100-event appends at half their rate).
+
+Appends go out in groups (adapters/group_commit.py): those that arrive while others
+are being written are decided and written together, in one statement and one commit.
+
+    group          1 round trip when this instance wrote each of its streams last (it
+                   remembers their versions: one INSERT of the commit and every
+                   accepted member's events, which checks those versions and writes
+                   nothing if one moved); else 2: read the versions, then that INSERT.
+                   Event ids are taken to be new: if the unique key says otherwise,
+                   nothing is written and each member is appended alone
+    alone          the careful path: the stream's lock, current version and the ids
+                   already recorded, decide, insert
     sequencer      woken in-process after local appends, by NOTIFY events_appended
-                   from other instances; notifies events_sequenced when it assigns
+                   from other instances; one statement per pass numbers commits and
+                   notifies events_sequenced
     ChangeListener LISTENs to events_sequenced and fires the storage's signals, so
                    subscribers on every instance wake without polling
 """
 
 import asyncio
-import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
 
 from event_store.adapters.errors import EventStorageUnavailable
+from event_store.adapters.group_commit import GroupCommit, Member
 from event_store.domain.errors import SnapshotNotFound, WrongExpectedVersion
 from event_store.domain.model import (
+    MAX_BATCH,
     Decision,
     Direction,
     Existing,
-    Expect,
     ExpectedVersion,
     NewEvent,
     Page,
     Snapshot,
     decide_append,
 )
+from interchange_common.database import is_unavailable
 from interchange_common.events import RecordedEvent
 from interchange_common.signal import Signal
 from interchange_common.tasks import run_forever, wait_alive
@@ -52,49 +74,168 @@ _log = logging.getLogger(__name__)
 APPENDED_CHANNEL = "events_appended"
 SEQUENCED_CHANNEL = "events_sequenced"
 SEQUENCER_LOCK = 0x65766E74_73657100  # "evnt" "seq": one sequencer per database
-_RETRIES = 5  # under the stream's lock, only exact-version writers can still get in first
+# Groups written at once (see adapters/group_commit.py): two of any size, six more of
+# 100 events or more.
+GROUP_WRITERS = 2
+LARGE_GROUP_WRITERS = 6
+LARGE_GROUP_EVENTS = 100
+MAX_GROUP_EVENTS = MAX_BATCH  # a group of many large appends would be one long statement
+_KNOWN_STREAMS = 10_000  # streams whose version an instance remembers after writing them
+_RETRIES = 5  # under the stream's lock, only group writers can still get in first
 _COALESCE_SECONDS = 0.002
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
+_STREAM_VERSIONS = """
+SELECT s.stream_id, (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = s.stream_id) AS version
+  FROM unnest($1::text[]) AS s(stream_id)
+"""
 _CURRENT_AND_EXISTING = """
 SELECT NULL::uuid AS id, NULL::text AS stream_id, coalesce(max(version), 0) AS version
   FROM events WHERE stream_id = $1
 UNION ALL
 SELECT id, stream_id, version FROM events WHERE id = ANY($2::uuid[])
 """
+_RECORDED = "SELECT id, stream_id, version FROM events WHERE id = ANY($1::uuid[])"
+# One commit and its events, from one JSON array of rows: one parameter to encode
+# (orjson, in one call) and to parse, where arrays of ids, texts and JSON documents
+# cost a conversion per element on both sides.
 _INSERT = """
-INSERT INTO events (id, stream_id, version, type, data, metadata)
-SELECT e.id, $2, $3 + e.n - 1, e.type, e.data, e.metadata
-  FROM unnest($1::uuid[], $4::text[], $5::jsonb[], $6::jsonb[]) WITH ORDINALITY AS e(id, type, data, metadata, n)
+WITH c AS (INSERT INTO commits (events) VALUES ($1) RETURNING id)
+INSERT INTO events (commit_id, n, id, stream_id, version, type, data, metadata)
+SELECT c.id, e.n - 1, e.id, e.stream_id, e.version, e.type, e.data, e.metadata
+  FROM c, ROWS FROM (
+      jsonb_to_recordset($2::jsonb) AS (id uuid, stream_id text, version bigint, type text, data jsonb, metadata jsonb)
+  ) WITH ORDINALITY AS e(id, stream_id, version, type, data, metadata, n)
 """
-# The fast path for the usual writer, an aggregate that knows its version N: one round
-# trip. Rows go in only if version N exists (or N is 0), and the unique key refuses
-# them if N+1 exists, so they go in exactly when the stream is at N. Anything else
-# (no rows, or a unique violation) takes the full path, which decides with decide_append.
-_INSERT_AT_EXACT = """
-INSERT INTO events (id, stream_id, version, type, data, metadata)
-SELECT e.id, $2, $3 + e.n - 1, e.type, e.data, e.metadata
-  FROM unnest($1::uuid[], $4::text[], $5::jsonb[], $6::jsonb[]) WITH ORDINALITY AS e(id, type, data, metadata, n)
- WHERE $3 = 1 OR EXISTS (SELECT 1 FROM events WHERE stream_id = $2 AND version = $3 - 1)
-"""
-_SELECT = "SELECT id, stream_id, type, data::text AS data, metadata::text AS metadata, version, position, recorded_at"
-_READ_FORWARD = _SELECT + " FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
-_READ_BACKWARD = (
-    _SELECT + " FROM events WHERE stream_id = $1 AND ($2 = 0 OR version <= $2) ORDER BY version DESC LIMIT $3"
+# The same, only if every stream is at the version given.
+_INSERT_AT = """
+WITH c AS (
+    INSERT INTO commits (events)
+    SELECT $1 WHERE NOT EXISTS (
+        SELECT FROM jsonb_to_recordset($3::jsonb) AS s(stream_id text, version bigint)
+         WHERE s.version <> (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = s.stream_id)
+    )
+    RETURNING id
 )
-_READ_ALL = _SELECT + " FROM events WHERE position >= $1 ORDER BY position LIMIT $2"
-# One pass: committed events without a position get the next ones, in insert order.
+INSERT INTO events (commit_id, n, id, stream_id, version, type, data, metadata)
+SELECT c.id, e.n - 1, e.id, e.stream_id, e.version, e.type, e.data, e.metadata
+  FROM c, ROWS FROM (
+      jsonb_to_recordset($2::jsonb) AS (id uuid, stream_id text, version bigint, type text, data jsonb, metadata jsonb)
+  ) WITH ORDINALITY AS e(id, stream_id, version, type, data, metadata, n)
+"""
+_COLUMNS = """
+SELECT e.id, e.stream_id, e.type, e.data::text AS data, e.metadata::text AS metadata, e.version,
+       c.position + e.n AS position, e.recorded_at
+  FROM events e JOIN commits c ON c.id = e.commit_id
+"""
+_READ_FORWARD = _COLUMNS + " WHERE e.stream_id = $1 AND e.version >= $2 ORDER BY e.version LIMIT $3"
+_READ_BACKWARD = _COLUMNS + " WHERE e.stream_id = $1 AND ($2 = 0 OR e.version <= $2) ORDER BY e.version DESC LIMIT $3"
+# From the commit that holds position $1: the last one that starts at or before it.
+_READ_ALL = """
+SELECT e.id, e.stream_id, e.type, e.data::text AS data, e.metadata::text AS metadata, e.version,
+       c.position + e.n AS position, e.recorded_at
+  FROM commits c JOIN events e ON e.commit_id = c.id
+ WHERE c.position >= (SELECT coalesce(max(position), 0) FROM commits WHERE position <= $1)
+   AND c.position + e.n >= $1
+ ORDER BY c.position, e.n
+ LIMIT $2
+"""
+# One pass, one statement (so one round trip and one commit): committed commits
+# without a position get the next ones, in insert order, each as many as it holds
+# events; the NOTIFY, sent only when some were numbered, carries the last position.
 _SEQUENCE = """
 WITH pending AS (
-    SELECT seq, row_number() OVER (ORDER BY seq) AS n FROM events WHERE position IS NULL ORDER BY seq LIMIT $1
+    SELECT id, sum(events) OVER (ORDER BY id) - events AS before
+      FROM (SELECT id, events FROM commits WHERE position IS NULL ORDER BY id LIMIT $1) AS p
 ), top AS (
-    SELECT coalesce(max(position), 0) AS position FROM events
+    SELECT coalesce(
+        (SELECT position + events FROM commits WHERE position IS NOT NULL ORDER BY position DESC LIMIT 1), 1
+    ) AS next
+), numbered AS (
+    UPDATE commits SET position = top.next + pending.before
+      FROM pending, top
+     WHERE commits.id = pending.id
+    RETURNING commits.position + commits.events - 1 AS last
 )
-UPDATE events SET position = top.position + pending.n
-  FROM pending, top
- WHERE events.seq = pending.seq
-RETURNING events.position
+SELECT count(*) AS commits, pg_notify($2, max(last)::text) FROM numbered HAVING count(*) > 0
 """
+
+
+@dataclass(frozen=True, slots=True)
+class _Append:
+    stream_id: str
+    expected: ExpectedVersion
+    events: list[NewEvent]
+
+
+def _rows(append: _Append, decision: Decision) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": event.id,
+            "stream_id": append.stream_id,
+            "version": decision.first_version + offset,
+            "type": event.type,
+            "data": event.data,
+            "metadata": event.metadata,
+        }
+        for offset, event in enumerate(append.events)
+    ]
+
+
+def _decide_group(
+    appends: list[_Append], *, versions: dict[str, int], recorded: dict[uuid.UUID, Existing]
+) -> tuple[list[Decision | Exception], list[dict[str, Any]]]:
+    """Each member decided in queue order against its stream's version as the members
+    before it leave it, and against the ``recorded`` events and those of the members
+    accepted before it; with the rows of the accepted ones."""
+    versions = dict(versions)
+    accepted = dict(recorded)
+    outcomes: list[Decision | Exception] = []
+    rows: list[dict[str, Any]] = []
+    for append in appends:
+        try:
+            decision = decide_append(
+                stream_id=append.stream_id,
+                expected=append.expected,
+                current=versions[append.stream_id],
+                events=append.events,
+                existing=[accepted[event.id] for event in append.events if event.id in accepted],
+            )
+        except WrongExpectedVersion as e:
+            outcomes.append(e)
+            continue
+        outcomes.append(decision)
+        if not decision.already_recorded:
+            versions[append.stream_id] = decision.last_version
+            for event, row in zip(append.events, _rows(append, decision), strict=True):
+                rows.append(row)
+                accepted[event.id] = Existing(id=event.id, stream_id=append.stream_id, version=row["version"])
+    return outcomes, rows
+
+
+async def _insert(conn: asyncpg.Connection, rows: list[dict[str, Any]], *, at: dict[str, int] | None) -> bool:
+    """Write a commit of ``rows``; with ``at``, only if every stream is at that version
+    (whether it was written)."""
+    if at is None:
+        await conn.execute(_INSERT, len(rows), orjson.dumps(rows).decode())
+        return True
+    streams = [{"stream_id": stream, "version": version} for stream, version in at.items()]
+    status = await conn.execute(_INSERT_AT, len(rows), orjson.dumps(rows).decode(), orjson.dumps(streams).decode())
+    return bool(status != "INSERT 0 0")
+
+
+def _refused(error: Exception) -> bool:
+    """PostgreSQL answered the group's statement with an error (nothing was written and
+    the server is there), or its rows could not be encoded: one member's fault, maybe."""
+    if isinstance(error, orjson.JSONEncodeError):
+        return True
+    return isinstance(error, asyncpg.PostgresError) and not is_unavailable(error)
+
+
+def _unavailable(error: Exception) -> EventStorageUnavailable:
+    failure = EventStorageUnavailable("could not append")
+    failure.__cause__ = error
+    return failure
 
 
 def _recorded(row: Any) -> RecordedEvent:
@@ -111,11 +252,29 @@ def _recorded(row: Any) -> RecordedEvent:
 
 
 class PostgresEventStorage:
-    def __init__(self, *, pool: asyncpg.Pool, on_appended: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        on_appended: Callable[[], Awaitable[None]],
+        group_writers: int = GROUP_WRITERS,
+        large_group_writers: int = LARGE_GROUP_WRITERS,
+        max_group_events: int = MAX_GROUP_EVENTS,
+    ) -> None:
         self._pool = pool
         self._on_appended = on_appended
         self._appended = Signal()
         self._sequenced = Signal()
+        self._versions: dict[str, int] = {}
+        self._groups: GroupCommit[_Append, Decision] = GroupCommit(
+            write=self._write_group,
+            key=lambda append: append.stream_id,
+            size=lambda append: len(append.events),
+            max_size=max_group_events,
+            writers=group_writers,
+            large_writers=large_group_writers,
+            large=LARGE_GROUP_EVENTS,
+        )
 
     @property
     def appended(self) -> Signal:
@@ -125,55 +284,122 @@ class PostgresEventStorage:
     def sequenced(self) -> Signal:
         return self._sequenced
 
+    @property
+    def appends_waiting(self) -> int:
+        """Appends queued for the next group while every group writer is busy."""
+        return self._groups.waiting
+
     async def append(self, *, stream_id: str, expected: ExpectedVersion, events: list[NewEvent]) -> Decision:
-        ids = [event.id for event in events]
-        columns = (
-            [event.type for event in events],
-            [orjson.dumps(event.data).decode() for event in events],
-            [orjson.dumps(event.metadata).decode() for event in events],
-        )
+        return await self._groups.submit(_Append(stream_id=stream_id, expected=expected, events=events))
+
+    async def _write_group(self, group: list[Member[_Append, Decision]]) -> None:
+        """Write a group and answer each member: its decision, its WrongExpectedVersion,
+        or EventStorageUnavailable for all when the database could not be reached."""
+        appends = [member.item for member in group]
+        outcomes: list[Decision | Exception]
         try:
-            if expected.kind in (Expect.EXACT, Expect.NO_STREAM):
-                with contextlib.suppress(asyncpg.UniqueViolationError):
-                    first = expected.version + 1
-                    status = await self._pool.execute(_INSERT_AT_EXACT, ids, stream_id, first, *columns)
-                    if status != "INSERT 0 0":
-                        return await self._appended_now(Decision(first, first + len(events) - 1, False))
+            outcomes, written = await self._append_together(appends)
+        except (*_DB_ERRORS, orjson.JSONEncodeError) as e:
+            if not _refused(e):
+                for member in group:
+                    member.fail(_unavailable(e))
+                return
+            # Nothing was written: a repeated event id, a version another instance took
+            # meanwhile, or one member's bad data. Each on its own gets its own answer.
+            outcomes, written = [], False
+            for append in appends:
+                try:
+                    decision = await self._append_alone(append)
+                except Exception as e:  # the member's answer, whatever it is
+                    outcomes.append(e)
+                else:
+                    outcomes.append(decision)
+                    written = written or not decision.already_recorded
+        if written:
+            await self._appended_now()
+        for member, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                member.fail(outcome)
+            else:
+                member.succeed(outcome)
+
+    async def _append_together(self, appends: list[_Append]) -> tuple[list[Decision | Exception], bool]:
+        """The group decided and written in one statement (when any member is accepted):
+        whether anything was written. With every stream's version known from this
+        instance's last write, one round trip that checks them; else two: read, write."""
+        streams = list(dict.fromkeys(append.stream_id for append in appends))
+        async with self._pool.acquire() as conn:
+            known = {stream: self._versions[stream] for stream in streams if stream in self._versions}
+            if len(known) == len(streams):
+                outcomes, rows = _decide_group(appends, versions=known, recorded={})
+                accepted = rows and not any(isinstance(outcome, Exception) for outcome in outcomes)
+                if accepted and await _insert(conn, rows, at=known):
+                    self._remember(rows)
+                    return outcomes, True
+            versions = {row["stream_id"]: row["version"] for row in await conn.fetch(_STREAM_VERSIONS, streams)}
+            outcomes, rows = _decide_group(appends, versions=versions, recorded={})
+            refused = [
+                event.id
+                for append, outcome in zip(appends, outcomes, strict=True)
+                if isinstance(outcome, WrongExpectedVersion)
+                for event in append.events
+            ]
+            if refused:
+                # A writer that repeats an append it is not sure went through expects a
+                # version the stream has passed: its ids, if recorded, make it a replay.
+                recorded = {row["id"]: Existing(**row) for row in await conn.fetch(_RECORDED, refused)}
+                if recorded:
+                    outcomes, rows = _decide_group(appends, versions=versions, recorded=recorded)
+            if rows:
+                await _insert(conn, rows, at=None)
+                self._remember(rows)
+        return outcomes, bool(rows)
+
+    def _remember(self, rows: list[dict[str, Any]]) -> None:
+        """The streams just written are at their last rows' versions (until someone else
+        writes them: a guess that the next group's statement checks)."""
+        for row in rows:
+            self._versions.pop(row["stream_id"], None)  # re-inserted last: the newest
+            self._versions[row["stream_id"]] = row["version"]
+        while len(self._versions) > _KNOWN_STREAMS:
+            del self._versions[next(iter(self._versions))]
+
+    async def _append_alone(self, append: _Append) -> Decision:
+        stream_id, events = append.stream_id, append.events
+        ids = [event.id for event in events]
+        try:
             async with self._pool.acquire() as conn, conn.transaction():
-                # Writers that do not name a version queue up per stream instead of racing
-                # (they would keep losing to each other under contention); a writer at an
-                # exact version may still get in first, and then we simply decide again.
+                # Writers of one stream queue up here instead of racing each other; a
+                # group (of this instance or another) may still get in first, and then
+                # we simply decide again.
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", stream_id)
                 for _ in range(_RETRIES):
                     rows = await conn.fetch(_CURRENT_AND_EXISTING, stream_id, ids)
                     current = rows[0]["version"]
                     existing = [Existing(id=r["id"], stream_id=r["stream_id"], version=r["version"]) for r in rows[1:]]
                     decision = decide_append(
-                        stream_id=stream_id, expected=expected, current=current, events=events, existing=existing
+                        stream_id=stream_id, expected=append.expected, current=current, events=events, existing=existing
                     )
                     if decision.already_recorded:
                         return decision
                     try:
                         async with conn.transaction():  # a savepoint: a lost race leaves the transaction usable
-                            await conn.execute(_INSERT, ids, stream_id, decision.first_version, *columns)
+                            await _insert(conn, _rows(append, decision), at=None)
                     except asyncpg.UniqueViolationError:
                         continue
-                    break
-                else:
-                    raise WrongExpectedVersion(stream_id=stream_id, expected=str(expected), actual=current)
-            return await self._appended_now(decision)
+                    return decision
+                raise WrongExpectedVersion(stream_id=stream_id, expected=str(append.expected), actual=current)
         except _DB_ERRORS as e:
             raise EventStorageUnavailable("could not append") from e
 
-    async def _appended_now(self, decision: Decision) -> Decision:
+    async def _appended_now(self) -> None:
         self._appended.fire()
         try:
             await self._on_appended()
         except _DB_ERRORS as e:
-            # The events are committed: the writer must hear so. Whoever leads the
+            # The events are committed: the writers must hear so. Whoever leads the
             # sequencer numbers them at its next pass (at the latest when it reconnects).
             _log.warning("could not wake the sequencer", extra={"error": type(e).__name__})
-        return decision
 
     async def stream_version(self, *, stream_id: str) -> int:
         try:
@@ -239,9 +465,10 @@ class PostgresEventStorage:
 
 
 class Sequencer:
-    """Assigns global positions. Every instance runs one; only the lock holder works."""
+    """Assigns global positions. Every instance runs one; only the lock holder works.
+    A pass numbers up to ``batch`` commits."""
 
-    def __init__(self, *, dsn: str, batch: int = 5000, on_sequenced: Callable[[], None]) -> None:
+    def __init__(self, *, dsn: str, batch: int = 1000, on_sequenced: Callable[[], None]) -> None:
         self._dsn = dsn
         self._batch = batch
         self._on_sequenced = on_sequenced
@@ -287,14 +514,10 @@ class Sequencer:
             conn.terminate()  # never waits on a connection that may be broken
 
     async def _pass(self, conn: asyncpg.Connection) -> int:
-        async with conn.transaction():
-            positions = await conn.fetch(_SEQUENCE, self._batch)
-            if positions:
-                top = max(row["position"] for row in positions)
-                await conn.execute("SELECT pg_notify($1, $2)", SEQUENCED_CHANNEL, str(top))
-        if positions:
+        commits = await conn.fetchval(_SEQUENCE, self._batch, SEQUENCED_CHANNEL) or 0
+        if commits:
             self._on_sequenced()
-        return len(positions)
+        return int(commits)
 
 
 class ChangeListener:
