@@ -14,14 +14,22 @@ order takes to reach its owner's event stream through the whole stack.
                Latency runs from each order's scheduled send time (so a stall counts
                against us) to its first notification on the owner's stream.
 
-Prints deliveries/s for both and fan-out/baseline, then p50, p99 and max latency with
-the rate used. A benchmark, not a test: it asserts nothing. It starts its own native
-stack (two notification instances) on free ports.
+Prints deliveries/s for both and fan-out/baseline, the serving process's CPU time per
+delivery for both (steadier than the rates when other work shares the machine), then
+p50, p99 and max latency with the rate used. A benchmark, not a test: it asserts
+nothing. It starts its own native stack (two notification instances) on free ports.
+
+The clients offer permessage-deflate, as websockets and aiohttp do by default.
+notification-service declines it (its sockets are the gateway's, on the internal
+network), and so does the baseline by default: the same work on both sides.
+``--baseline-compression deflate`` makes the baseline compress each frame for every
+socket, as a server with websockets' defaults does.
 """
 
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import subprocess
 import sys
@@ -71,7 +79,7 @@ def percentile(values: list[float], fraction: float) -> float:
 # The baseline: a bare broadcast server, run as this script with --baseline-port.
 
 
-async def baseline_server(*, port: int) -> None:
+async def baseline_server(*, port: int, compression: str) -> None:
     members: set[ServerConnection] = set()
 
     async def member(connection: ServerConnection) -> None:
@@ -84,7 +92,9 @@ async def baseline_server(*, port: int) -> None:
         finally:
             members.discard(connection)
 
-    async with serve(member, "127.0.0.1", port, max_size=4096):
+    async with serve(
+        member, "127.0.0.1", port, max_size=4096, compression=None if compression == "none" else compression
+    ):
         await asyncio.get_running_loop().create_future()
 
 
@@ -115,13 +125,26 @@ class FanOut:
     deliveries: int
     expected: int
     seconds: float
+    server_cpu_seconds: float
 
     @property
     def per_second(self) -> float:
         return self.deliveries / self.seconds
 
+    @property
+    def cpu_us_per_delivery(self) -> float:
+        return self.server_cpu_seconds / self.deliveries * 1e6
 
-async def fan_out(*, connect_one: Connect, joins: bool, clients: int, messages: int, window: int) -> FanOut:
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def fan_out(
+    *, connect_one: Connect, server_pid: int, joins: bool, clients: int, messages: int, window: int
+) -> FanOut:
     connections = [await connect_one() for _ in range(clients)]
     try:
         if joins:
@@ -133,7 +156,7 @@ async def fan_out(*, connect_one: Connect, joins: bool, clients: int, messages: 
         listeners = [Listener(connection) for connection in connections]
         tasks = [asyncio.create_task(listener.listen()) for listener in listeners]
         sender = connections[0]
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), cpu_seconds(server_pid)
         for first in range(0, messages, window):
             last = f"m{min(first + window, messages) - 1}"
             for listener in listeners:
@@ -144,10 +167,10 @@ async def fan_out(*, connect_one: Connect, joins: bool, clients: int, messages: 
                 await sender.send(orjson.dumps(said).decode())
             async with asyncio.timeout(60):
                 await asyncio.gather(*(listener.heard.wait() for listener in listeners))
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, cpu_seconds(server_pid) - cpu_started
         for task in tasks:
             task.cancel()
-        return FanOut(sum(listener.received for listener in listeners), clients * messages, seconds)
+        return FanOut(sum(listener.received for listener in listeners), clients * messages, seconds, cpu)
     finally:
         await asyncio.gather(*(connection.close() for connection in connections), return_exceptions=True)
 
@@ -260,16 +283,22 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=10, help="users with an event stream (latency)")
     parser.add_argument("--rate", type=float, default=20.0, help="orders per second (latency)")
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds of orders (latency)")
+    parser.add_argument("--no-latency", action="store_true", help="the fan-out and its baseline only")
+    parser.add_argument(
+        "--baseline-compression", choices=("deflate", "none"), default="none", help="the baseline's (fan-out)"
+    )
     parser.add_argument("--baseline-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_port is not None:
-        uvloop.run(baseline_server(port=args.baseline_port))
+        uvloop.run(baseline_server(port=args.baseline_port, compression=args.baseline_compression))
         return
 
     secret = read_env_file(ROOT / ".env.example")["SERVICE_JWT_SECRET"]
     workdir = Path(tempfile.mkdtemp(prefix="interchange-bench-live-"))
     port = free_port()
-    baseline = subprocess.Popen([sys.executable, __file__, "--baseline-port", str(port)])
+    baseline = subprocess.Popen(
+        [sys.executable, __file__, "--baseline-port", str(port), "--baseline-compression", args.baseline_compression]
+    )
     try:
         with shop_on(
             root=ROOT,
@@ -283,23 +312,50 @@ def main() -> None:
             wait_for(
                 lambda: baseline.poll() is None and accepts("127.0.0.1", port), timeout=10, what="the baseline server"
             )
-            say(f"fan-out: {args.clients} clients in one room, {args.messages} messages, {args.window} in flight")
-            shape = {"clients": args.clients, "messages": args.messages, "window": args.window}
-            ours = uvloop.run(fan_out(connect_one=instance_connector(url=instance, secret=secret), joins=True, **shape))
-            bare = uvloop.run(fan_out(connect_one=baseline_connector(url=baseline_url), joins=False, **shape))
-            accounts = [register(shop.gateway, name=f"Bench {n}") for n in range(args.users)]
-            say(f"latency: {args.rate:g} orders/s for {args.seconds:g} s over {args.users} users' event streams")
-            took = uvloop.run(
-                latency(gateway_url=str(shop.gateway.base_url), accounts=accounts, rate=args.rate, seconds=args.seconds)
+            say(
+                f"fan-out: {args.clients} clients in one room, {args.messages} messages, {args.window} in flight"
+                f" (baseline compression: {args.baseline_compression})"
             )
+            shape = {"clients": args.clients, "messages": args.messages, "window": args.window}
+            instance_pid = next(
+                running.process.pid
+                for running in shop.stack.native.running
+                if running.service.name == NOTIFICATION_INSTANCES[0]
+            )
+            ours = uvloop.run(
+                fan_out(
+                    connect_one=instance_connector(url=instance, secret=secret),
+                    server_pid=instance_pid,
+                    joins=True,
+                    **shape,
+                )
+            )
+            bare = uvloop.run(
+                fan_out(connect_one=baseline_connector(url=baseline_url), server_pid=baseline.pid, joins=False, **shape)
+            )
+            took: list[float] = []
+            if not args.no_latency:
+                accounts = [register(shop.gateway, name=f"Bench {n}") for n in range(args.users)]
+                say(f"latency: {args.rate:g} orders/s for {args.seconds:g} s over {args.users} users' event streams")
+                took = uvloop.run(
+                    latency(
+                        gateway_url=str(shop.gateway.base_url), accounts=accounts, rate=args.rate, seconds=args.seconds
+                    )
+                )
     finally:
         baseline.terminate()
         baseline.wait(timeout=10)
-    say(f"{'server':<14}{'deliveries/s':>14}{'delivered':>18}{'seconds':>10}")
+    say(f"{'server':<14}{'deliveries/s':>14}{'delivered':>18}{'seconds':>10}{'CPU us/delivery':>17}")
     for name, result in (("notification", ours), ("baseline", bare)):
         delivered = f"{result.deliveries}/{result.expected}"
-        say(f"{name:<14}{result.per_second:>14.0f}{delivered:>18}{result.seconds:>10.2f}")
-    say(f"fan-out/baseline = {ours.per_second / bare.per_second:.2f}x")
+        say(
+            f"{name:<14}{result.per_second:>14.0f}{delivered:>18}{result.seconds:>10.2f}"
+            f"{result.cpu_us_per_delivery:>17.1f}"
+        )
+    say(
+        f"fan-out/baseline = {ours.per_second / bare.per_second:.2f}x"
+        f" (CPU per delivery: {bare.cpu_us_per_delivery / ours.cpu_us_per_delivery:.2f}x)"
+    )
     if took:
         say(
             f"order placed → notification received at {args.rate:g}/s ({len(took)} orders): "

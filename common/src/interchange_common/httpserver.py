@@ -61,10 +61,12 @@ async def serve_http(
     host: str,
     port: int,
     ws_max_size: int | None = None,
+    ws_compression: bool = True,
     on_exit: Callable[[], None] | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain and return. ``ws_max_size`` caps a
-    WebSocket message in bytes (uvicorn closes with 1009 above it)."""
+    WebSocket message in bytes (uvicorn closes with 1009 above it); without
+    ``ws_compression`` a WebSocket client's offer of permessage-deflate is declined."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -77,6 +79,7 @@ async def serve_http(
         # Never take the client address from X-Forwarded-For: uvicorn would trust it from
         # loopback by default, and per-address rate limits would be the caller's choice.
         proxy_headers=False,
+        ws_per_message_deflate=ws_compression,
     )
     if ws_max_size is not None:
         config.ws_max_size = ws_max_size

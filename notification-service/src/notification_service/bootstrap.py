@@ -344,6 +344,10 @@ async def serve(*, settings: Settings) -> None:
             host=settings.host,
             port=settings.http_port,
             ws_max_size=settings.ws_max_message_bytes,
+            # Only the gateway connects here, over the internal network. permessage-deflate
+            # compresses each frame once per socket (a room message to 100 members, 100
+            # times): it used to take half the CPU of a room's fan-out (tests/bench/bench_live.py).
+            ws_compression=False,
             # SSE streams and WebSockets end at once, not after the drain's grace period.
             on_exit=on_exit,
         )

@@ -816,7 +816,8 @@ async def _next(subscription) -> StreamId:
 
 async def test_a_stopping_process_ends_its_streams_and_sockets_at_once(start_process):
     """SIGTERM: SSE streams end and WebSockets close with 1012 right away, not after
-    the HTTP server's drain period; the process then exits cleanly."""
+    the HTTP server's drain period; the process then exits cleanly. (Its sockets also
+    decline the client's offer of permessage-deflate, as served: see bootstrap.serve.)"""
     stack = await asyncio.to_thread(start_process, TCP_PORT=str(free_port()), UDP_PORT=str(free_port()))
     running = stack.running[0]
     instance = Instance(container=None, server=None, port=int(running.service.environment["HTTP_PORT"]))
@@ -826,6 +827,11 @@ async def test_a_stopping_process_ends_its_streams_and_sockets_at_once(start_pro
         async with ws_connect(instance.ws, additional_headers=live_headers(user_id)) as connection:
             socket = Socket(connection)
             assert (await socket.receive())["type"] == "welcome"
+            request, response = connection.request, connection.response
+            assert request is not None
+            assert response is not None
+            assert "permessage-deflate" in request.headers["Sec-WebSocket-Extensions"]
+            assert "Sec-WebSocket-Extensions" not in response.headers
             started = time.monotonic()
             running.process.send_signal(signal.SIGTERM)
             code, _ = await socket.closed_with()

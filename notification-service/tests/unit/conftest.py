@@ -192,6 +192,20 @@ class InMemorySubscription:
                 return item
         raise SubscriptionEnded(self.end_reason)
 
+    def take_nowait(self) -> LiveItem | None:
+        if self.failure is not None:
+            return None  # ``next`` raises it
+        if self.ended.is_set():
+            raise SubscriptionEnded(self.end_reason)
+        if self._backlog:
+            return self._backlog.pop(0)
+        if self._queue.empty():
+            return None
+        item = self._queue.get_nowait()
+        if item is None:
+            raise SubscriptionEnded(self.end_reason)
+        return item
+
     def offer(self, item: LiveItem) -> bool:
         if self.ended.is_set():
             return False

@@ -128,3 +128,66 @@ async def test_an_unreadable_stream_is_reported_and_read_again_next_time():
         await subscription.next()
     hub.fail = False
     assert await take(subscription, 1) == [entry(1)]
+
+
+async def test_take_nowait_hands_out_what_is_here_in_order_and_never_reads_the_stream():
+    hub = FakeHub()
+    hub.stream = [entry(1)]
+    subscription = subscription_of(hub)
+    subscription.offer(entry(2))
+    assert subscription.take_nowait() is None  # the stream comes first: next reads it
+    assert hub.reads == 0
+    hub.stream.append(entry(2))
+    assert await take(subscription, 1) == [entry(1)]
+    frame = LiveFrame(data=b'{"type":"pong"}')
+    for item in (entry(2), frame, entry(3)):
+        subscription.offer(item)
+    # entry(2) once, from the history; both its live copies are skipped.
+    assert [subscription.take_nowait() for _ in range(4)] == [entry(2), frame, entry(3), None]
+    assert hub.reads == 1
+
+
+async def test_take_nowait_stops_at_a_refill_and_next_reads_the_stream_first():
+    hub = FakeHub()
+    subscription = subscription_of(hub)
+    assert await nothing_more(subscription)
+    hub.stream = [entry(1), entry(2)]
+    subscription.refill()
+    subscription.offer(entry(2))
+    assert subscription.take_nowait() is None
+    assert [item.stream_id.ms for item in await take(subscription, 2)] == [1, 2]
+    assert subscription.take_nowait() is None  # entry(2) was a duplicate
+
+
+async def test_what_is_taken_frees_its_place_and_what_is_not_still_counts():
+    hub = FakeHub()
+    subscription = subscription_of(hub, queue_size=2)
+    assert await nothing_more(subscription)
+    assert subscription.offer(entry(1))
+    assert subscription.offer(entry(2))
+    assert subscription.take_nowait() == entry(1)
+    assert subscription.offer(entry(3))
+    assert not subscription.offer(entry(4))
+    assert hub.dropped == [TOO_SLOW]
+    with pytest.raises(SubscriptionEnded, match=TOO_SLOW):
+        subscription.take_nowait()
+
+
+async def waiting_next(subscription):
+    waiting = asyncio.ensure_future(subscription.next())
+    done, _ = await asyncio.wait({waiting}, timeout=0.05)
+    assert not done
+    return waiting
+
+
+async def test_a_waiting_next_is_woken_by_an_offer_and_by_the_end():
+    subscription = subscription_of(FakeHub())
+    waiting = await waiting_next(subscription)
+    subscription.offer(entry(1))
+    async with asyncio.timeout(2):
+        assert await waiting == entry(1)
+    waiting = await waiting_next(subscription)
+    subscription.end("closed")
+    with pytest.raises(SubscriptionEnded, match="closed"):
+        async with asyncio.timeout(2):
+            await waiting

@@ -140,11 +140,12 @@ class EventStreamCall:
 
 
 class SocketCall:
-    """A WebSocket to /internal/ws: frames both ways, and how it closed."""
+    """A WebSocket to /internal/ws: frames both ways, and how it closed. With ``buffered``
+    the app's sends wait once that many frames are unread (a client that does not read)."""
 
-    def __init__(self, app: FastAPI, headers: dict[str, str]) -> None:
+    def __init__(self, app: FastAPI, headers: dict[str, str], *, buffered: int = 0) -> None:
         self._to_app: asyncio.Queue[Message] = asyncio.Queue()
-        self._from_app: asyncio.Queue[Message] = asyncio.Queue()
+        self._from_app: asyncio.Queue[Message] = asyncio.Queue(maxsize=buffered)
         self._to_app.put_nowait({"type": "websocket.connect"})
         self.served = asyncio.ensure_future(
             app(scope_of("websocket", "/internal/ws", headers), self._to_app.get, self._from_app.put)
@@ -174,14 +175,21 @@ class SocketCall:
         frame: dict[str, Any] = orjson.loads(message["text"])
         return frame
 
+    async def stalled(self) -> bool:
+        """The app's next send waits (``buffered`` frames are unread)."""
+        return self._from_app.full()
+
     async def nothing_queued(self) -> bool:
         self.send({"type": "ping"})
         return await self.receive() == {"type": "pong"}
 
-    async def closed(self) -> tuple[int, str]:
-        """Skips what comes before the close frame; the code and reason, once the call is over."""
+    async def closed(self, *, heard: list[dict[str, Any]] | None = None) -> tuple[int, str]:
+        """Skips what comes before the close frame (into ``heard`` if given); the code and
+        reason, once the call is over."""
         while (message := await self._next())["type"] != "websocket.close":
             assert message["type"] == "websocket.send", message
+            if heard is not None:
+                heard.append(orjson.loads(message["text"]))
         async with asyncio.timeout(TIMEOUT):
             await self.served
         return message["code"], message.get("reason", "")
@@ -231,8 +239,8 @@ def open_stream(make_app: Callable[..., FastAPI], calls: list[asyncio.Future[Non
 
 @pytest.fixture
 def open_socket(make_app: Callable[..., FastAPI], calls: list[asyncio.Future[None]]) -> Callable[..., SocketCall]:
-    def open_call(headers: dict[str, str], **limits: Any) -> SocketCall:
-        call = SocketCall(make_app(**limits), headers)
+    def open_call(headers: dict[str, str], *, buffered: int = 0, **limits: Any) -> SocketCall:
+        call = SocketCall(make_app(**limits), headers, buffered=buffered)
         calls.append(call.served)
         return call
 
@@ -595,6 +603,37 @@ async def test_a_socket_closes_1013_when_it_falls_behind_and_1012_when_the_servi
     [bobs] = fanout.subscriptions
     bobs.drop(reason=SHUTTING_DOWN)
     assert await stopping.closed() == (1012, "server shutting down")
+
+
+async def test_a_burst_goes_out_in_order_and_a_socket_stuck_in_a_send_is_still_dropped(
+    open_socket: Callable[..., SocketCall], fanout: InMemoryFanout
+) -> None:
+    """The writer sends what came in a burst before it waits again, taking each item off
+    the subscription's queue only as it sends it: a socket stuck in a send mid-burst
+    still fills its queue and closes 1013, never buffering more than its queue holds."""
+    reader, stuck = open_socket(actor_headers(ADA)), open_socket(actor_headers(BOB), buffered=3)
+    await reader.opened()
+    await stuck.opened()
+    for n in range(10):
+        fanout.push(user_id=ADA, payload=note(n))
+        fanout.push(user_id=BOB, payload=note(n))
+    for n in range(10):
+        assert await reader.receive() == {"type": "notification", "notification": orjson.loads(note(n))}
+    assert await reader.nothing_queued()
+    await eventually(stuck.stalled, timeout=TIMEOUT, what="the stuck socket's sends to wait")
+    # n0-n2 unread by the client, n3 in the writer's hand: n4-n9 still queued, so 58 more
+    # fill the queue (64, InMemoryFanout's default) and the next one drops the socket.
+    [bobs] = [subscription for subscription in fanout.subscriptions if subscription.user_id == BOB]
+    for n in range(10, 10 + 58):
+        fanout.push(user_id=BOB, payload=note(n))
+    assert not bobs.ended.is_set()
+    fanout.push(user_id=BOB, payload=note(68))
+    assert bobs.end_reason == "too slow"
+    heard: list[dict[str, Any]] = []
+    assert await stuck.closed(heard=heard) == (1013, "too slow")
+    # What the client buffered and, as its reads free room, the one in hand; none of
+    # what was queued when it was dropped.
+    assert [frame["notification"]["id"] for frame in heard] in (["n0", "n1", "n2"], ["n0", "n1", "n2", "n3"])
 
 
 async def test_without_redis_a_socket_closes_1011_and_a_failed_publish_is_answered_with_an_error(

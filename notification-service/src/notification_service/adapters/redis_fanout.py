@@ -144,7 +144,12 @@ class Subscription:
     once (a notification at or before the cursor, the last stream id handed out, is a
     duplicate and skipped), and frames (room and private messages, replies) as they
     came. It reads the stream after the cursor first, and again whenever the hub
-    (re)subscribes. Cancelling ``next`` loses nothing.
+    (re)subscribes. Cancelling ``next`` loses nothing. ``take_nowait`` is the same
+    without waiting, for a writer to send what came in a burst before it waits again.
+    One reader at a time.
+
+    The queue is a deque and a future its reader waits on, not an asyncio.Queue: an
+    offer is on the path of every frame to every socket, and this costs less.
     """
 
     def __init__(
@@ -165,7 +170,9 @@ class Subscription:
         self.ended = asyncio.Event()
         self.end_reason = ""
         self._hub = hub
-        self._queue: asyncio.Queue[LiveItem | _Signal] = asyncio.Queue(maxsize=queue_size)
+        self._queue: deque[LiveItem | _Signal] = deque()
+        self._queue_size = queue_size
+        self._waiter: asyncio.Future[None] | None = None  # the reader's, while it waits
         self._ready: deque[LiveNotification] = deque()
         self._refill = True
 
@@ -176,12 +183,17 @@ class Subscription:
     def _put(self, item: LiveItem | _Signal) -> bool:
         if self.ended.is_set():
             return False
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if len(self._queue) >= self._queue_size:
             self._hub.drop(self, reason=TOO_SLOW)
             return False
+        self._queue.append(item)
+        self._wake()
         return True
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def enter_room(self, room: str) -> None:
         self._hub.enter_room(self, room)
@@ -206,22 +218,40 @@ class Subscription:
             return
         self.end_reason = reason
         self.ended.set()
-        while not self._queue.empty():
-            self._queue.get_nowait()
-        self._queue.put_nowait(_Signal.END)
+        self._queue.clear()
+        self._queue.append(_Signal.END)
+        self._wake()
 
     async def next(self) -> LiveItem:
         """The next item to send. SubscriptionEnded once dropped; LiveUnavailable when
         the stream cannot be read (the caller ends the connection: a client that
         comes back resumes from its last event id)."""
         while True:
+            item = self.take_nowait()
+            if item is not None:
+                return item
+            if self._refill:
+                await self._fill()
+                continue
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def take_nowait(self) -> LiveItem | None:
+        """The next item to send if it is here already; None when ``next`` would have to
+        wait or read the stream first. SubscriptionEnded once dropped."""
+        while True:
             if self.ended.is_set():
                 raise SubscriptionEnded(self.end_reason)
             if self._refill:
-                await self._fill()
+                return None
             if self._ready:
                 return self._ready.popleft()
-            item = await self._queue.get()
+            if not self._queue:
+                return None
+            item = self._queue.popleft()
             if item is _Signal.REFILL:
                 self._refill = True
                 continue

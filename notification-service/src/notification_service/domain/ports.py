@@ -92,6 +92,10 @@ class LiveSubscription(Protocol):
         and frames as they came. SubscriptionEnded once over; LiveUnavailable when the
         user's stream cannot be read (the connection ends; its client resumes)."""
 
+    def take_nowait(self) -> LiveItem | None:
+        """What ``next`` would give if it is here already, else None (``next`` would
+        wait, or read the stream first). SubscriptionEnded once over."""
+
     def offer(self, item: LiveItem) -> bool:
         """Queue an item for this subscriber alone (a reply) without waiting; False when
         it is over, or its queue is full (it is dropped as TOO_SLOW)."""

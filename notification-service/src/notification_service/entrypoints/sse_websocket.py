@@ -64,6 +64,7 @@ from notification_service.domain.live_push import (
     SHUTTING_DOWN,
     ConnectionKind,
     LiveFrame,
+    LiveItem,
     LiveNotification,
     parse_stream_id,
 )
@@ -346,13 +347,18 @@ class LiveSocket:
             await self._handle(subscription, raw)
 
     async def _write(self, subscription: LiveSubscription) -> _Close:
+        send_text = self._ws.send_text
         try:
             while True:
-                item = await subscription.next()
-                if isinstance(item, LiveFrame):
-                    await self._ws.send_text(item.data.decode())
-                else:
-                    await self._ws.send_text(protocol.notification_frame(item.payload).decode())
+                # What came in a burst goes out before the writer waits again: one wake-up
+                # for all of it, and the subscription's queue still holds what is not sent.
+                item: LiveItem | None = await subscription.next()
+                while item is not None:
+                    if isinstance(item, LiveFrame):
+                        await send_text(item.data.decode())
+                    else:
+                        await send_text(protocol.notification_frame(item.payload).decode())
+                    item = subscription.take_nowait()
         except SubscriptionEnded as e:
             return _close_for(e.reason)
         except LiveUnavailable:
