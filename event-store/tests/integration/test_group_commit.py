@@ -137,7 +137,7 @@ async def test_a_group_answers_each_member_as_a_one_by_one_run_would(group_stora
 
     results = await in_one_group(storage, dsn, appends)
 
-    expected = []
+    expected: list[Decision | WrongExpectedVersion] = []
     for s, version, events in appends:
         try:
             expected.append(await reference.append(stream_id=s, expected=version, events=events))
