@@ -92,7 +92,7 @@ async def test_an_item_whose_key_is_being_written_waits_for_the_next_group():
     assert writer.groups == [["s1"], ["s2"], ["s1"]]
     writer.open(1)
     writer.open(2)
-    assert await asyncio.gather(first, second, other) == ("s1!", "s1!", "s2!")
+    assert list(await asyncio.gather(first, second, other)) == ["s1!", "s1!", "s2!"]
 
 
 async def test_groups_stop_at_max_size_and_an_oversized_item_goes_alone():
@@ -149,7 +149,7 @@ async def test_a_submitter_that_gave_up_before_its_group_was_taken_is_left_out()
     await settle()
     assert writer.groups == [["p"], ["stays"]]
     writer.open(1)
-    assert await asyncio.gather(plug, stays) == ("p!", "stays!")
+    assert list(await asyncio.gather(plug, stays)) == ["p!", "stays!"]
     with pytest.raises(asyncio.CancelledError):
         await gave_up
 
