@@ -12,6 +12,18 @@ from pythonjsonlogger.orjson import OrjsonFormatter
 
 from interchange_common.requestctx import current_request_id
 
+# Characters JSON may carry raw but that many line readers (Python's splitlines, some
+# log shippers) take for line breaks: escaped, so that an event stays one line.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+class _OneLineFormatter(OrjsonFormatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        if line.isascii():
+            return line
+        return line.translate(_LINE_BREAKS)
+
 
 class _ContextFilter(logging.Filter):
     def __init__(self, *, service: str) -> None:
@@ -32,7 +44,7 @@ def configure_logging(*, service: str, level: str) -> None:
     handler.setFormatter(
         # orjson: 33 µs a line against the standard json module's 85 (a request writes
         # several lines across the services).
-        OrjsonFormatter(
+        _OneLineFormatter(
             "{levelname}{name}{message}{service}{request_id}",
             style="{",
             rename_fields={"levelname": "level", "name": "logger"},

@@ -39,3 +39,12 @@ def test_a_line_is_one_json_object_with_the_service_the_request_id_and_the_field
         "path": "/api/orders",
     }
     assert line["time"].startswith("20")
+
+
+def test_characters_that_line_readers_take_for_breaks_stay_inside_one_line(capsys, restore_root_logger):
+    configure_logging(service="gateway", level="info")
+    path = "/api/a\u2028b\u2029c\x85d\nzè"
+    logging.getLogger("interchange.access").info("request", extra={"path": path})
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    assert orjson.loads(lines[0])["path"] == path
