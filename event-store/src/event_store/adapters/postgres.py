@@ -83,7 +83,10 @@ MAX_GROUP_EVENTS = MAX_BATCH  # a group of many large appends would be one long 
 _KNOWN_STREAMS = 10_000  # streams whose version an instance remembers after writing them
 _RETRIES = 5  # under the stream's lock, only group writers can still get in first
 _COALESCE_SECONDS = 0.002
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# A connection the server ended while asyncpg still awaited the end of an error has
+# not noticed yet; the next statement on it fails in the client, before anything is
+# sent, with InternalClientError ("another operation is in progress").
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, TimeoutError)
 
 _STREAM_VERSIONS = """
 SELECT s.stream_id, (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = s.stream_id) AS version

@@ -33,7 +33,39 @@ T = TypeVar("T")
 _MAX_RETRY_QUEUES = 10  # a consumer has at most this many retry delays in tests
 
 
+_LISTEN_PORTS = range(20000, 32768)  # below Linux's default ephemeral range
+_handed_out: set[int] = set()
+
+
+def _ephemeral_ports() -> range:
+    """The ports the kernel picks for outgoing connections (Linux; the default elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except (OSError, ValueError):
+        return range(32768, 61000)
+    return range(int(low), int(high) + 1)
+
+
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on, for a server started later.
+
+    It is taken outside the ephemeral range: a port the kernel hands out may meanwhile
+    become the local end of some outgoing connection (every service opens dozens while
+    the stack starts), and the server's bind then fails. Ports are random, so that
+    concurrent runs rarely meet, and never the same twice in one process."""
+    ephemeral = _ephemeral_ports()
+    candidates = [port for port in _LISTEN_PORTS if port not in ephemeral and port not in _handed_out]
+    for _ in range(100):
+        if not candidates:
+            break
+        port = secrets.choice(candidates)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
