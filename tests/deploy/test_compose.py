@@ -23,6 +23,11 @@ from devstack.infra import Infra
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+CONSUL = ROOT / "docker-compose.consul.yml"
+# The longest a service may take to stop after SIGTERM: DRAIN_SECONDS at most (its
+# default 2 s; 19 s is its worst case seen in the fault suite), then the HTTP server's
+# 10 s and gRPC's 5 s graceful shutdowns.
+SLOWEST_STOP_SECONDS = 19
 ENV_EXAMPLE = ROOT / ".env.example"
 INFRA = Infra(
     postgres_url="postgresql://pg-user@10.1.2.3:6543/postgres",
@@ -41,24 +46,48 @@ def raw():
     return yaml.safe_load(COMPOSE.read_text())
 
 
-def test_the_compose_file_matches_the_compose_spec_schema():
+@pytest.mark.parametrize("compose_file", [COMPOSE, CONSUL], ids=lambda p: p.name)
+def test_the_compose_files_match_the_compose_spec_schema(compose_file):
     checker = Path(sys.executable).parent / "check-jsonschema"
     result = subprocess.run(
-        [str(checker), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)], capture_output=True, text=True
+        [str(checker), "--builtin-schema", "vendor.compose-spec", str(compose_file)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_docker_compose_config_accepts_the_file():
+def compose_config(*files: Path) -> subprocess.CompletedProcess[str]:
     if shutil.which("docker-compose") is None:
         pytest.skip("docker-compose (Debian's docker-compose package) is not installed")
-    result = subprocess.run(
-        ["docker-compose", "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "config", "-q"],
+    arguments = [argument for path in files for argument in ("-f", str(path))]
+    return subprocess.run(
+        ["docker-compose", *arguments, "--env-file", str(ENV_EXAMPLE), "config"],
         capture_output=True,
         text=True,
         cwd=ROOT,
     )
+
+
+def test_docker_compose_config_accepts_the_file():
+    result = compose_config(COMPOSE)
     assert result.returncode == 0, result.stderr
+    assert "consul" not in yaml.safe_load(result.stdout)["services"]
+
+
+def test_the_consul_file_registers_every_instance_and_the_gateway_discovers_through_it(raw):
+    result = compose_config(COMPOSE, CONSUL)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    for name in (name for name, spec in raw["services"].items() if "build" in spec):
+        assert services[name]["environment"]["CONSUL_HTTP_ADDR"] == "consul:8500", name
+        assert services[name]["depends_on"]["consul"] == {"condition": "service_healthy"}, name
+        assert len(services[name]["depends_on"]) > 1, name  # its own dependencies kept
+    assert services["gateway"]["environment"]["DISCOVERY"] == "consul"
+    assert raw["services"]["gateway"]["environment"]["DISCOVERY"] == "static"
+
+
+def test_env_example_runs_both_files():
+    files = read_env_file(ENV_EXAMPLE)["COMPOSE_FILE"].split(":")
+    assert files == [COMPOSE.name, CONSUL.name]
 
 
 def one_shot_jobs(raw) -> set[str]:
@@ -79,6 +108,53 @@ def test_every_long_running_service_has_a_healthcheck(raw):
     assert missing == []
     assert jobs == {"rabbitmq-definitions"}
     assert all("ports" not in raw["services"][job] for job in jobs)
+
+
+def test_long_running_services_restart_rotate_logs_and_have_memory_limits(raw):
+    jobs = one_shot_jobs(raw)
+    for name, spec in raw["services"].items():
+        assert "mem_limit" in spec, name
+        if name in jobs:
+            assert "restart" not in spec, name
+            continue
+        assert spec["restart"] == "unless-stopped", name
+        assert spec["logging"]["driver"] == "json-file", name
+        assert {"max-size", "max-file"} <= set(spec["logging"]["options"]), name
+
+
+def _seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)(ms|s|m)", duration)
+    assert match, duration
+    return int(match[1]) * {"ms": 0.001, "s": 1, "m": 60}[match[2]]
+
+
+def test_our_services_get_longer_to_stop_than_their_drain_and_grace(raw):
+    for name, spec in raw["services"].items():
+        if "build" in spec:
+            assert _seconds(spec["stop_grace_period"]) > SLOWEST_STOP_SECONDS, name
+
+
+def test_each_healthcheck_lives_in_one_place(raw):
+    """In the compose file, never also in a Dockerfile (whose timing compose would hide)."""
+    for dockerfile in ROOT.glob("*/Dockerfile"):
+        assert "HEALTHCHECK" not in dockerfile.read_text(), dockerfile
+
+
+@pytest.mark.parametrize("compose_file", [COMPOSE, CONSUL], ids=lambda p: p.name)
+def test_upstream_images_are_pinned_to_exact_versions(compose_file):
+    services = yaml.safe_load(compose_file.read_text())["services"]
+    images = [spec["image"] for spec in services.values() if "image" in spec]
+    assert images
+    for image in images:
+        # PostgreSQL's releases are major.minor (16.15); the others' major.minor.patch.
+        exact = r"\d+\.\d+" if image.startswith("postgres:") else r"v?\d+\.\d+\.\d+"
+        assert re.search(rf":{exact}(-[a-z]+)*$", image), image
+
+
+def test_production_images_carry_no_reload_tool():
+    """uvicorn[standard] would install watchfiles (a development reloader) in every image."""
+    for pyproject in ROOT.glob("*/pyproject.toml"):
+        assert "uvicorn[standard]" not in pyproject.read_text(), pyproject
 
 
 def test_only_the_gateway_listens_beyond_loopback(raw):

@@ -60,16 +60,17 @@ def plan(*, options: StackOptions, infra: Infra) -> list[NativeService]:
 
 
 def _use_consul_if_any(service: NativeService, *, consul_http_addr: str) -> None:
-    """Compose's services register with compose's Consul and the gateway discovers
-    through it. Natively: the agent CONSUL_HTTP_ADDR names, else no registration and
-    static discovery (the *_SERVICE_URL lists)."""
+    """Under compose, docker-compose.consul.yml registers every instance with Consul
+    and points the gateway's discovery at it. Natively the same when CONSUL_HTTP_ADDR
+    names an agent; else no registration and static discovery (the *_SERVICE_URL lists
+    of docker-compose.yml)."""
+    if not consul_http_addr:
+        return
     environment = service.environment
-    if "CONSUL_HTTP_ADDR" in environment:
-        environment["CONSUL_HTTP_ADDR"] = consul_http_addr
-        if consul_http_addr:
-            environment["SERVICE_ADDRESS"] = "127.0.0.1"
-    if "DISCOVERY" in environment and not consul_http_addr:
-        environment["DISCOVERY"] = "static"
+    environment["CONSUL_HTTP_ADDR"] = consul_http_addr
+    environment["SERVICE_ADDRESS"] = "127.0.0.1"
+    if "DISCOVERY" in environment:
+        environment["DISCOVERY"] = "consul"
 
 
 def _with_dependencies(services: list[NativeService], wanted: frozenset[str]) -> list[NativeService]:
