@@ -1,11 +1,17 @@
 """The stack under test, started once per session, driven only over real sockets.
 
-Without E2E_GATEWAY_URL the session starts every service of docker-compose.yml as
-a local process (devstack) on free ports, with its own databases and Redis key
-prefix, and tears it all down at the end whatever happened. With E2E_GATEWAY_URL
-(for example a `docker compose up` stack) it drives that gateway instead; tests
-that need to reach behind the gateway then also need E2E_USER_SERVICE_URL,
-E2E_USER_SERVICE_GRPC and E2E_SERVICE_JWT_SECRET, and skip (saying so) without them.
+Three ways to get one:
+- by default the session starts every service of docker-compose.yml as a local
+  process (devstack) on free ports, with its own databases and Redis key prefix;
+- with E2E_STACK=compose (``make compose-test``) it starts a private Docker engine,
+  builds stand-ins for the images this machine cannot pull (devstack.standins), and
+  runs ``make up``'s Docker branch in it: every image built from its Dockerfile, the
+  deployment in containers, tests/containers/docker-compose.test.yml layered on;
+- with E2E_GATEWAY_URL it drives that gateway (a stack someone else started); tests
+  that need to reach behind the gateway then also need E2E_USER_SERVICE_URL,
+  E2E_USER_SERVICE_GRPC and E2E_SERVICE_JWT_SECRET, and skip (saying so) without them.
+The first two are torn down at the end whatever happened (compose's volumes too).
+Tests that need the native stack's processes or log files skip under the others.
 """
 
 import os
@@ -18,16 +24,26 @@ import pytest
 from redis import Redis
 
 from devstack.accounts import Account, register, sign_in
-from devstack.compose import read_env_file
-from devstack.mailsink import MailSink
+from devstack.compose import PublishedPorts, read_env_file
+from devstack.composed import compose_deployment
+from devstack.engine import engine_unavailable, private_engine
+from devstack.mailpit import MailpitMailbox
+from devstack.mailsink import Mailbox
 from devstack.secrets import JWT_KEY_FILE
 from devstack.shop import NOTIFICATION_INSTANCES
 from devstack.stack import Stack
+from devstack.standins import ensure_standins, table_text
 from devstack.testing import isolated_stack, run_id
 
 ROOT = Path(__file__).resolve().parents[2]
 RETRY_DELAYS = "0.5,1,2"
 ENV_EXAMPLE = ROOT / ".env.example"
+COMPOSE_OVERRIDE = ROOT / "tests" / "containers" / "docker-compose.test.yml"
+STANDINS = pytest.StashKey[str]()
+_WHY = {
+    "the stack under test": " (set the E2E_* variables)",
+    "the compose deployment": " (only the native stack's processes and log files have them)",
+}
 
 
 @dataclass
@@ -40,16 +56,19 @@ class Target:
     service_jwt_secret: str | None = None
     signing_key: Path | None = None
     log_dir: Path | None = None
+    # Where each service's container ports are published (native stack or compose).
+    ports: PublishedPorts | None = None
     stack: Stack | None = None
     # Behind the scenes, for tests of the messaging backbone (native stacks only).
     rabbitmq_url: str | None = None
     events_exchange: str | None = None
-    mail: MailSink | None = None
+    mail: Mailbox | None = None
+    kind: str = "the stack under test"
 
     def need(self, *fields: str) -> None:
         missing = [name for name in fields if getattr(self, name) is None]
         if missing:
-            pytest.skip(f"the stack under test does not expose {', '.join(missing)} (set the E2E_* variables)")
+            pytest.skip(f"{self.kind} does not expose {', '.join(missing)}{_WHY.get(self.kind, '')}")
 
 
 def _native(infra, tmp_path_factory) -> Iterator[Target]:
@@ -85,6 +104,7 @@ def _native(infra, tmp_path_factory) -> Iterator[Target]:
                 service_jwt_secret=example["SERVICE_JWT_SECRET"],
                 signing_key=ROOT / JWT_KEY_FILE,
                 log_dir=log_dir,
+                ports=stack,
                 stack=stack,
                 rabbitmq_url=infra.rabbitmq_url,
                 events_exchange=stack.environment("event-store")["EVENTS_EXCHANGE"],
@@ -98,8 +118,40 @@ def _native(infra, tmp_path_factory) -> Iterator[Target]:
         redis.close()
 
 
+def _composed(config, tmp_path_factory) -> Iterator[Target]:
+    reason = engine_unavailable()
+    if reason is not None:
+        pytest.skip(f"no private Docker engine can start here: {reason}")
+    env = read_env_file(ROOT / ".env")
+    with private_engine() as engine:
+        substitutes = ensure_standins(engine=engine, root=ROOT, compose_files=[ROOT / "docker-compose.yml"])
+        config.stash[STANDINS] = table_text(substitutes)
+        log = tmp_path_factory.mktemp("compose") / "compose-up.log"
+        with compose_deployment(engine=engine, root=ROOT, log=log, overrides=[COMPOSE_OVERRIDE]) as deployment:
+            ports = deployment.ports
+            yield Target(
+                gateway_url=deployment.url("GATEWAY_HOST_PORT"),
+                admin_email=env["ADMIN_EMAIL"],
+                admin_password=env["ADMIN_PASSWORD"],
+                user_service_url=deployment.url("USER_SERVICE_HOST_PORT"),
+                user_service_grpc=f"127.0.0.1:{ports['USER_SERVICE_GRPC_HOST_PORT']}",
+                service_jwt_secret=env["SERVICE_JWT_SECRET"],
+                signing_key=ROOT / JWT_KEY_FILE,
+                rabbitmq_url=(
+                    f"amqp://{env['RABBITMQ_USER']}:{env['RABBITMQ_PASSWORD']}@127.0.0.1:{ports['RABBITMQ_HOST_PORT']}/"
+                ),
+                events_exchange=env.get("EVENTS_EXCHANGE", "interchange.events"),
+                mail=MailpitMailbox(url=deployment.url("MAILPIT_HOST_PORT")),
+                ports=deployment,
+                kind="the compose deployment",
+            )
+
+
 @pytest.fixture(scope="session")
 def target(request, tmp_path_factory) -> Iterator[Target]:
+    if os.environ.get("E2E_STACK") == "compose":
+        yield from _composed(request.config, tmp_path_factory)
+        return
     url = os.environ.get("E2E_GATEWAY_URL")
     if url:
         example = read_env_file(ENV_EXAMPLE)
@@ -139,3 +191,11 @@ def admin(gateway, target) -> Account:
 def pytest_collection_modifyitems(items):
     for item in items:
         item.add_marker(pytest.mark.e2e)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    table = config.stash.get(STANDINS, None)
+    if table is not None:
+        terminalreporter.section("images: what ran in place of each (no registry here)")
+        terminalreporter.write_line(table)
+        terminalreporter.write_line("Consul was not exercised: discovery was static.")

@@ -11,8 +11,8 @@ from devstack.liveclients import Device, Terminal
 
 @pytest.fixture
 def terminal(target):
-    target.need("stack")
-    opened = Terminal(target.stack.port("notification-service", 9000))
+    target.need("ports")
+    opened = Terminal(target.ports.port("notification-service", 9000))
     yield opened
     opened.close()
 
@@ -43,11 +43,11 @@ def test_a_forged_token_is_refused_on_the_feed(terminal):
 
 @pytest.fixture
 def devices(target):
-    target.need("stack")
+    target.need("ports")
     opened: list[Device] = []
 
     def open_device() -> Device:
-        opened.append(Device(target.stack.port("notification-service", 9001)))
+        opened.append(Device(target.ports.port("notification-service", 9001)))
         return opened[-1]
 
     yield open_device

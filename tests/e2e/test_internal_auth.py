@@ -66,7 +66,7 @@ def test_grpc_refuses_without_a_service_token(target):
 def test_the_developer_service_token_of_the_readme_opens_the_event_store(target, tmp_path):
     """`python -m devstack service-token --audience event-store`, as the README's
     walkthrough uses it against the event store's HTTP API."""
-    target.need("service_jwt_secret", "stack")
+    target.need("service_jwt_secret", "ports")
     (tmp_path / ".env").write_text(f"SERVICE_JWT_SECRET={target.service_jwt_secret}\n")
     made = subprocess.run(
         [sys.executable, "-m", "devstack", "service-token", "--audience", "event-store", "--root", str(tmp_path)],
@@ -75,7 +75,7 @@ def test_the_developer_service_token_of_the_readme_opens_the_event_store(target,
         check=True,
     )
     token = made.stdout.strip()
-    url = f"{target.stack.url('event-store', 8004)}/streams/order-{uuid.uuid4()}/events"
+    url = f"{target.ports.url('event-store', 8004)}/streams/order-{uuid.uuid4()}/events"
     response = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5)
     assert response.status_code != 401, response.text
     assert response.status_code < 500

@@ -100,14 +100,14 @@ def test_a_full_flow_leaves_no_token_password_or_secret_in_any_log(gateway, targ
         assert stream.response.status_code == 200
     with Chat(target.gateway_url, ticket=tickets[1]) as chat:
         assert chat.receive()["type"] == "welcome"
-    terminal = Terminal(target.stack.port("notification-service", 9000))
+    terminal = Terminal(target.ports.port("notification-service", 9000))
     try:
         assert terminal.receive()["type"] == "welcome"
         terminal.send({"type": "auth", "token": account.token})
         assert terminal.receive() == {"type": "authenticated", "userId": account.id}
     finally:
         terminal.close()
-    device = Device(target.stack.port("notification-service", 9001))
+    device = Device(target.ports.port("notification-service", 9001))
     try:
         device.send({"type": "ping", "id": 1, "token": account.token})
         assert device.receive() == {"type": "ack", "id": 1}

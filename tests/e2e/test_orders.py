@@ -139,13 +139,13 @@ def test_every_command_is_read_back_at_once_in_the_order_and_the_list(gateway, n
 def test_a_command_on_one_order_instance_is_read_on_the_other(target, new_account, admin):
     """No per-instance cache can pass this: each command goes to one order-service
     instance and the read straight after it to the other."""
-    target.need("stack", "service_jwt_secret")
+    target.need("ports", "service_jwt_secret")
     me = new_account()
     issuer = ServiceTokenIssuer(service="gateway", secret=target.service_jwt_secret, ttl_seconds=60)
     headers = {"Authorization": f"Bearer {issuer.token_for(audience='order-service')}", "X-Actor-Roles": "user"}
     as_me = {**headers, "X-Actor-Id": me.id}
     as_admin = {**headers, "X-Actor-Id": admin.id, "X-Actor-Roles": "admin,user"}
-    first, second = (httpx.Client(base_url=target.stack.url(name, 8002), timeout=10) for name in ORDER_INSTANCES)
+    first, second = (httpx.Client(base_url=target.ports.url(name, 8002), timeout=10) for name in ORDER_INSTANCES)
     with first, second:
         for writer, reader in ((first, second), (second, first)) * 3:
             order = writer.post("/internal/orders", json={"items": ITEMS}, headers=as_me).json()

@@ -67,8 +67,8 @@ def test_a_suspended_users_tokens_stop_working_everywhere_and_a_new_log_in_works
     assert gateway.post("/api/auth/ticket", headers=ann.headers).status_code == 401
     with Chat(target.gateway_url, account=ann) as chat:
         assert chat.close_code() == 1008
-    target.need("stack")
-    terminal = Terminal(target.stack.port("notification-service", 9000))
+    target.need("ports")
+    terminal = Terminal(target.ports.port("notification-service", 9000))
     try:
         assert terminal.receive()["type"] == "welcome"
         terminal.send({"type": "auth", "token": ann.token})
@@ -202,7 +202,7 @@ class Held:
 
         for instance in NOTIFICATION_INSTANCES:
             headers = as_the_gateway_calls(target, account)
-            url = target.stack.url(instance, 8003)
+            url = target.ports.url(instance, 8003)
             socket = exits.enter_context(
                 connect(f"{url.replace('http', 'ws', 1)}/internal/ws", additional_headers=headers, open_timeout=10)
             )
@@ -223,7 +223,7 @@ class Held:
 
             self._expect(f"{instance} event stream", stream_end(next_line), "ended")
 
-            terminal = Terminal(target.stack.port(instance, 9000))
+            terminal = Terminal(target.ports.port(instance, 9000))
             exits.callback(terminal.close)
             assert terminal.receive()["type"] == "welcome"
             terminal.send({"type": "auth", "token": account.token})
@@ -232,7 +232,7 @@ class Held:
 
             pair = []
             for who in (account, witness):
-                device = Device(target.stack.port(instance, 9001))
+                device = Device(target.ports.port(instance, 9001))
                 exits.callback(device.close)
                 device.send({"type": "ping", "token": who.token})
                 assert [device.receive(), device.receive()] == [{"type": "ack"}, {"type": "pong"}]
@@ -276,7 +276,7 @@ class Held:
 @pytest.fixture
 def hold_live(target, gateway, new_account):
     """Opens an account's live connections everywhere (see Held); closes what is left after."""
-    target.need("stack", "service_jwt_secret")
+    target.need("ports", "service_jwt_secret")
     with ExitStack() as exits:
 
         def hold(account: Account) -> Held:

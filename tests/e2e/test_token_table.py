@@ -97,7 +97,7 @@ SERVICE_FORGERIES: dict[str, Callable[[Keys, str], str]] = {
 
 @pytest.fixture(scope="module")
 def keys(target, gateway) -> Keys:
-    target.need("signing_key", "service_jwt_secret", "stack")
+    target.need("signing_key", "service_jwt_secret", "ports")
     account = register(gateway, name="Token Table")
     kid = jwt.get_unverified_header(account.token)["kid"]
     published = next(k for k in gateway.get("/.well-known/jwks.json").json()["keys"] if k["kid"] == kid)
@@ -143,7 +143,7 @@ def websocket(target, gateway: httpx.Client, token: str) -> bool:
 
 
 def tcp_feed(target, gateway: httpx.Client, token: str) -> bool:
-    terminal = Terminal(target.stack.port("notification-service", 9000))
+    terminal = Terminal(target.ports.port("notification-service", 9000))
     try:
         assert terminal.receive()["type"] == "welcome"
         terminal.send({"type": "auth", "token": token})
@@ -155,7 +155,7 @@ def tcp_feed(target, gateway: httpx.Client, token: str) -> bool:
 
 
 def udp_feed(target, gateway: httpx.Client, token: str) -> bool:
-    device = Device(target.stack.port("notification-service", 9001))
+    device = Device(target.ports.port("notification-service", 9001))
     try:
         device.send({"type": "ping", "id": 7, "token": token})
         answer = device.receive()
@@ -191,7 +191,7 @@ def test_a_bad_user_token_opens_no_door(door, forgery, target, gateway, keys):
 def _internal_http(service: str, port: int, path: str) -> Callable[[Any, Keys, str], bool]:
     def door(target, keys: Keys, token: str) -> bool:
         headers = {"Authorization": f"Bearer {token}", "X-Actor-Id": keys.account.id, "X-Actor-Roles": "user"}
-        url = f"{target.stack.url(service, port)}{path.format(user=keys.account.id)}"
+        url = f"{target.ports.url(service, port)}{path.format(user=keys.account.id)}"
         status = httpx.get(url, headers=headers).status_code
         assert status < 500, status
         return status != 401  # past the door: any answer but "who are you?"
@@ -215,14 +215,14 @@ def _past_grpc_auth(call: Callable[[], object]) -> bool:
 
 
 def _user_grpc(target, keys: Keys, token: str) -> bool:
-    with grpc.insecure_channel(f"127.0.0.1:{target.stack.port('user-service', 50051)}") as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{target.ports.port('user-service', 50051)}") as channel:
         stub = user_pb2_grpc.UserServiceStub(channel)
         request = user_pb2.GetUserRequest(id=keys.account.id)
         return _past_grpc_auth(lambda: stub.GetUser(request, metadata=_bearer(token), timeout=5))
 
 
 def _event_store_grpc(target, keys: Keys, token: str) -> bool:
-    with grpc.insecure_channel(f"127.0.0.1:{target.stack.port('event-store', 50054)}") as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{target.ports.port('event-store', 50054)}") as channel:
         stub = eventstore_pb2_grpc.EventStoreStub(channel)
         request = eventstore_pb2.ReadStreamRequest(stream_id=f"order-{uuid.uuid4()}", from_version=1, limit=1)
         return _past_grpc_auth(lambda: stub.ReadStream(request, metadata=_bearer(token), timeout=5))

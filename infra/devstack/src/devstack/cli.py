@@ -2,7 +2,8 @@
 
 infra     find (or install) PostgreSQL, Redis and RabbitMQ; print where they are
 secrets   make .env and the development signing key when missing
-up        docker compose up --build when a Docker engine answers, else every
+up        docker compose up --build when a Docker engine answers (docker-compose
+          where the v2 plugin is missing), else every
           service as a local process in the foreground; Ctrl-C stops them
 down      stop what ``up`` started
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from devstack.compose import read_env_file
+from devstack.engine import compose_command
 from devstack.errors import DevstackError
 from devstack.infra import ensure_infra
 from devstack.runner import stop_from_state
@@ -52,10 +54,11 @@ def _up(root: Path) -> int:
     ensure_dev_secrets(root=root)
     _warn_about_stale_env(root)
     if docker_engine_answers():
-        _say("a Docker engine answers: docker compose up --build")
-        # Become docker compose: Ctrl-C reaches it directly and it stops the containers itself.
+        compose = compose_command()
+        _say(f"a Docker engine answers: {' '.join(compose)} up --build")
+        # Become compose: Ctrl-C reaches it directly and it stops the containers itself.
         os.chdir(root)
-        os.execvp("docker", ["docker", "compose", "up", "--build"])
+        os.execvp(compose[0], [*compose, "up", "--build"])
     _say("no Docker engine: running every service as a local process")
     infra = ensure_infra()
     stack = Stack.prepare(options=StackOptions(root=root, env_file=root / ".env"), infra=infra)
@@ -96,7 +99,7 @@ def _service_token(*, root: Path, audience: str, caller: str) -> str:
 
 def _down(root: Path) -> int:
     if docker_engine_answers():
-        return subprocess.call(["docker", "compose", "down"], cwd=root)
+        return subprocess.call([*compose_command(), "down"], cwd=root)
     stopped = stop_from_state(root / STATE_FILE)
     _say(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
     return 0

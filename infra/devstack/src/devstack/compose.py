@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -25,6 +25,14 @@ LOOPBACK = "127.0.0.1"
 _VARIABLE = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\})")
 _URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s,;]+")
 _SECRET_PATH = re.compile(r"^/run/secrets/([A-Za-z0-9_.-]+)$")
+
+
+class PublishedPorts(Protocol):
+    """Where a running deployment publishes each service's container ports."""
+
+    def port(self, service: str, container_port: int) -> int: ...
+
+    def url(self, service: str, container_port: int) -> str: ...
 
 
 def read_env_file(path: Path) -> dict[str, str]:

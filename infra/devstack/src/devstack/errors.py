@@ -3,7 +3,8 @@
 DevstackError
  ├── InfraMissing        a server the stack needs is absent and cannot be installed here
  ├── ComposeError        docker-compose.yml (or .env) cannot be turned into processes
- └── StackFailed         a service exited or did not become healthy in time
+ ├── StackFailed         a service exited or did not become healthy in time
+ └── EngineFailed        the tests' private Docker engine, an image or a container failed
 """
 
 
@@ -21,3 +22,7 @@ class ComposeError(DevstackError):
 
 class StackFailed(DevstackError):
     """A service exited early or did not become healthy before its deadline."""
+
+
+class EngineFailed(DevstackError):
+    """The private Docker engine did not start, or a build or container in it failed."""

@@ -12,9 +12,15 @@ import mailbox
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiosmtpd.controller import Controller
+
+
+class Mailbox(Protocol):
+    """Where tests read the mail a stack sent (this sink, or a Mailpit's API)."""
+
+    def to(self, address: str) -> list[EmailMessage]: ...
 
 
 class _KeepInMaildir:
@@ -61,9 +67,20 @@ class MailSink:
 
     def messages(self) -> list[EmailMessage]:
         """Every message received so far, oldest first."""
+        return [message for _, message in self.keyed_messages()]
+
+    def keyed_messages(self) -> list[tuple[str, EmailMessage]]:
+        """Every message received so far with its key in the Maildir, oldest first."""
         box = mailbox.Maildir(self.maildir, create=True)
         parser = BytesParser(_class=EmailMessage, policy=email.policy.default)
-        return [parser.parsebytes(box.get_bytes(key)) for key in sorted(box.keys(), key=_arrival)]
+        return [(key, parser.parsebytes(box.get_bytes(key))) for key in sorted(box.keys(), key=_arrival)]
+
+    def raw(self, key: str) -> bytes | None:
+        """The message stored under ``key`` as received, or None."""
+        try:
+            return mailbox.Maildir(self.maildir, create=True).get_bytes(key)
+        except KeyError:
+            return None
 
     def to(self, address: str) -> list[EmailMessage]:
         """The messages addressed to ``address``, oldest first."""

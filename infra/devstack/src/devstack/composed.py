@@ -1,0 +1,118 @@
+"""The compose deployment in a private engine, run the way a user runs it.
+
+``compose_deployment`` runs ``python -m devstack up`` (``make up``'s Docker branch:
+``docker compose up --build``, or ``docker-compose`` where the v2 plugin is missing)
+against the engine, with docker-compose.yml and the caller's override files (no
+Consul: see devstack.standins), a project name of its own and free ports on this
+machine for everything compose publishes. It waits until the
+gateway's container is healthy (the gateway starts only once every other service's
+healthcheck passed), and afterwards stops compose as Ctrl-C would and removes the
+containers, networks and volumes.
+"""
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.compose import default_ports, load_compose
+from devstack.engine import Engine, compose_command
+from devstack.errors import EngineFailed
+from devstack.testing import free_port
+
+PROJECT = "ic-compose-test"
+_HOST_PORT = re.compile(r"\$\{([A-Z0-9_]+_HOST_PORT):-\d+\}")
+_UP_SECONDS = 900  # the first run builds every image
+_STOP_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class Deployment:
+    project: str
+    ports: dict[str, int]  # every *_HOST_PORT variable and the port it was given
+    published: dict[tuple[str, int], int]  # (service, container port) → port here
+    environ: dict[str, str]
+    log: Path
+
+    def url(self, service_or_variable: str, container_port: int | None = None) -> str:
+        """``url("GATEWAY_HOST_PORT")``, or ``url("gateway", 8080)`` as a native Stack's."""
+        if container_port is None:
+            return f"http://127.0.0.1:{self.ports[service_or_variable]}"
+        return f"http://127.0.0.1:{self.port(service_or_variable, container_port)}"
+
+    def port(self, service: str, container_port: int) -> int:
+        try:
+            return self.published[(service, container_port)]
+        except KeyError:
+            raise KeyError(f"{service} publishes no port {container_port}") from None
+
+
+def _container_health(engine: Engine, *, project: str, service: str) -> str:
+    found = engine.docker(
+        "ps", "--all", "--quiet", "--filter", f"label=com.docker.compose.project={project}",
+        "--filter", f"label=com.docker.compose.service={service}", check=False,
+    ).stdout.split()  # fmt: skip
+    if not found:
+        return "absent"
+    state = engine.docker("inspect", "--format", "{{if .State.Health}}{{.State.Health.Status}}{{end}}", found[0])
+    return state.stdout.strip() or "running"
+
+
+def _tail(log: Path, lines: int = 30) -> str:
+    """The end of compose's output, and where the rest is."""
+    text = log.read_text(errors="replace").splitlines()
+    return "\n".join([*text[-lines:], f"(all of it: {log})"])
+
+
+@contextlib.contextmanager
+def compose_deployment(
+    *, engine: Engine, root: Path, log: Path, overrides: Sequence[Path] = ()
+) -> Iterator[Deployment]:
+    compose_file = root / "docker-compose.yml"
+    ports = {name: free_port() for name in dict.fromkeys(_HOST_PORT.findall(compose_file.read_text()))}
+    environ = {
+        **engine.environ,
+        "COMPOSE_PROJECT_NAME": PROJECT,
+        "COMPOSE_FILE": os.pathsep.join(str(path) for path in (compose_file, *overrides)),
+        **{name: str(port) for name, port in ports.items()},
+    }
+    compose = [*compose_command(), "--project-name", PROJECT]
+    # A run that was interrupted leaves its containers: start from nothing.
+    subprocess.run([*compose, "down", "--volumes", "--remove-orphans"], cwd=root, env=environ, capture_output=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as output:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "devstack", "up", "--root", str(root)],
+            cwd=root,
+            env=environ,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + _UP_SECONDS
+            while (health := _container_health(engine, project=PROJECT, service="gateway")) != "healthy":
+                if up.poll() is not None:
+                    raise EngineFailed(f"make up's compose exited with {up.returncode}:\n{_tail(log)}")
+                if time.monotonic() > deadline or health == "unhealthy":
+                    raise EngineFailed(f"the gateway's container is {health}:\n{_tail(log)}")
+                time.sleep(2)
+            document = load_compose(compose_file=compose_file, env_file=root / ".env", environ=environ)
+            yield Deployment(project=PROJECT, ports=ports, published=default_ports(document), environ=environ, log=log)
+        finally:
+            if up.poll() is None:
+                os.killpg(up.pid, signal.SIGINT)  # Ctrl-C: compose stops the containers
+                try:
+                    up.wait(timeout=_STOP_SECONDS)
+                except subprocess.TimeoutExpired:
+                    os.killpg(up.pid, signal.SIGKILL)
+                    up.wait()
+            subprocess.run(
+                [*compose, "down", "--volumes", "--remove-orphans"], cwd=root, env=environ, capture_output=True
+            )
