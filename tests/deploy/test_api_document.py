@@ -13,7 +13,8 @@ CONTRACT = ROOT / "docs" / "api.md"
 # Routes the gateway answers itself or passes through unbuffered: not in the table.
 OWN_ROUTES = (
     ("GET", "/health"),
-    ("GET", "/metrics"),
+    ("GET", "/health/live"),
+    ("GET", "/metrics"),  # on the operations port
     ("GET", "/openapi.json"),
     ("POST", "/api/auth/ticket"),
     ("GET", "/api/events"),

@@ -157,6 +157,25 @@ def test_production_images_carry_no_reload_tool():
         assert "uvicorn[standard]" not in pyproject.read_text(), pyproject
 
 
+def test_the_gateway_image_carries_no_grpc():
+    """The gateway speaks only HTTP: it installs the internal library without its grpc
+    extra, and its code never imports gRPC or protobuf."""
+    declared = (ROOT / "gateway" / "pyproject.toml").read_text()
+    assert "grpc" not in declared
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, gateway.bootstrap, gateway.entrypoints.cli;"
+            "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(('grpc', 'google.protobuf'))}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"
+
+
 def test_only_the_gateway_listens_beyond_loopback(raw):
     for name, spec in raw["services"].items():
         for port in spec.get("ports", []):

@@ -15,7 +15,8 @@ Tests that need the native stack's processes or log files skip under the others.
 """
 
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ RETRY_DELAYS = "0.5,1,2"
 ENV_EXAMPLE = ROOT / ".env.example"
 COMPOSE_OVERRIDE = ROOT / "tests" / "containers" / "docker-compose.test.yml"
 STANDINS = pytest.StashKey[str]()
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE_KEY(?!_FILE)")
 _WHY = {
     "the stack under test": " (set the E2E_* variables)",
     "the compose deployment": " (only the native stack's processes and log files have them)",
@@ -63,6 +65,10 @@ class Target:
     rabbitmq_url: str | None = None
     events_exchange: str | None = None
     mail: Mailbox | None = None
+    # Each of our services' log so far, by instance name (gateway, order-service-2 …).
+    logs: Callable[[], dict[str, str]] | None = None
+    # The deployment's own secrets, which no log may hold.
+    secrets: frozenset[str] | None = None
     kind: str = "the stack under test"
 
     def need(self, *fields: str) -> None:
@@ -106,6 +112,13 @@ def _native(infra, tmp_path_factory) -> Iterator[Target]:
                 log_dir=log_dir,
                 ports=stack,
                 stack=stack,
+                logs=lambda: {log.stem: log.read_text() for log in log_dir.glob("*.log")},
+                secrets=frozenset(
+                    value
+                    for service in stack.services
+                    for name, value in service.environment.items()
+                    if SECRET_NAME.search(name) and len(value) >= 8
+                ),
                 rabbitmq_url=infra.rabbitmq_url,
                 events_exchange=stack.environment("event-store")["EVENTS_EXCHANGE"],
                 mail=stack.mail,
@@ -143,6 +156,8 @@ def _composed(config, tmp_path_factory) -> Iterator[Target]:
                 events_exchange=env.get("EVENTS_EXCHANGE", "interchange.events"),
                 mail=MailpitMailbox(url=deployment.url("MAILPIT_HOST_PORT")),
                 ports=deployment,
+                logs=lambda: deployment.logs(dict.fromkeys(instance for instance, _ in deployment.published)),
+                secrets=frozenset(value for name, value in env.items() if SECRET_NAME.search(name) and len(value) >= 8),
                 kind="the compose deployment",
             )
 

@@ -76,7 +76,11 @@ def test_a_killed_order_instance_costs_a_short_burst_is_ejected_and_returns(shop
         before = traffic.count()
         shop.stack.native.kill(ORDER_INSTANCES[1])
         wait_for(lambda: traffic.count() >= before + 100, timeout=120, what="traffic after the kill")
-        ejected = metric(gateway_url, "upstream_instance_ejected", {"service": "order-service", "instance": second_id})
+        ejected = metric(
+            shop.stack.url("gateway", 8081),
+            "upstream_instance_ejected",
+            {"service": "order-service", "instance": second_id},
+        )
         after = traffic.outcomes[before:]
 
         shop.stack.native.restart(ORDER_INSTANCES[1])

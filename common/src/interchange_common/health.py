@@ -92,9 +92,11 @@ class HealthReport(BaseModel):
     services: list[DependencyHealth] = []
 
 
-def health_router(*, checks: Callable[[], Sequence[HealthCheck]]) -> APIRouter:
+def health_router(*, checks: Callable[[], Sequence[HealthCheck]], detail: bool = True) -> APIRouter:
     """GET /health (dependencies; 503 "draining" once the instance is stopping) and
-    GET /health/live (the process answers)."""
+    GET /health/live (the process answers). Without ``detail`` (a public port) /health
+    answers the same statuses with the overall status alone, never which dependency
+    is down or how fast each answered."""
     router = APIRouter(tags=["operations"])
 
     @router.get(
@@ -107,7 +109,15 @@ def health_router(*, checks: Callable[[], Sequence[HealthCheck]]) -> APIRouter:
         if lifecycle.current().draining:
             # Going away: no new work from anyone who still asks (load balancers, Consul).
             return Response(content=b'{"status":"draining"}', status_code=503, media_type="application/json")
-        return health_response(results=await run_checks(checks=checks()))
+        results = await run_checks(checks=checks())
+        if detail:
+            return health_response(results=results)
+        healthy = all(result.healthy for result in results)
+        return Response(
+            content=b'{"status":"healthy"}' if healthy else b'{"status":"unhealthy"}',
+            status_code=200 if healthy else 503,
+            media_type="application/json",
+        )
 
     @router.get("/health/live", summary="The process is up and serving")
     async def live() -> dict[str, str]:

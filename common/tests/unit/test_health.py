@@ -1,6 +1,9 @@
 import asyncio
 
-from interchange_common.health import HealthCheck, health_response, run_checks
+import httpx
+from fastapi import FastAPI
+
+from interchange_common.health import HealthCheck, health_response, health_router, run_checks
 
 
 async def ok() -> None:
@@ -38,3 +41,15 @@ async def test_checks_run_in_parallel():
     await run_checks(checks=[HealthCheck(str(i), slow, timeout_seconds=0.2) for i in range(5)])
     # Five checks that each time out after 0.2 s: in parallel they take about 0.2 s, in series 1 s.
     assert loop.time() - started < 0.9
+
+
+async def test_without_detail_health_gives_the_same_status_and_names_nothing():
+    checks = [HealthCheck("redis", ok)]
+    app = FastAPI()
+    app.include_router(health_router(checks=lambda: checks, detail=False))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        healthy = await client.get("/health")
+        checks.append(HealthCheck("user-service", broken))
+        unhealthy = await client.get("/health")
+    assert (healthy.status_code, healthy.json()) == (200, {"status": "healthy"})
+    assert (unhealthy.status_code, unhealthy.json()) == (503, {"status": "unhealthy"})

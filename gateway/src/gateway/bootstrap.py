@@ -21,7 +21,7 @@ from gateway.adapters.upstream import UpstreamClient
 from gateway.config import SERVICE_NAME, Settings
 from gateway.domain.model import RateLimitPolicy, Upstream
 from gateway.domain.routes import NOTIFICATIONS, ORDERS, ROUTES, USERS
-from gateway.entrypoints.http import LiveSetup, create_app
+from gateway.entrypoints.http import LiveSetup, create_app, operations_app
 from gateway.entrypoints.passthrough import LiveConnections
 from gateway.entrypoints.server import Listeners, serve_http
 from interchange_common.discovery import Discovery, parse_urls
@@ -217,7 +217,9 @@ async def serve(*, settings: Settings) -> None:
                 https_port=settings.https_port,
                 cert_file=settings.tls_cert_file,
                 key_file=settings.tls_key_file,
+                ops_port=settings.ops_port,
             ),
+            operations=operations_app(health_checks=container.health_checks),
             grace_seconds=settings.shutdown_grace_seconds,
             on_shutdown=container.connections.end_all,
             head_timeout_seconds=settings.request_head_timeout_seconds,

@@ -17,6 +17,9 @@ class Settings(CallerSettings):
     http_port: int = 8080
     # TLS with HTTP/2 or HTTP/1.1 by ALPN; served only when both files are set.
     https_port: int = 8443
+    # Operations, for this deployment's own tools (Prometheus, health dashboards): the
+    # detailed /health and /metrics, which the public ports do not serve. Unset: none.
+    ops_port: int | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     # redis://[:password@]host:port/db

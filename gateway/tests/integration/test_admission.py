@@ -76,10 +76,11 @@ async def shop(serve_app):
 
 
 class Gateway:
-    def __init__(self, *, popen, log, url):
+    def __init__(self, *, popen, log, url, ops_url):
         self.popen = popen
         self.log = log
         self.url = url
+        self.ops_url = ops_url  # /metrics
 
     def access_lines(self):
         lines = (json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{"))
@@ -88,13 +89,14 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 async def gateway(tmp_path_factory, shop, notifications, infra, key_prefix):
-    http_port = free_port()
+    http_port, ops_port = free_port(), free_port()
     env = {
         "PATH": os.environ.get("PATH", ""),
         "ENVIRONMENT": "test",
         "HOST": "127.0.0.1",
         "HTTP_PORT": str(http_port),
         "HTTPS_PORT": str(free_port()),
+        "OPS_PORT": str(ops_port),
         "SERVICE_JWT_SECRET": secrets.token_urlsafe(48),
         "REDIS_URL": infra.redis_url,
         "REDIS_KEY_PREFIX": key_prefix,
@@ -112,7 +114,7 @@ async def gateway(tmp_path_factory, shop, notifications, infra, key_prefix):
     log = tmp_path_factory.mktemp("gateway-admission-log") / "gateway.log"
     with log.open("w") as out:
         popen = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, stdout=out, stderr=out)
-    process = Gateway(popen=popen, log=log, url=f"http://127.0.0.1:{http_port}")
+    process = Gateway(popen=popen, log=log, url=f"http://127.0.0.1:{http_port}", ops_url=f"http://127.0.0.1:{ops_port}")
     async with httpx.AsyncClient(base_url=process.url) as probe:
 
         async def listening():
@@ -133,7 +135,7 @@ async def gateway(tmp_path_factory, shop, notifications, infra, key_prefix):
 async def test_past_the_limit_orders_are_refused_at_once_while_those_let_in_complete(gateway, shop):
     headers = {"Authorization": f"Bearer {shop.token()}"}
     shed_before = await asyncio.to_thread(
-        metric, gateway.url, "gateway_shed_requests_total", {"upstream": "order-service"}
+        metric, gateway.ops_url, "gateway_shed_requests_total", {"upstream": "order-service"}
     )
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
 
@@ -162,7 +164,7 @@ async def test_past_the_limit_orders_are_refused_at_once_while_those_let_in_comp
         completed = await asyncio.gather(*held)
     assert [response.status_code for response, _ in completed] == [201] * LIMIT
     shed_after = await asyncio.to_thread(
-        metric, gateway.url, "gateway_shed_requests_total", {"upstream": "order-service"}
+        metric, gateway.ops_url, "gateway_shed_requests_total", {"upstream": "order-service"}
     )
     assert (shed_after or 0) - (shed_before or 0) == EXTRA
     shed_lines = [line for line in gateway.access_lines() if line.get("shed") == "order-service"]

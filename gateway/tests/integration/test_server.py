@@ -73,12 +73,13 @@ def certificate(tmp_path_factory):
 
 
 class Process:
-    def __init__(self, *, popen, log, http_url, https_url, cafile):
+    def __init__(self, *, popen, log, http_url, https_url, cafile, ops_url):
         self.popen = popen
         self.log = log
         self.http_url = http_url
         self.https_url = https_url
         self.cafile = cafile
+        self.ops_url = ops_url  # the detailed /health and /metrics
 
     def output(self):
         return self.log.read_text()
@@ -87,7 +88,7 @@ class Process:
 @pytest.fixture(scope="module")
 async def gateway(tmp_path_factory, certificate, users, notifications, infra, key_prefix):
     cert_file, key_file = certificate
-    http_port, https_port = free_port(), free_port()
+    http_port, https_port, ops_port = free_port(), free_port(), free_port()
     dead = f"http://127.0.0.1:{free_port()}"
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -96,6 +97,7 @@ async def gateway(tmp_path_factory, certificate, users, notifications, infra, ke
         "HOST": "127.0.0.1",
         "HTTP_PORT": str(http_port),
         "HTTPS_PORT": str(https_port),
+        "OPS_PORT": str(ops_port),
         "TLS_CERT_FILE": str(cert_file),
         "TLS_KEY_FILE": str(key_file),
         "SERVICE_JWT_SECRET": secrets.token_urlsafe(48),
@@ -121,6 +123,7 @@ async def gateway(tmp_path_factory, certificate, users, notifications, infra, ke
         http_url=f"http://127.0.0.1:{http_port}",
         https_url=f"https://127.0.0.1:{https_port}",
         cafile=str(cert_file),
+        ops_url=f"http://127.0.0.1:{ops_port}",
     )
     async with httpx.AsyncClient(verify=tls_context(process)) as probe:
 
@@ -186,10 +189,22 @@ async def test_the_page_and_its_files(gateway):
 
 async def test_health_counts_notification_service_healthy_with_one_instance_down(gateway):
     async with httpx.AsyncClient() as client:
-        response = await client.get(f"{gateway.http_url}/health")
+        response = await client.get(f"{gateway.ops_url}/health")
     services = {entry["service"]: entry["status"] for entry in response.json()["services"]}
     assert services["notification-service"] == "healthy"
     assert response.status_code == 200, response.text
+
+
+async def test_the_public_ports_tell_health_without_detail_and_serve_no_metrics(gateway):
+    async with httpx.AsyncClient(http2=True, verify=tls_context(gateway)) as client:
+        for url in (gateway.http_url, gateway.https_url):
+            health = await client.get(f"{url}/health")
+            assert (health.status_code, health.json()) == (200, {"status": "healthy"})
+            assert (await client.get(f"{url}/metrics")).status_code == 404
+        ops = await client.get(f"{gateway.ops_url}/metrics")
+        assert ops.status_code == 200
+        assert "gateway_shed_requests_total" in ops.text
+        assert (await client.get(f"{gateway.ops_url}/api/users/me")).status_code == 404
 
 
 async def test_a_ticket_opens_an_sse_stream_over_http2_and_sigterm_ends_it(gateway, users, stand_in):

@@ -2,12 +2,15 @@
 
 /                        the page (static/index.html), with its script preloaded
 /static/                 the page's files
-/health, /metrics        operations
+/health, /health/live    whether the gateway is healthy (no detail on a public port)
 /openapi.json            the public API, composed from the upstreams' documents
 /api/auth/ticket, /api/events, /ws
                          tickets and the live connections (see entrypoints/passthrough.py)
 every row of the route table
                          forwarded to its upstream
+
+operations_app, on the operations port (OPS_PORT): /health with every dependency's
+state and timing, /health/live and /metrics.
 
 Routing reads the path as the client sent it (RawPathRouting): an encoded slash is
 part of its segment, never a separator.
@@ -264,6 +267,16 @@ def document_endpoint(*, app: FastAPI, documents: ApiDocuments) -> Endpoint:
     return endpoint
 
 
+def operations_app(*, health_checks: Callable[[], Sequence[HealthCheck]]) -> FastAPI:
+    """The operations port's app: /health with every dependency's state and timing,
+    /health/live and /metrics; nothing else."""
+    app = FastAPI(title="Interchange gateway operations", docs_url=None, redoc_url=None, openapi_url=None)
+    install_problem_handlers(app)
+    app.include_router(health_router(checks=health_checks))
+    app.include_router(metrics_router())
+    return app
+
+
 def create_app(
     *,
     routes: Sequence[Route],
@@ -290,8 +303,9 @@ def create_app(
         openapi_url=None,
     )
     install_problem_handlers(app)
-    app.include_router(health_router(checks=health_checks))
-    app.include_router(metrics_router())
+    # The public ports say whether the gateway is healthy, not what is down behind it;
+    # the detailed /health and /metrics are on the operations port (operations_app).
+    app.include_router(health_router(checks=health_checks, detail=False))
     app.router.routes.append(StarletteRoute("/", index, methods=["GET"], name="The page"))
     app.router.routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
     if api_documents is not None:

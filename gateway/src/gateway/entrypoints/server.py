@@ -38,6 +38,7 @@ class Listeners:
     https_port: int
     cert_file: Path | None = None
     key_file: Path | None = None
+    ops_port: int | None = None  # the operations app's port (plain HTTP/1.1 and h2c)
 
     @property
     def tls(self) -> bool:
@@ -48,8 +49,21 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def hypercorn_config(*, listeners: Listeners, grace_seconds: float, head_timeout_seconds: float = 5.0) -> Config:
+def _config(*, grace_seconds: float, head_timeout_seconds: float) -> Config:
     config = Config()
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.include_server_header = False
+    config.graceful_timeout = grace_seconds
+    # Hypercorn's idle timer runs from a connection's start (and after each answer)
+    # until a whole request head has arrived: it bounds a slow client's headers as
+    # well as an idle keep-alive connection. The body is bounded by the middleware.
+    config.keep_alive_timeout = head_timeout_seconds
+    return config
+
+
+def hypercorn_config(*, listeners: Listeners, grace_seconds: float, head_timeout_seconds: float = 5.0) -> Config:
+    config = _config(grace_seconds=grace_seconds, head_timeout_seconds=head_timeout_seconds)
     http = [_address(listeners.host, listeners.http_port)]
     # Without certificate and key Hypercorn serves ``bind`` in the clear and ignores
     # ``insecure_bind``; with them ``bind`` is the TLS listener.
@@ -61,15 +75,13 @@ def hypercorn_config(*, listeners: Listeners, grace_seconds: float, head_timeout
         config.alpn_protocols = ["h2", "http/1.1"]
     else:
         config.bind = http
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.include_server_header = False
-    config.graceful_timeout = grace_seconds
     config.websocket_ping_interval = 20.0
-    # Hypercorn's idle timer runs from a connection's start (and after each answer)
-    # until a whole request head has arrived: it bounds a slow client's headers as
-    # well as an idle keep-alive connection. The body is bounded by the middleware.
-    config.keep_alive_timeout = head_timeout_seconds
+    return config
+
+
+def _operations_config(*, listeners: Listeners, head_timeout_seconds: float) -> Config:
+    config = _config(grace_seconds=1.0, head_timeout_seconds=head_timeout_seconds)
+    config.bind = [_address(listeners.host, listeners.ops_port or 0)]
     return config
 
 
@@ -81,9 +93,14 @@ async def serve_http(
     on_shutdown: Callable[[], None],
     stop: asyncio.Event | None = None,
     head_timeout_seconds: float = 5.0,
+    operations: Any = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT (or ``stop`` is set), call ``on_shutdown``, drain
-    and return. A test passes ``stop`` and leaves the process's signals alone."""
+    and return. A test passes ``stop`` and leaves the process's signals alone.
+
+    With ``operations`` (an app) and ``listeners.ops_port``, that app is served on the
+    operations port too, from start to the end of the drain (its /health says
+    "draining" meanwhile); a failure to bind either stops both."""
     for name in _HEADER_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).getEffectiveLevel()))
     config = hypercorn_config(
@@ -111,8 +128,26 @@ async def serve_http(
     )
     if not listeners.tls:
         _log.info("no TLS listener: TLS_CERT_FILE and TLS_KEY_FILE are not set")
+    served = asyncio.Event()
+
+    async def public() -> None:
+        try:
+            await serve(app, config, shutdown_trigger=shutdown_trigger, mode="asgi")
+        finally:
+            served.set()
+
+    async def public_served() -> None:
+        await served.wait()
+
     try:
-        await serve(app, config, shutdown_trigger=shutdown_trigger, mode="asgi")
+        if operations is None or listeners.ops_port is None:
+            await public()
+        else:
+            _log.info("serving operations", extra={"ops_port": listeners.ops_port})
+            ops_config = _operations_config(listeners=listeners, head_timeout_seconds=head_timeout_seconds)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(public())
+                group.create_task(serve(operations, ops_config, shutdown_trigger=public_served, mode="asgi"))
     finally:
         if stop is None:
             loop.remove_signal_handler(signal.SIGTERM)

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,7 @@ _STOP_SECONDS = 120
 
 @dataclass(frozen=True)
 class Deployment:
+    engine: Engine
     project: str
     ports: dict[str, int]  # every *_HOST_PORT variable and the port it was given
     published: dict[tuple[str, int], int]  # (service, container port) → port here
@@ -52,15 +53,30 @@ class Deployment:
         except KeyError:
             raise KeyError(f"{service} publishes no port {container_port}") from None
 
+    def logs(self, services: Iterable[str]) -> dict[str, str]:
+        """What each service's container wrote so far (stdout and stderr, in order)."""
+        found: dict[str, str] = {}
+        for service in services:
+            container = _container(self.engine, project=self.project, service=service)
+            if container is not None:
+                result = self.engine.docker("logs", container)
+                found[service] = result.stdout + result.stderr
+        return found
 
-def _container_health(engine: Engine, *, project: str, service: str) -> str:
+
+def _container(engine: Engine, *, project: str, service: str) -> str | None:
     found = engine.docker(
         "ps", "--all", "--quiet", "--filter", f"label=com.docker.compose.project={project}",
         "--filter", f"label=com.docker.compose.service={service}", check=False,
     ).stdout.split()  # fmt: skip
-    if not found:
+    return found[0] if found else None
+
+
+def _container_health(engine: Engine, *, project: str, service: str) -> str:
+    container = _container(engine, project=project, service=service)
+    if container is None:
         return "absent"
-    state = engine.docker("inspect", "--format", "{{if .State.Health}}{{.State.Health.Status}}{{end}}", found[0])
+    state = engine.docker("inspect", "--format", "{{if .State.Health}}{{.State.Health.Status}}{{end}}", container)
     return state.stdout.strip() or "running"
 
 
@@ -104,7 +120,8 @@ def compose_deployment(
                     raise EngineFailed(f"the gateway's container is {health}:\n{_tail(log)}")
                 time.sleep(2)
             document = load_compose(compose_file=compose_file, env_file=root / ".env", environ=environ)
-            yield Deployment(project=PROJECT, ports=ports, published=default_ports(document), environ=environ, log=log)
+            published = default_ports(document)
+            yield Deployment(engine=engine, project=PROJECT, ports=ports, published=published, environ=environ, log=log)
         finally:
             if up.poll() is None:
                 os.killpg(up.pid, signal.SIGINT)  # Ctrl-C: compose stops the containers

@@ -83,11 +83,10 @@ def _ensure_base(engine: Engine) -> None:
         )
         if made.returncode != 0:
             raise EngineFailed(f"debootstrap failed: {made.stderr.strip()[-1000:]}")
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        imported = subprocess.run(
-            ["docker", "import", "-", BASE], stdin=tar.stdout, env=engine.environ, capture_output=True, text=True
-        )
-        tar.wait()
+        with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
+            imported = subprocess.run(
+                ["docker", "import", "-", BASE], stdin=tar.stdout, env=engine.environ, capture_output=True, text=True
+            )
         if imported.returncode != 0 or tar.returncode != 0:
             raise EngineFailed(f"docker import of the Debian base failed: {imported.stderr.strip()}")
 
