@@ -85,6 +85,9 @@ class StepResult:
     failure_example: str = ""
     post_ms: list[float] = field(default_factory=list)
     refusal_ms: list[float] = field(default_factory=list)
+    # Who refused and why (the problem's detail): the gateway's shedding, or a
+    # service behind it that was unavailable; each with its latencies.
+    refusals_by_detail: dict[str, list[float]] = field(default_factory=dict)
     notification_ms: list[float] = field(default_factory=list)
     missing_notifications: int = 0
     seconds: float = 0.0
@@ -167,6 +170,8 @@ class LoadGenerator:
                 elif response.status in (429, 503) and "Retry-After" in response.headers:
                     result.refused += 1
                     result.refusal_ms.append(took)
+                    detail = str(json.loads(body).get("detail", "")) if body.startswith(b"{") else ""
+                    result.refusals_by_detail.setdefault(detail, []).append(took)
                 else:
                     result.failed += 1
                     result.failure_example = result.failure_example or f"{response.status} {body[:160]!r}"
@@ -360,6 +365,9 @@ def describe(result: StepResult) -> str:
     )
     if result.refused:
         text += f"  refused {result.refused} (p99 {percentile(result.refusal_ms, 0.99):.1f} ms)"
+        for detail, took in sorted(result.refusals_by_detail.items(), key=lambda item: -len(item[1])):
+            latency = f"p50 {percentile(took, 0.5):.1f} p99 {percentile(took, 0.99):.1f} ms"
+            text += f"\n{'':>10}{len(took):>6} refused: {detail!r}, {latency}"
     if result.failed:
         text += f"  FAILED {result.failed}, e.g. {result.failure_example}"
     if result.missing_notifications:
