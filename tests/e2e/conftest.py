@@ -16,6 +16,7 @@ Tests that need the native stack's processes or log files skip under the others.
 
 import os
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ COMPOSE_OVERRIDE = ROOT / "tests" / "containers" / "docker-compose.test.yml"
 STANDINS = pytest.StashKey[str]()
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE_KEY(?!_FILE)")
 _WHY = {
-    "the stack under test": " (set the E2E_* variables)",
+    "the stack under test": " (set the E2E_* variables; images are checked by make compose-test)",
     "the compose deployment": " (only the native stack's processes and log files have them)",
 }
 
@@ -69,6 +70,8 @@ class Target:
     logs: Callable[[], dict[str, str]] | None = None
     # The deployment's own secrets, which no log may hold.
     secrets: frozenset[str] | None = None
+    # A command in a new container of the image a service runs (compose only).
+    in_image: Callable[..., subprocess.CompletedProcess[str]] | None = None
     kind: str = "the stack under test"
 
     def need(self, *fields: str) -> None:
@@ -158,6 +161,7 @@ def _composed(config, tmp_path_factory) -> Iterator[Target]:
                 ports=deployment,
                 logs=lambda: deployment.logs(dict.fromkeys(instance for instance, _ in deployment.published)),
                 secrets=frozenset(value for name, value in env.items() if SECRET_NAME.search(name) and len(value) >= 8),
+                in_image=deployment.run_in_image,
                 kind="the compose deployment",
             )
 

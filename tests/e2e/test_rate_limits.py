@@ -23,6 +23,7 @@ def two_gateways(target):
             **template.environment,
             "HTTP_PORT": str(port),
             "HTTPS_PORT": str(free_port()),
+            "OPS_PORT": str(free_port()),
             "REDIS_KEY_PREFIX": prefix,
             "RATE_LIMIT_REQUESTS": str(LIMIT),
             "RATE_LIMIT_WINDOW_SECONDS": "60",

@@ -53,6 +53,11 @@ class Deployment:
         except KeyError:
             raise KeyError(f"{service} publishes no port {container_port}") from None
 
+    def run_in_image(self, service: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        """``argv`` in a new container of the image ``service`` runs, as that image's user."""
+        image = _image_of(self.engine, project=self.project, service=service)
+        return self.engine.docker("run", "--rm", "--network", "none", image, *argv, check=False)
+
     def logs(self, services: Iterable[str]) -> dict[str, str]:
         """What each service's container wrote so far (stdout and stderr, in order)."""
         found: dict[str, str] = {}
@@ -62,6 +67,13 @@ class Deployment:
                 result = self.engine.docker("logs", container)
                 found[service] = result.stdout + result.stderr
         return found
+
+
+def _image_of(engine: Engine, *, project: str, service: str) -> str:
+    container = _container(engine, project=project, service=service)
+    if container is None:
+        raise EngineFailed(f"{service} has no container")
+    return engine.docker("inspect", "--format", "{{.Config.Image}}", container).stdout.strip()
 
 
 def _container(engine: Engine, *, project: str, service: str) -> str | None:
