@@ -11,7 +11,7 @@ Three ways to get one:
   that need to reach behind the gateway then also need E2E_USER_SERVICE_URL,
   E2E_USER_SERVICE_GRPC and E2E_SERVICE_JWT_SECRET, and skip (saying so) without them.
 The first two are torn down at the end whatever happened (compose's volumes too).
-Tests that need the native stack's processes or log files skip under the others.
+Tests that need the native stack's processes skip under the others.
 """
 
 import os
@@ -45,7 +45,7 @@ STANDINS = pytest.StashKey[str]()
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE_KEY(?!_FILE)")
 _WHY = {
     "the stack under test": " (set the E2E_* variables; images are checked by make compose-test)",
-    "the compose deployment": " (only the native stack's processes and log files have them)",
+    "the compose deployment": " (only the native stack's processes have them)",
 }
 
 
@@ -62,7 +62,7 @@ class Target:
     # Where each service's container ports are published (native stack or compose).
     ports: PublishedPorts | None = None
     stack: Stack | None = None
-    # Behind the scenes, for tests of the messaging backbone (native stacks only).
+    # Behind the scenes, for tests of the messaging backbone.
     rabbitmq_url: str | None = None
     events_exchange: str | None = None
     mail: Mailbox | None = None
