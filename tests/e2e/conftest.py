@@ -44,7 +44,8 @@ COMPOSE_OVERRIDE = ROOT / "tests" / "containers" / "docker-compose.test.yml"
 STANDINS = pytest.StashKey[str]()
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE_KEY(?!_FILE)")
 _WHY = {
-    "the stack under test": " (set the E2E_* variables; images are checked by make compose-test)",
+    "the stack under test": " (set the E2E_* variables)",
+    "the native stack": " (make compose-test runs this against the containers)",
     "the compose deployment": " (only the native stack's processes have them)",
 }
 
@@ -125,6 +126,7 @@ def _native(infra, tmp_path_factory) -> Iterator[Target]:
                 rabbitmq_url=infra.rabbitmq_url,
                 events_exchange=stack.environment("event-store")["EVENTS_EXCHANGE"],
                 mail=stack.mail,
+                kind="the native stack",
             )
     finally:
         redis = Redis.from_url(infra.redis_url)
@@ -146,18 +148,18 @@ def _composed(config, tmp_path_factory) -> Iterator[Target]:
         with compose_deployment(engine=engine, root=ROOT, log=log, overrides=[COMPOSE_OVERRIDE]) as deployment:
             ports = deployment.ports
             yield Target(
-                gateway_url=deployment.url("GATEWAY_HOST_PORT"),
+                gateway_url=deployment.url("gateway", 8080),
                 admin_email=env["ADMIN_EMAIL"],
                 admin_password=env["ADMIN_PASSWORD"],
-                user_service_url=deployment.url("USER_SERVICE_HOST_PORT"),
-                user_service_grpc=f"127.0.0.1:{ports['USER_SERVICE_GRPC_HOST_PORT']}",
+                user_service_url=deployment.url("user-service", 8001),
+                user_service_grpc=f"127.0.0.1:{deployment.port('user-service', 50051)}",
                 service_jwt_secret=env["SERVICE_JWT_SECRET"],
                 signing_key=ROOT / JWT_KEY_FILE,
                 rabbitmq_url=(
                     f"amqp://{env['RABBITMQ_USER']}:{env['RABBITMQ_PASSWORD']}@127.0.0.1:{ports['RABBITMQ_HOST_PORT']}/"
                 ),
                 events_exchange=env.get("EVENTS_EXCHANGE", "interchange.events"),
-                mail=MailpitMailbox(url=deployment.url("MAILPIT_HOST_PORT")),
+                mail=MailpitMailbox(url=f"http://127.0.0.1:{ports['MAILPIT_HOST_PORT']}"),
                 ports=deployment,
                 logs=lambda: deployment.logs(dict.fromkeys(instance for instance, _ in deployment.published)),
                 secrets=frozenset(value for name, value in env.items() if SECRET_NAME.search(name) and len(value) >= 8),

@@ -65,12 +65,12 @@ async def run_checks(*, checks: Sequence[HealthCheck]) -> list[CheckResult]:
     return list(await asyncio.gather(*(_run_one(check) for check in checks)))
 
 
-def health_response(*, results: Sequence[CheckResult]) -> Response:
+def health_response(*, results: Sequence[CheckResult], detail: bool = True) -> Response:
+    """200 when every check passed, else 503; with ``detail``, each check's result."""
     healthy = all(result.healthy for result in results)
-    body = {
-        "status": "healthy" if healthy else "unhealthy",
-        "services": [result.as_json() for result in results],
-    }
+    body: dict[str, Any] = {"status": "healthy" if healthy else "unhealthy"}
+    if detail:
+        body["services"] = [result.as_json() for result in results]
     return Response(
         content=orjson.dumps(body),
         status_code=200 if healthy else 503,
@@ -109,15 +109,7 @@ def health_router(*, checks: Callable[[], Sequence[HealthCheck]], detail: bool =
         if lifecycle.current().draining:
             # Going away: no new work from anyone who still asks (load balancers, Consul).
             return Response(content=b'{"status":"draining"}', status_code=503, media_type="application/json")
-        results = await run_checks(checks=checks())
-        if detail:
-            return health_response(results=results)
-        healthy = all(result.healthy for result in results)
-        return Response(
-            content=b'{"status":"healthy"}' if healthy else b'{"status":"unhealthy"}',
-            status_code=200 if healthy else 503,
-            media_type="application/json",
-        )
+        return health_response(results=await run_checks(checks=checks()), detail=detail)
 
     @router.get("/health/live", summary="The process is up and serving")
     async def live() -> dict[str, str]:

@@ -79,9 +79,9 @@ def hypercorn_config(*, listeners: Listeners, grace_seconds: float, head_timeout
     return config
 
 
-def _operations_config(*, listeners: Listeners, head_timeout_seconds: float) -> Config:
+def _operations_config(*, host: str, port: int, head_timeout_seconds: float) -> Config:
     config = _config(grace_seconds=1.0, head_timeout_seconds=head_timeout_seconds)
-    config.bind = [_address(listeners.host, listeners.ops_port or 0)]
+    config.bind = [_address(host, port)]
     return config
 
 
@@ -144,7 +144,9 @@ async def serve_http(
             await public()
         else:
             _log.info("serving operations", extra={"ops_port": listeners.ops_port})
-            ops_config = _operations_config(listeners=listeners, head_timeout_seconds=head_timeout_seconds)
+            ops_config = _operations_config(
+                host=listeners.host, port=listeners.ops_port, head_timeout_seconds=head_timeout_seconds
+            )
             async with asyncio.TaskGroup() as group:
                 group.create_task(public())
                 group.create_task(serve(operations, ops_config, shutdown_trigger=public_served, mode="asgi"))

@@ -37,15 +37,10 @@ class Deployment:
     engine: Engine
     project: str
     ports: dict[str, int]  # every *_HOST_PORT variable and the port it was given
-    published: dict[tuple[str, int], int]  # (service, container port) → port here
-    environ: dict[str, str]
-    log: Path
+    published: dict[tuple[str, int], int]  # our services' (service, container port) → port here
 
-    def url(self, service_or_variable: str, container_port: int | None = None) -> str:
-        """``url("GATEWAY_HOST_PORT")``, or ``url("gateway", 8080)`` as a native Stack's."""
-        if container_port is None:
-            return f"http://127.0.0.1:{self.ports[service_or_variable]}"
-        return f"http://127.0.0.1:{self.port(service_or_variable, container_port)}"
+    def url(self, service: str, container_port: int) -> str:
+        return f"http://127.0.0.1:{self.port(service, container_port)}"
 
     def port(self, service: str, container_port: int) -> int:
         try:
@@ -133,7 +128,7 @@ def compose_deployment(
                 time.sleep(2)
             document = load_compose(compose_file=compose_file, env_file=root / ".env", environ=environ)
             published = default_ports(document)
-            yield Deployment(engine=engine, project=PROJECT, ports=ports, published=published, environ=environ, log=log)
+            yield Deployment(engine=engine, project=PROJECT, ports=ports, published=published)
         finally:
             if up.poll() is None:
                 os.killpg(up.pid, signal.SIGINT)  # Ctrl-C: compose stops the containers

@@ -40,24 +40,25 @@ class Engine:
     """A running private engine: ``environ`` holds DOCKER_HOST for its clients."""
 
     socket: Path
-    cache: Path
-
-    @property
-    def host(self) -> str:
-        return f"unix://{self.socket}"
 
     @property
     def environ(self) -> dict[str, str]:
-        return {**os.environ, "DOCKER_HOST": self.host}
+        return {**os.environ, "DOCKER_HOST": f"unix://{self.socket}"}
 
-    def docker(self, *args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess[str]:
+    def docker(self, *args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
         """``docker ARGS`` against this engine."""
         result = subprocess.run(
-            ["docker", *args], env=self.environ, capture_output=capture, text=True, check=False, timeout=1800
+            ["docker", *args], env=self.environ, capture_output=True, text=True, check=False, timeout=timeout
         )
         if check and result.returncode != 0:
             raise EngineFailed(f"docker {' '.join(args)} failed: {(result.stderr or result.stdout or '').strip()}")
         return result
+
+    def answers(self) -> bool:
+        try:
+            return self.docker("info", check=False, timeout=20).returncode == 0
+        except (subprocess.TimeoutExpired, OSError):
+            return False
 
 
 def cache_dir() -> Path:
@@ -126,14 +127,6 @@ def _holding(lock: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _answers(socket: Path) -> bool:
-    environ = {**os.environ, "DOCKER_HOST": f"unix://{socket}"}
-    try:
-        return subprocess.run(["docker", "info"], env=environ, capture_output=True, timeout=20).returncode == 0
-    except (subprocess.TimeoutExpired, OSError):
-        return False
-
-
 @contextlib.contextmanager
 def private_engine() -> Iterator[Engine]:
     """A private dockerd, started now and stopped (its containers with it) afterwards."""
@@ -150,15 +143,15 @@ def private_engine() -> Iterator[Engine]:
         process = subprocess.Popen(
             ["dockerd", "--config-file", str(config)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        socket = run_dir / "docker.sock"
+        engine = Engine(socket=run_dir / "docker.sock")
         try:
             deadline = time.monotonic() + _START_SECONDS
-            while not _answers(socket):
+            while not engine.answers():
                 if process.poll() is not None or time.monotonic() > deadline:
                     tail = (run_dir / "dockerd.log").read_text(errors="replace")[-2000:]
                     raise EngineFailed(f"the private dockerd did not start: {tail}")
                 time.sleep(0.5)
-            yield Engine(socket=socket, cache=cache)
+            yield engine
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)

@@ -66,12 +66,8 @@ def images_named(*, root: Path, compose_files: list[Path]) -> list[str]:
     return list(dict.fromkeys(named))
 
 
-def _has_image(engine: Engine, image: str) -> bool:
-    return engine.docker("image", "inspect", image, check=False).returncode == 0
-
-
 def _ensure_base(engine: Engine) -> None:
-    if _has_image(engine, BASE):
+    if engine.docker("image", "inspect", BASE, check=False).returncode == 0:
         return
     with tempfile.TemporaryDirectory(prefix="ic-rootfs-") as scratch:
         rootfs = Path(scratch) / "rootfs"
@@ -121,6 +117,7 @@ def ensure_standins(*, engine: Engine, root: Path, compose_files: list[Path]) ->
     images = images_named(root=root, compose_files=compose_files)
     # The Python base first: the mail sink's stand-in is built on it.
     images.sort(key=lambda image: _repository(image) != "python")
+    _ensure_base(engine)
     for image in images:
         repository = _repository(image)
         if repository in NOT_IMITATED:
@@ -128,7 +125,6 @@ def ensure_standins(*, engine: Engine, root: Path, compose_files: list[Path]) ->
             continue
         if repository not in KINDS:
             raise EngineFailed(f"no stand-in for {image}: add one under {standins}")
-        _ensure_base(engine)
         kind, ran = KINDS[repository]
         _build(engine, context=standins / kind, tag=image, extra=extra.get(kind, {}))
         table.append(Substitute(image=image, ran=f"stand-in: {ran}"))

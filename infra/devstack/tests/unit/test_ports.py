@@ -15,11 +15,16 @@ def test_free_ports_are_outside_the_ephemeral_range_and_never_repeat():
 
 
 def test_a_port_something_listens_on_is_not_handed_out(monkeypatch):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken,
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as spare,
+    ):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        busy = taken.getsockname()[1]
-        monkeypatch.setattr(testing, "_LISTEN_PORTS", range(busy, busy + 2))
+        spare.bind(("127.0.0.1", 0))
+        busy, free = taken.getsockname()[1], spare.getsockname()[1]
+        spare.close()
+        monkeypatch.setattr(testing, "_LISTEN_PORTS", [busy, free])
         monkeypatch.setattr(testing, "_ephemeral_ports", lambda: range(0))
         monkeypatch.setattr(testing, "_handed_out", set())
-        assert free_port() == busy + 1
+        assert free_port() == free

@@ -34,15 +34,13 @@ class Api(BaseHTTPRequestHandler):
     sink: MailSink
 
     def do_GET(self) -> None:  # http.server's hook name
-        path, _, query = self.path.partition("?")
+        url = urllib.parse.urlsplit(self.path)
+        path = url.path
         if path in ("/readyz", "/livez"):
             self._send(200, b"ok", "text/plain")
         elif path in ("/api/v1/messages", "/api/v1/search"):
-            wanted = ""
-            for pair in query.split("&"):
-                name, _, value = pair.partition("=")
-                if name == "query":
-                    wanted = urllib.parse.unquote_plus(value).removeprefix("to:").strip('"').lower()
+            query = urllib.parse.parse_qs(url.query).get("query", [""])[0]
+            wanted = query.removeprefix("to:").strip('"').lower()
             found = [
                 _summary(key, message)
                 for key, message in self.sink.keyed_messages()
