@@ -51,16 +51,26 @@ $(CONTRACTS)/user_pb2.py: | $(INSTALLED)
 setup: $(INSTALLED) $(CONTRACTS)/user_pb2.py secrets
 
 # Debian packages the tests drive: Chromium for the browser test, docker-compose to
-# check the compose file offline. Installed when missing (root and apt-get); elsewhere
-# the tests that need them skip and say why.
-DEBIAN_TOOLS := chromium docker-compose
+# check the compose file offline, prometheus for promtool (the alert rules and the
+# dashboard's queries). Installed when missing (root and apt-get); elsewhere the tests
+# that need them skip and say why. No Debian package ships promtool alone: prometheus
+# comes without its Recommends (node-exporter, another server), and the Prometheus
+# server its install starts where an init system runs services is stopped and disabled.
+DEBIAN_TOOLS := chromium docker-compose prometheus
 tools:
 	@missing=""; for tool in $(DEBIAN_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q $$missing >/dev/null 2>&1 || \
-		{ apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; }; \
-	else echo "not installed:$$missing (tests that need them will skip)"; fi
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "not installed:$$missing (tests that need them will skip)"; exit 0; fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt_install() { apt-get install -y -q "$$@" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "$$@" >/dev/null; }; }; \
+	others="$${missing/ prometheus/}"; \
+	if [ -n "$${others// /}" ]; then apt_install $$others; fi; \
+	if [ "$$others" != "$$missing" ]; then \
+		apt_install --no-install-recommends prometheus; \
+		if [ -d /run/systemd/system ]; then systemctl disable --now prometheus.service >/dev/null 2>&1 || true; \
+		else update-rc.d prometheus disable >/dev/null 2>&1 || true; service prometheus stop >/dev/null 2>&1 || true; fi; \
+	fi
 
 secrets: $(INSTALLED)
 	$(BIN)/python -m devstack secrets

@@ -31,6 +31,7 @@ from devstack.composed import compose_deployment
 from devstack.engine import engine_unavailable, private_engine
 from devstack.mailpit import MailpitMailbox
 from devstack.mailsink import Mailbox
+from devstack.otlp import SpanRecord, fetch_spans
 from devstack.secrets import JWT_KEY_FILE
 from devstack.shop import NOTIFICATION_INSTANCES
 from devstack.stack import Stack
@@ -73,6 +74,8 @@ class Target:
     secrets: frozenset[str] | None = None
     # A command in a new container of the image a service runs (compose only).
     in_image: Callable[..., subprocess.CompletedProcess[str]] | None = None
+    # Every span the deployment exported so far (devstack.otlp's receiver).
+    spans: Callable[[], list[SpanRecord]] | None = None
     kind: str = "the stack under test"
 
     def need(self, *fields: str) -> None:
@@ -126,6 +129,7 @@ def _native(infra, tmp_path_factory) -> Iterator[Target]:
                 rabbitmq_url=infra.rabbitmq_url,
                 events_exchange=stack.environment("event-store")["EVENTS_EXCHANGE"],
                 mail=stack.mail,
+                spans=stack.traces.spans if stack.traces is not None else None,
                 kind="the native stack",
             )
     finally:
@@ -164,6 +168,7 @@ def _composed(config, tmp_path_factory) -> Iterator[Target]:
                 logs=lambda: deployment.logs(dict.fromkeys(instance for instance, _ in deployment.published)),
                 secrets=frozenset(value for name, value in env.items() if SECRET_NAME.search(name) and len(value) >= 8),
                 in_image=deployment.run_in_image,
+                spans=lambda: fetch_spans(f"http://127.0.0.1:{ports['TRACE_RECEIVER_HOST_PORT']}"),
                 kind="the compose deployment",
             )
 

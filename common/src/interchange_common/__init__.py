@@ -22,6 +22,8 @@ Serving HTTP and gRPC
     health         what /health runs: dependency checks in parallel, each with a timeout
     healthprobe    ``interchange-healthcheck URL``: the probe compose runs in each container
     metrics        GET /metrics in Prometheus text format
+    tracing        OpenTelemetry traces: OTEL_* configuration, the instrumentations,
+                   the stored context that carries a trace across asynchronous hops
     rpc            gRPC server and channels with service-token auth and request ids
 
 Who is calling

@@ -3,7 +3,8 @@
 Settings come from the environment; logging is configured before anything else
 runs; ``migrate`` brings the database schema up to date (also before ``serve``
 unless the settings say ``migrate_on_start=false``); ``serve`` runs on uvloop,
-registered with Consul when CONSUL_HTTP_ADDR is set (interchange_common.lifecycle).
+registered with Consul when CONSUL_HTTP_ADDR is set (interchange_common.lifecycle),
+traced when the OTEL_* variables ask for it (interchange_common.tracing).
 """
 
 import argparse
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from interchange_common import lifecycle
+from interchange_common import lifecycle, tracing
 from interchange_common.logging import configure_logging
 from interchange_common.resilience import retrying
 from interchange_common.settings import ServiceSettings, consul_agent
@@ -38,7 +39,18 @@ def run_service(
     if migrate is not None and (args.command == "migrate" or getattr(settings, "migrate_on_start", True)):
         migrate(settings)
     if args.command == "serve":
-        uvloop.run(_serve_in_catalogue(name=name, settings=settings, serve=serve))
+        tracing.configure_tracing(service=name, version=_version(name))
+        try:
+            uvloop.run(_serve_in_catalogue(name=name, settings=settings, serve=serve))
+        finally:
+            tracing.shutdown()
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(f"interchange-{name}")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 async def _serve_in_catalogue(*, name: str, settings: S, serve: Callable[[S], Coroutine[Any, Any, None]]) -> None:
@@ -46,16 +58,12 @@ async def _serve_in_catalogue(*, name: str, settings: S, serve: Callable[[S], Co
     shutdown = lifecycle.Shutdown(drain_seconds=settings.drain_seconds)
     agent = consul_agent(settings.consul_http_addr) if settings.consul_http_addr else None
     if agent is not None:
-        try:
-            version = importlib.metadata.version(f"interchange-{name}")
-        except importlib.metadata.PackageNotFoundError:
-            version = "unknown"
         shutdown.registration = lifecycle.registration_for(
             agent=agent.agent.service,
             name=name,
             address=settings.service_address,
             port=int(getattr(settings, "http_port", 0)),
-            version=version,
+            version=_version(name),
             environment=settings.environment,
         )
         # The agent may still be starting (compose starts them together): try for a while.

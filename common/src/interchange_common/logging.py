@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object per line, with the service and the request id.
+"""Structured logs: one JSON object per line, with the service and the request id,
+and the trace and span ids while a recorded span is current (interchange_common.tracing).
 
 Every logger (ours, uvicorn's, grpc's) goes through the root handler set up here, so
 a line from any library carries the same fields. Tokens and passwords are never
@@ -11,6 +12,7 @@ import sys
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 from interchange_common.requestctx import current_request_id
+from interchange_common.tracing import log_fields
 
 # Characters JSON may carry raw but that many line readers (Python's splitlines, some
 # log shippers) take for line breaks: escaped, so that an event stays one line.
@@ -33,6 +35,9 @@ class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.service = self._service
         record.request_id = current_request_id()
+        ids = log_fields()
+        if ids is not None:
+            record.trace_id, record.span_id = ids
         # uvicorn adds a copy of the message with terminal colour codes: not for JSON logs.
         record.__dict__.pop("color_message", None)
         return True

@@ -15,6 +15,9 @@
                        queue. Nothing is acked and dropped; other messages keep
                        flowing while one waits for its retry, and a handler that
                        hangs times out and counts as failed. Reconnects by itself.
+                       Reports how late messages are handled (their timestamp is
+                       whole seconds) and, every few seconds, how many wait in the
+                       queue and in its dead-letter queue.
 
 Delivery is at least once; handlers make effects idempotent (by message id).
 """
@@ -33,8 +36,9 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 from prometheus_client import Gauge
 
+from interchange_common import tracing
 from interchange_common.errors import InterchangeCommonError
-from interchange_common.tasks import run_forever
+from interchange_common.tasks import background, run_forever
 
 _log = logging.getLogger(__name__)
 
@@ -261,6 +265,11 @@ def _attempt_of(headers: Mapping[str, object] | None) -> int:
 # A consumer that is not connected is seen here even where /health leaves it out (the
 # gateway's revocations: RabbitMQ down delays them, it does not make the gateway unfit).
 CONSUMER_CONNECTED = Gauge("messaging_consumer_connected", "1 while the queue's consumer is connected", ["queue"])
+CONSUMER_LAG = Gauge(
+    "messaging_consumer_lag_seconds", "Age of the message last handled (now minus its timestamp)", ["queue"]
+)
+QUEUE_MESSAGES = Gauge("messaging_queue_messages", "Messages ready in the queue", ["queue"])
+DEAD_LETTER_MESSAGES = Gauge("messaging_dead_letter_messages", "Messages in the queue's dead-letter queue", ["queue"])
 
 
 @dataclass
@@ -272,10 +281,14 @@ class Consumer:
     # A handler that takes longer has failed (TimeoutError): the message goes down the
     # retry path and the queue moves on, instead of one hung call holding it for ever.
     handler_timeout_seconds: float = 30.0
+    # How often the depths of the queue and of its dead-letter queue are asked for.
+    depth_interval_seconds: float = 5.0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
         """Consume until cancelled, reconnecting after any failure."""
+        for gauge in (CONSUMER_LAG, QUEUE_MESSAGES, DEAD_LETTER_MESSAGES):
+            gauge.labels(queue=self.topology.queue)  # on /metrics (at 0) from the start
         await run_forever(name=f"consumer of {self.topology.queue}", session=self._session)
 
     async def _session(self, connected: Callable[[], None]) -> None:
@@ -287,7 +300,7 @@ class Consumer:
             connected()
             self.ready.set()
             CONSUMER_CONNECTED.labels(queue=self.topology.queue).set(1)
-            async with queue.iterator() as messages:
+            async with background(self._watch_depths(channel=channel)), queue.iterator() as messages:
                 async for message in messages:
                     await self._handle(channel=channel, message=message)
         finally:
@@ -296,7 +309,23 @@ class Consumer:
             with contextlib.suppress(Exception):
                 await connection.close()
 
+    async def _watch_depths(self, *, channel: AbstractChannel) -> None:
+        """Set the depth gauges now and every ``depth_interval_seconds``: a passive
+        declare each, which answers with the count of ready messages."""
+        queue = self.topology.queue
+        while True:
+            try:
+                for gauge, name in ((QUEUE_MESSAGES, queue), (DEAD_LETTER_MESSAGES, self.topology.dead_letter_queue)):
+                    declared = await channel.declare_queue(name, passive=True)
+                    gauge.labels(queue=queue).set(declared.declaration_result.message_count or 0)
+            except Exception as e:  # the channel is going: the session ends with it
+                _log.warning("queue depth unknown", extra={"queue": queue, "error": type(e).__name__})
+            await asyncio.sleep(self.depth_interval_seconds)
+
     async def _handle(self, *, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
+        if message.timestamp is not None:
+            sent = message.timestamp if message.timestamp.tzinfo else message.timestamp.replace(tzinfo=UTC)
+            CONSUMER_LAG.labels(queue=self.topology.queue).set(max(0.0, (datetime.now(UTC) - sent).total_seconds()))
         delivery = Delivery(
             message_id=str(message.message_id or ""),
             routing_key=str(message.headers.get(ORIGINAL_ROUTING_KEY_HEADER) or message.routing_key or ""),
@@ -304,13 +333,29 @@ class Consumer:
             headers=dict(message.headers or {}),
             attempt=_attempt_of(message.headers),
         )
-        try:
-            async with asyncio.timeout(self.handler_timeout_seconds):
-                await self.handler(delivery)
-        except Exception as e:  # a failing handler must not stop the others
-            await self._fail(channel=channel, message=message, delivery=delivery, error=e)
-        # Acked only now: after the effect (or after the failure was safely moved on).
-        await message.ack()
+        # The processing span: the child of the publish that sent the message (its
+        # traceparent header), so that what it causes joins the same trace.
+        with tracing.span(
+            f"process {self.topology.queue}",
+            kind=tracing.SpanKind.CONSUMER,
+            parent=delivery.headers.get(tracing.TRACEPARENT),
+            root=True,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": self.topology.queue,
+                "messaging.message.id": delivery.message_id,
+                "messaging.rabbitmq.destination.routing_key": delivery.routing_key,
+            },
+        ) as span:
+            try:
+                async with asyncio.timeout(self.handler_timeout_seconds):
+                    await self.handler(delivery)
+            except Exception as e:  # a failing handler must not stop the others
+                tracing.mark_failed(span, e)
+                await self._fail(channel=channel, message=message, delivery=delivery, error=e)
+            # Acked only now: after the effect (or after the failure was safely moved on).
+            await message.ack()
 
     async def _fail(
         self, *, channel: AbstractChannel, message: AbstractIncomingMessage, delivery: Delivery, error: Exception

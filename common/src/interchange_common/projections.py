@@ -13,6 +13,9 @@
                        apply an event; the one that finds a batch applied by the other
                        then waits a little (``linger_seconds``) to go over more events
                        at once. ``rebuild`` clears the model and starts from 0.
+                       After each batch it sets how far behind it is: the events
+                       waiting in the read-ahead buffer, and the age of the last
+                       event gone over (0 once none waits).
 
 The owning service's migrations create ``projection_checkpoints`` (see ``checkpoints``).
 """
@@ -23,16 +26,18 @@ import logging
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Protocol
 
 import grpc
 import orjson
+from prometheus_client import Gauge
 from sqlalchemy import BigInteger, Column, MetaData, Table, Text, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from interchange_common import tracing
 from interchange_common.contracts import eventstore_pb2, eventstore_pb2_grpc
 from interchange_common.events import RecordedEvent
 from interchange_common.signal import Signal
@@ -52,6 +57,10 @@ Handler = Callable[[AsyncConnection, Sequence[RecordedEvent]], Awaitable[None]]
 Reset = Callable[[AsyncConnection], Awaitable[None]]
 MAX_BATCH = 500
 LINGER_SECONDS = 0.5
+LAG_SECONDS = Gauge(
+    "projection_lag_seconds", "Age of the last event the projection went over (0: none waits)", ["projection"]
+)
+LAG_EVENTS = Gauge("projection_lag_events", "Events received but not yet applied (read ahead)", ["projection"])
 
 
 class EventSource(Protocol):
@@ -97,8 +106,14 @@ class ReadAhead:
         # None marks the end (the reader's error, if any, in _error).
         self._buffer: asyncio.Queue[RecordedEvent | None] = asyncio.Queue(maxsize=size)
         self._error: Exception | None = None
+        self._end_queued = False
         self._ended = False
         self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def waiting(self) -> int:
+        """How many events have come and wait to be taken."""
+        return self._buffer.qsize() - (1 if self._end_queued and not self._ended else 0)
 
     async def __aenter__(self) -> "ReadAhead":
         self._reader = asyncio.create_task(self._read(), name="read-ahead")
@@ -120,6 +135,7 @@ class ReadAhead:
         except Exception as e:  # the consumer raises it, after the events that came before
             self._error = e
         await self._buffer.put(None)
+        self._end_queued = True
 
     async def take(self, *, most: int, linger: float = 0.0) -> list[RecordedEvent]:
         batch: list[RecordedEvent] = []
@@ -166,6 +182,8 @@ class ProjectionRunner:
         self._lock = self._read.with_for_update()
         self._move = update(checkpoints).where(checkpoints.c.name == name).values(position=bindparam("reached"))
         self._handled_up_to = 0
+        self._lag_seconds = LAG_SECONDS.labels(projection=name)
+        self._lag_events = LAG_EVENTS.labels(projection=name)
         # Fires after each batch is committed (or found applied by another runner):
         # whoever waits for the read model to reach a point waits on it (no polling).
         self.applied = Signal()
@@ -200,10 +218,15 @@ class ProjectionRunner:
                         break  # the subscription ended: subscribe again
                     outcome = await self._apply(batch, most=None if stop_after is None else stop_after - applied)
                     applied += outcome.applied
+                    self._note_lag(last=batch[-1], waiting=events.waiting)
                     if not outcome.in_step:
                         break  # the checkpoint moved back (a rebuild): read again from there
                     linger = self._linger if outcome.applied_by_another else 0.0
         return applied
+
+    def _note_lag(self, *, last: RecordedEvent, waiting: int) -> None:
+        self._lag_events.set(waiting)
+        self._lag_seconds.set(max(0.0, (datetime.now(UTC) - last.recorded_at).total_seconds()) if waiting else 0.0)
 
     async def _start(self) -> int:
         """The checkpoint, created at 0 if the projection has none yet."""
@@ -216,16 +239,20 @@ class ProjectionRunner:
         """Apply, in one transaction, the events of ``batch`` that are not applied yet
         (at most ``most``)."""
         positions = [_position(event) for event in batch]
-        async with self._engine.begin() as conn:
-            # Locked until commit: another runner of this projection waits here, then
-            # sees the new position and skips what this one applied.
-            current = await conn.scalar(self._lock)
-            if current is None:
-                return _Outcome(applied=0, in_step=False, applied_by_another=False)  # _start creates the row again
-            todo, in_step = _following(batch, positions, after=int(current), most=most)
-            if todo:
-                await self._handler(conn, todo)
-                await conn.execute(self._move, {"reached": _position(todo[-1])})
+        # One span for the batch, linked to the span that recorded each event (the
+        # batch serves many requests; the SDK keeps the first 128 links).
+        links = tracing.links_to(dict.fromkeys(event.metadata.get(tracing.TRACEPARENT) for event in batch))
+        with tracing.span(f"project {self._name}", root=True, links=links):
+            async with self._engine.begin() as conn:
+                # Locked until commit: another runner of this projection waits here, then
+                # sees the new position and skips what this one applied.
+                current = await conn.scalar(self._lock)
+                if current is None:
+                    return _Outcome(applied=0, in_step=False, applied_by_another=False)  # _start creates the row again
+                todo, in_step = _following(batch, positions, after=int(current), most=most)
+                if todo:
+                    await self._handler(conn, todo)
+                    await conn.execute(self._move, {"reached": _position(todo[-1])})
         reached = _position(todo[-1]) if todo else int(current)
         gone_over = [position for position in positions if position <= reached]
         if gone_over:

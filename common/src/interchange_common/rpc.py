@@ -7,10 +7,14 @@ server side   create_server(): the standard health service, reflection, and an
               INVALID_ARGUMENT; health and reflection stay open.
 client side   service_channel(): adds the caller's service token and the current
               request id to every call's metadata.
+metrics       grpc_server_handled_total and grpc_server_handling_seconds per method
+              served, grpc_client_* likewise per attempt made (go-grpc-prometheus's
+              names, which dashboards know), labelled with the status's name.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
@@ -26,10 +30,10 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from pydantic import AfterValidator
 
-from interchange_common import lifecycle
+from interchange_common import lifecycle, tracing
 from interchange_common.deadlines import adopt_timeout, remaining
 from interchange_common.errors import ServiceAuthError, UndecodableRequest
 from interchange_common.httpserver import serve_http
@@ -39,6 +43,24 @@ from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifi
 
 CLIENT_CALLS = Counter("rpc_client_calls_total", "gRPC calls made (each may take several attempts)", ["upstream"])
 CLIENT_ATTEMPTS = Counter("rpc_client_attempts_total", "gRPC attempts sent, retries included", ["upstream"])
+_METHOD_LABELS = ["grpc_service", "grpc_method"]
+_GRPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SERVER_HANDLED = Counter("grpc_server_handled_total", "gRPC calls served, by status", [*_METHOD_LABELS, "grpc_code"])
+SERVER_HANDLING = Histogram(
+    "grpc_server_handling_seconds",
+    "Time to serve a gRPC call (a stream: until it ends)",
+    _METHOD_LABELS,
+    buckets=_GRPC_BUCKETS,
+)
+CLIENT_HANDLED = Counter(
+    "grpc_client_handled_total", "gRPC attempts made, by the status they ended with", [*_METHOD_LABELS, "grpc_code"]
+)
+CLIENT_HANDLING = Histogram(
+    "grpc_client_handling_seconds",
+    "Time from sending a gRPC attempt to its status (a stream: until it ends)",
+    _METHOD_LABELS,
+    buckets=_GRPC_BUCKETS,
+)
 _OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 _UNDECODABLE_DETAILS = "request could not be decoded"
 _log = logging.getLogger("interchange.rpc")
@@ -49,6 +71,55 @@ def _log_call(*, method: str, started: float, outcome: str) -> None:
         "rpc",
         extra={"method": method, "outcome": outcome, "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
     )
+
+
+@functools.cache
+def _service_and_method(method: str) -> tuple[str, str]:
+    """The service and the method of a full method name, "/pkg.Service/Method"."""
+    service, _, name = method.lstrip("/").partition("/")
+    return service, name
+
+
+def _observe(handled: Counter, handling: Histogram, *, method: str, seconds: float, code: str) -> None:
+    service, name = _service_and_method(method)
+    handling.labels(service, name).observe(seconds)
+    handled.labels(service, name, code).inc()
+
+
+def _served(
+    context: grpc.aio.ServicerContext[Any, Any], *, method: str, started: float, error: BaseException | None = None
+) -> None:
+    code = _served_status(context, error)
+    _observe(SERVER_HANDLED, SERVER_HANDLING, method=method, seconds=time.perf_counter() - started, code=code)
+
+
+def _served_status(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
+    """The status a served call ended with: the one the handler set (abort, set_code),
+    else OK; after an error, CANCELLED or DEADLINE_EXCEEDED for a call cut short (a
+    stream may also be closed), and UNKNOWN (grpc's answer) for anything else."""
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        left = context.time_remaining()
+        return "DEADLINE_EXCEEDED" if left is not None and left <= 0 else "CANCELLED"
+    code: grpc.StatusCode | None = context.code()
+    if code is not None:
+        return code.name
+    return "OK" if error is None else "UNKNOWN"
+
+
+def _called(*, method: str, started: float, error: BaseException | None = None) -> None:
+    code = _called_status(error)
+    _observe(CLIENT_HANDLED, CLIENT_HANDLING, method=method, seconds=time.perf_counter() - started, code=code)
+
+
+def _called_status(error: BaseException | None) -> str:
+    """The status a unary attempt ended with, as its caller learns it."""
+    if error is None:
+        return "OK"
+    if isinstance(error, grpc.aio.AioRpcError):
+        return error.code().name
+    if isinstance(error, asyncio.CancelledError):
+        return "CANCELLED"
+    return "UNKNOWN"
 
 
 class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):
@@ -168,6 +239,8 @@ def _wrap(
         started = time.perf_counter()
         if auth_error is not None:
             _log_call(method=method, started=started, outcome="UNAUTHENTICATED")
+            seconds = time.perf_counter() - started
+            _observe(SERVER_HANDLED, SERVER_HANDLING, method=method, seconds=seconds, code="UNAUTHENTICATED")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, auth_error)
         return started
 
@@ -180,8 +253,10 @@ def _wrap(
                 response = await inner_unary(request, context)
             except BaseException as e:
                 _log_call(method=method, started=started, outcome=type(e).__name__)
+                _served(context, method=method, started=started, error=e)
                 raise
             _log_call(method=method, started=started, outcome="OK")
+            _served(context, method=method, started=started)
             return response
 
         return grpc.unary_unary_rpc_method_handler(
@@ -199,8 +274,10 @@ def _wrap(
                     yield item
             except BaseException as e:
                 _log_call(method=method, started=started, outcome=type(e).__name__)
+                _served(context, method=method, started=started, error=e)
                 raise
             _log_call(method=method, started=started, outcome="OK")
+            _served(context, method=method, started=started)
 
         return grpc.unary_stream_rpc_method_handler(
             stream,
@@ -221,7 +298,9 @@ def create_server(
 
     The caller binds the port (``server.add_insecure_port``) and starts it.
     """
-    server = grpc.aio.server(interceptors=[ServiceAuthInterceptor(verifier=verifier)])
+    server = grpc.aio.server(
+        interceptors=[*tracing.grpc_server_interceptors(), ServiceAuthInterceptor(verifier=verifier)]
+    )
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -261,16 +340,57 @@ class _OutgoingMetadata:
 # type), so unary and server-streaming calls need an interceptor each.
 class _UnaryUnaryMetadata(_OutgoingMetadata, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
+        started = time.perf_counter()
+        call = await continuation(self._details(client_call_details), request)
+        # Awaited here to time it to the end; the caller's own await then has the
+        # answer (or the same error) at once.
+        method = _text(client_call_details.method)
+        try:
+            await call
+        except BaseException as e:
+            _called(method=method, started=started, error=e)
+            raise
+        _called(method=method, started=started)
+        return call
 
 
 class _UnaryStreamMetadata(_OutgoingMetadata, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
+        started = time.perf_counter()
+        call = await continuation(self._details(client_call_details), request)
+        call.add_done_callback(_stream_ended(method=_text(client_call_details.method), started=started))
+        return call
+
+
+# Tasks observing how a stream ended, kept until done (the loop holds tasks weakly).
+_ending: set[asyncio.Task[None]] = set()
+
+
+def _stream_ended(*, method: str, started: float) -> Callable[[Any], None]:
+    """A done callback that observes a stream however it ended: read to its end,
+    failed, cancelled or dropped by its caller. grpc.aio tells the status to a
+    coroutine only, so a task asks for it."""
+    loop = asyncio.get_running_loop()
+
+    def ended(call: Any) -> None:
+        seconds = time.perf_counter() - started
+        if loop.is_closed():
+            return
+
+        async def observe() -> None:
+            code: grpc.StatusCode = await call.code()
+            _observe(CLIENT_HANDLED, CLIENT_HANDLING, method=method, seconds=seconds, code=code.name)
+
+        task = loop.create_task(observe())
+        _ending.add(task)
+        task.add_done_callback(_ending.discard)
+
+    return ended
 
 
 def service_interceptors(*, issuer: ServiceTokenIssuer, audience: str) -> list[grpc.aio.ClientInterceptor]:
-    """The interceptors that add a service token for ``audience`` and the request id."""
+    """The interceptors that add a service token for ``audience`` and the request id,
+    and observe each attempt (grpc_client_handled_total, grpc_client_handling_seconds)."""
     return [
         _UnaryUnaryMetadata(issuer=issuer, audience=audience),
         _UnaryStreamMetadata(issuer=issuer, audience=audience),
@@ -331,7 +451,7 @@ def service_channel(*, target: str, issuer: ServiceTokenIssuer, audience: str) -
     return grpc.aio.insecure_channel(
         target,
         options=[("grpc.service_config", _BALANCED)],
-        interceptors=service_interceptors(issuer=issuer, audience=audience),
+        interceptors=[*service_interceptors(issuer=issuer, audience=audience), *tracing.grpc_client_interceptors()],
     )
 
 

@@ -5,11 +5,12 @@ import contextlib
 import itertools
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from devstack.testing import delete_exchange, eventually, run_id
 from interchange_common.messaging import (
@@ -209,3 +210,57 @@ async def test_a_handler_that_hangs_times_out_and_the_queue_moves_on(infra, chan
         await asyncio.wait_for(done.wait(), timeout=10)
     assert handled[:2] == [(hung, 1), (healthy, 1)]  # the hung call gave way
     assert (hung, 2) in handled  # and its message came back through the retry path
+
+
+def gauge(name, queue):
+    return REGISTRY.get_sample_value(name, {"queue": queue})
+
+
+async def test_the_lag_of_a_handled_message_is_the_age_its_timestamp_gives(infra, channel, topology):
+    recorder = Recorder()
+    async with consuming(infra, topology, recorder):
+        for name in ("messaging_consumer_lag_seconds", "messaging_queue_messages", "messaging_dead_letter_messages"):
+            assert gauge(name, topology.queue) is not None, f"{name} is not on /metrics from the start"
+        exchange = await declare_exchange(channel=channel, name=topology.exchange)
+        sent_at = datetime.now(UTC) - timedelta(seconds=30)
+        message = aio_pika.Message(body=b"{}", message_id=str(uuid.uuid4()), timestamp=sent_at)
+        await exchange.publish(message, routing_key="order.created", mandatory=True)
+        await recorder.until(lambda: len(recorder.deliveries) == 1, timeout=10)
+    assert 29 <= gauge("messaging_consumer_lag_seconds", topology.queue) < 40  # timestamps are whole seconds
+
+
+async def test_the_depths_of_the_queue_and_of_its_dead_letter_queue_are_watched(infra, channel, topology):
+    release = asyncio.Event()
+
+    async def held(delivery: Delivery) -> None:
+        await release.wait()
+
+    consumer = Consumer(
+        amqp_url=infra.rabbitmq_url, topology=topology, handler=held, prefetch=1, depth_interval_seconds=0.05
+    )
+
+    def depths():
+        return gauge("messaging_queue_messages", topology.queue), gauge(
+            "messaging_dead_letter_messages", topology.queue
+        )
+
+    async def depths_are(expected):
+        async def reached():
+            return depths() == expected
+
+        await eventually(reached, timeout=10, what=f"depths {expected}, last {depths()}")
+
+    async with background(consumer.run()):
+        await asyncio.wait_for(consumer.ready.wait(), timeout=10)
+        for _ in range(4):  # one is delivered and held, three wait
+            await send(channel, topology, str(uuid.uuid4()))
+        for _ in range(2):
+            await publish(
+                exchange=channel.default_exchange,
+                routing_key=topology.dead_letter_queue,
+                body=b"{}",
+                message_id=str(uuid.uuid4()),
+            )
+        await depths_are((3.0, 2.0))
+        release.set()
+        await depths_are((0.0, 2.0))

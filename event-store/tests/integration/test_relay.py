@@ -8,12 +8,15 @@ import aio_pika
 import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
-from devstack.testing import PrivateRabbitMQ, delete_exchange, run_id, throwaway_database
+from devstack.testing import PrivateRabbitMQ, delete_exchange, eventually, free_port, run_id, throwaway_database
+from event_store.adapters.relay import OUTBOX, RabbitMQRelay
 from event_store.bootstrap import MIGRATIONS, build
 from event_store.domain.model import ExpectedVersion, NewEvent
 from interchange_common.messaging import declare_exchange
 from interchange_common.migrations import upgrade
+from interchange_common.tasks import background
 
 pytestmark = pytest.mark.integration
 
@@ -215,3 +218,63 @@ async def test_a_broker_restart_loses_nothing(infra, start_service, private_brok
         await writer.close()
         service.stack.stop()
     assert set(received) == recorded
+
+
+def backlog():
+    labels = {"outbox": OUTBOX}
+    return (
+        REGISTRY.get_sample_value("outbox_backlog_messages", labels),
+        REGISTRY.get_sample_value("outbox_lag_seconds", labels),
+    )
+
+
+async def test_the_backlog_past_the_checkpoint_shows_while_the_broker_is_down_and_is_gone_once_published(
+    infra, settings_on
+):
+    exchange = f"ic-it-backlog-{run_id()}.events"
+    nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    async with throwaway_database(server_url=infra.postgres_url, prefix="ic_it_backlog") as database_url:
+        await asyncio.to_thread(upgrade, script_location=MIGRATIONS, database_url=database_url)
+        container = await build(settings=settings_on(database_url=database_url, pool_size=2))
+        storage = container.storage
+        async with background(container.sequencer.run(), container.listener.run()):
+            for n in (3, 4):  # two commits, seven events
+                events = [NewEvent(uuid.uuid4(), "backlog.test", {}, {}) for _ in range(n)]
+                await storage.append(
+                    stream_id=f"b-{uuid.uuid4()}", expected=ExpectedVersion.parse("any"), events=events
+                )
+
+            async def sequenced() -> bool:
+                return len((await storage.read_all(start=1, limit=100)).events) == 7
+
+            await eventually(sequenced, timeout=10, what="the events to get positions")
+            for batch in (100, 2):  # the page holds them all; or the rest is reckoned from the last position
+                relay = RabbitMQRelay(
+                    dsn=container.settings.asyncpg_dsn,
+                    amqp_url=nowhere,
+                    exchange=exchange,
+                    storage=storage,
+                    batch=batch,
+                )
+                async with background(relay.run()):
+
+                    async def measured() -> bool:
+                        messages, lag = backlog()
+                        return messages == 7 and lag is not None and lag > 0
+
+                    await eventually(measured, timeout=10, what=f"a backlog of 7, last {backlog()}")
+            relay = RabbitMQRelay(
+                dsn=container.settings.asyncpg_dsn,
+                amqp_url=infra.rabbitmq_url,
+                exchange=exchange,
+                storage=storage,
+                batch=2,
+            )
+            async with background(relay.run()):
+
+                async def published() -> bool:
+                    return backlog() == (0.0, 0.0)
+
+                await eventually(published, timeout=15, what=f"an empty backlog, last {backlog()}")
+        await container.close()
+    await delete_exchange(amqp_url=infra.rabbitmq_url, exchange=exchange)

@@ -75,6 +75,7 @@ async def serve(*, settings: Settings) -> None:
     background = []
     if settings.outbox_relay_enabled:
         relay = OutboxRelay(
+            name=SERVICE_NAME,
             dsn=settings.database_url.get_secret_value(),
             amqp_url=settings.rabbitmq_url.get_secret_value(),
             lock_id=OUTBOX_RELAY_LOCK,

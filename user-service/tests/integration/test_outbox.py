@@ -7,13 +7,16 @@ import uuid
 import aio_pika
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
+from devstack.testing import eventually, free_port
 from interchange_common.actors import Actor
 from interchange_common.messaging import declare_exchange
 from interchange_common.outbox import OutboxRelay, outbox
 from interchange_common.tasks import background
 from user_service.bootstrap import OUTBOX_RELAY_LOCK
+from user_service.config import SERVICE_NAME
 from user_service.domain.errors import EmailTaken
 from user_service.domain.model import NewUser, UserChanges
 
@@ -42,7 +45,7 @@ async def listening(infra, exchange):
 
 @contextlib.asynccontextmanager
 async def relaying(database_url, infra):
-    relay = OutboxRelay(dsn=database_url, amqp_url=infra.rabbitmq_url, lock_id=OUTBOX_RELAY_LOCK)
+    relay = OutboxRelay(name=SERVICE_NAME, dsn=database_url, amqp_url=infra.rabbitmq_url, lock_id=OUTBOX_RELAY_LOCK)
     async with background(relay.run()):
         yield
 
@@ -110,3 +113,45 @@ async def test_events_wait_for_a_relay_and_survive_its_restart_in_order(users, d
         if body["data"]["name"] not in names:
             names.append(body["data"]["name"])
     assert names == [f"v{i}" for i in range(60)]
+
+
+def backlog() -> tuple[float | None, float | None]:
+    labels = {"outbox": SERVICE_NAME}
+    return (
+        REGISTRY.get_sample_value("outbox_backlog_messages", labels),
+        REGISTRY.get_sample_value("outbox_lag_seconds", labels),
+    )
+
+
+async def test_the_backlog_shows_while_the_broker_is_down_and_is_gone_once_published(
+    users, database_url, infra, engine
+):
+    user = await users.register(
+        new_user=NewUser(name="v0", email=f"o-{uuid.uuid4().hex[:8]}@example.com", password="long enough")
+    )
+    for version in range(1, 5):
+        await users.update(actor=Actor.trusted_service(), user_id=user.id, changes=UserChanges(name=f"v{version}"))
+    waiting = await outbox_rows(engine)  # these five, and whatever other tests left for a relay
+    nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+
+    async def measured(*, batch: int, expected) -> None:
+        relay = OutboxRelay(
+            name=SERVICE_NAME, dsn=database_url, amqp_url=nowhere, lock_id=OUTBOX_RELAY_LOCK, batch=batch
+        )
+        async with background(relay.run()):
+
+            async def reached() -> bool:
+                messages, lag = backlog()
+                return messages is not None and expected(messages) and lag is not None and lag > 0
+
+            await eventually(reached, timeout=10, what=f"a backlog of {waiting}, last {backlog()}")
+
+    await measured(batch=10_000, expected=lambda messages: messages == waiting)  # counted: all in one batch
+    await measured(batch=2, expected=lambda messages: messages >= waiting)  # reckoned from the seqs
+    async with relaying(database_url, infra):
+
+        async def published() -> bool:
+            return backlog() == (0.0, 0.0)
+
+        await eventually(published, timeout=15, what=f"an empty backlog, last {backlog()}")
+    assert await outbox_rows(engine) == 0

@@ -8,6 +8,7 @@ Outside in, for each HTTP request (lifespan and WebSocket scopes pass straight t
 
     layer                         answers   what it does
     CloseWhenDrainingMiddleware             while draining, HTTP/1.x answers say Connection: close
+    (OpenTelemetry's, when traced)          a SERVER span, the caller's traceparent honoured, ours sent
     RequestIdMiddleware                     X-Request-ID taken or made, in the context, echoed
     AccessLogMiddleware                     one log line and the metrics, with the status sent
     UnhandledErrorMiddleware      500       an exception becomes a logged problem
@@ -19,7 +20,8 @@ Outside in, for each HTTP request (lifespan and WebSocket scopes pass straight t
 
 Why this order: every answer made inside passes out through the access log, which
 records its status, and through the request id, which its problem body and log lines
-carry. The caller watch reads the request for everything inside it, so the body
+carry; the span is current for all of them, so their log lines carry its ids, and it
+sees the request id that is sent. The caller watch reads the request for everything inside it, so the body
 limits, which count and time what the app reads, sit within it. Connection: close
 comes after the request id in the headers, as it always has.
 
@@ -32,6 +34,7 @@ What several layers read (one header, whether the answer has started) is in
 
 from starlette.types import ASGIApp
 
+from interchange_common import tracing
 from interchange_common.asgi.accesslog import LOG_FIELDS, AccessLogMiddleware
 from interchange_common.asgi.callergone import CallerGoneMiddleware
 from interchange_common.asgi.deadline import DeadlineMiddleware
@@ -79,4 +82,4 @@ class ObservabilityMiddleware(CloseWhenDrainingMiddleware):
         app = HeaderLimitMiddleware(app, max_header_bytes=max_header_bytes)
         app = UnhandledErrorMiddleware(app)
         app = AccessLogMiddleware(app)
-        super().__init__(RequestIdMiddleware(app))
+        super().__init__(tracing.asgi_app(RequestIdMiddleware(app)))

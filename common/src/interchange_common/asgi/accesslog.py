@@ -10,6 +10,7 @@ from collections.abc import Awaitable
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from interchange_common import tracing
 from interchange_common.asgi.callergone import CALLER_GONE
 
 _log = logging.getLogger("interchange.access")
@@ -69,6 +70,8 @@ class AccessLogMiddleware:
                 route if isinstance(route, str) else "unmatched",
                 status,
             )
+            if isinstance(route, str) and tracing.enabled():
+                tracing.name_server_span(method=method, route=route)
             counted, timed = _series.get(key) or _new_series(key)
             counted.inc()
             timed.observe(elapsed)

@@ -34,8 +34,10 @@ are being written are decided and written together, in one statement and one com
     alone          the careful path: the stream's lock, current version and the ids
                    already recorded, decide, insert
     sequencer      woken in-process after local appends, by NOTIFY events_appended
-                   from other instances; one statement per pass numbers commits and
-                   notifies events_sequenced
+                   from other instances; one statement per pass numbers commits,
+                   notifies events_sequenced, and tells what it left: the lag
+                   gauges (the events of the next batch of commits, counted; past
+                   those, reckoned from the commit ids at the same average size)
     ChangeListener LISTENs to events_sequenced and fires the storage's signals, so
                    subscribers on every instance wake without polling
 """
@@ -49,6 +51,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from prometheus_client import Gauge
 
 from event_store.adapters.errors import EventStorageUnavailable
 from event_store.adapters.group_commit import GroupCommit, Member
@@ -64,6 +67,7 @@ from event_store.domain.model import (
     Snapshot,
     decide_append,
 )
+from interchange_common import tracing
 from interchange_common.database import is_unavailable
 from interchange_common.events import RecordedEvent
 from interchange_common.signal import Signal
@@ -87,6 +91,12 @@ _COALESCE_SECONDS = 0.002
 # not noticed yet; the next statement on it fails in the client, before anything is
 # sent, with InternalClientError ("another operation is in progress").
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, TimeoutError)
+SEQUENCER_LAG_EVENTS = Gauge(
+    "eventstore_sequencer_lag_events", "Committed events not yet given a global position (after the leader's last pass)"
+)
+SEQUENCER_LAG_SECONDS = Gauge(
+    "eventstore_sequencer_lag_seconds", "Age of the oldest committed event without a global position (0: none)"
+)
 
 _STREAM_VERSIONS = """
 SELECT s.stream_id, (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = s.stream_id) AS version
@@ -146,6 +156,9 @@ SELECT e.id, e.stream_id, e.type, e.data::text AS data, e.metadata::text AS meta
 # One pass, one statement (so one round trip and one commit): committed commits
 # without a position get the next ones, in insert order, each as many as it holds
 # events; the NOTIFY, sent only when some were numbered, carries the last position.
+# What is left: the next batch of commits without a position (``rest``; an index
+# range that is empty unless the pass was full), the commits past those, and the age
+# of the oldest event left.
 _SEQUENCE = """
 WITH pending AS (
     SELECT id, sum(events) OVER (ORDER BY id) - events AS before
@@ -159,8 +172,20 @@ WITH pending AS (
       FROM pending, top
      WHERE commits.id = pending.id
     RETURNING commits.position + commits.events - 1 AS last
+), notified AS (
+    SELECT count(*) AS commits, pg_notify($2, max(last)::text) FROM numbered HAVING count(*) > 0
+), rest AS (
+    SELECT id, events FROM commits
+     WHERE position IS NULL AND id > (SELECT coalesce(max(id), 0) FROM pending)
+     ORDER BY id LIMIT $1
 )
-SELECT count(*) AS commits, pg_notify($2, max(last)::text) FROM numbered HAVING count(*) > 0
+SELECT coalesce((SELECT commits FROM notified), 0) AS commits,
+       r.commits AS rest_commits, r.events AS rest_events,
+       coalesce((SELECT max(id) FROM commits) - r.last, 0) AS beyond,
+       (SELECT extract(epoch FROM now() - e.recorded_at)::float8
+          FROM events e WHERE e.commit_id = r.first AND e.n = 0) AS oldest_seconds
+  FROM (SELECT count(*) AS commits, coalesce(sum(events), 0) AS events, min(id) AS first, max(id) AS last
+          FROM rest) AS r
 """
 
 
@@ -299,6 +324,18 @@ class PostgresEventStorage:
         """Write a group and answer each member: its decision, its WrongExpectedVersion,
         or EventStorageUnavailable for all when the database could not be reached."""
         appends = [member.item for member in group]
+        # One span for the group, linked to each append's own (a group serves many
+        # requests: it belongs to none of their traces, each of them reaches it).
+        first_events = (event for append in appends for event in append.events[:1])
+        with tracing.span(
+            "append group",
+            root=True,
+            links=tracing.links_to(event.metadata.get(tracing.TRACEPARENT) for event in first_events),
+            attributes={"interchange.appends": len(appends)},
+        ):
+            await self._write_group_traced(group, appends)
+
+    async def _write_group_traced(self, group: list[Member[_Append, Decision]], appends: list[_Append]) -> None:
         outcomes: list[Decision | Exception]
         try:
             outcomes, written = await self._append_together(appends)
@@ -514,13 +551,20 @@ class Sequencer:
                     pass
         finally:
             self.is_leader = False
+            SEQUENCER_LAG_EVENTS.set(0)  # whoever leads now tells
+            SEQUENCER_LAG_SECONDS.set(0)
             conn.terminate()  # never waits on a connection that may be broken
 
     async def _pass(self, conn: asyncpg.Connection) -> int:
-        commits = await conn.fetchval(_SEQUENCE, self._batch, SEQUENCED_CHANNEL) or 0
-        if commits:
+        done = await conn.fetchrow(_SEQUENCE, self._batch, SEQUENCED_CHANNEL)
+        left = int(done["rest_events"])
+        if done["rest_commits"] == self._batch:  # more past these: as large, on average
+            left += round(done["beyond"] * left / self._batch)
+        SEQUENCER_LAG_EVENTS.set(left)
+        SEQUENCER_LAG_SECONDS.set(max(0.0, done["oldest_seconds"] or 0.0))
+        if done["commits"]:
             self._on_sequenced()
-        return int(commits)
+        return int(done["commits"])
 
 
 class ChangeListener:

@@ -17,6 +17,7 @@ from event_store.adapters.errors import EventStorageUnavailable
 from event_store.domain.errors import EventStoreError, InvalidAppend, SnapshotNotFound, WrongExpectedVersion
 from event_store.domain.model import Direction, ExpectedVersion, NewEvent, Page, Snapshot
 from event_store.domain.store import EventStore
+from interchange_common import tracing
 from interchange_common.contracts import eventstore_pb2, eventstore_pb2_grpc
 from interchange_common.events import RecordedEvent
 from interchange_common.rpc import Context, status_codes
@@ -114,10 +115,15 @@ class EventStoreServicer(eventstore_pb2_grpc.EventStoreServicer):
 
     @_status_codes
     async def Append(self, request: eventstore_pb2.AppendRequest, context: Context) -> eventstore_pb2.AppendResponse:
+        events = [_new_event(event) for event in request.events]
+        # The span of this call, stored next to the correlation id: what the events
+        # cause later (the relay's publish, the consumers) continues this trace.
+        traceparent = tracing.current_traceparent()
+        if traceparent is not None:
+            for event in events:
+                event.metadata.setdefault(tracing.TRACEPARENT, traceparent)
         decision = await self._store.append(
-            stream_id=request.stream_id,
-            expected=_expected(request.expected_version),
-            events=[_new_event(event) for event in request.events],
+            stream_id=request.stream_id, expected=_expected(request.expected_version), events=events
         )
         return eventstore_pb2.AppendResponse(
             first_version=decision.first_version,

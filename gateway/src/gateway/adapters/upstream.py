@@ -36,9 +36,11 @@ from typing import TypeVar
 
 import aiohttp
 import orjson
+from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 
 from gateway.domain.errors import UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 from gateway.domain.model import Upstream
+from interchange_common import tracing
 from interchange_common.balancing import Balancer
 from interchange_common.deadlines import DEADLINE_HEADER, DeadlineExceeded, deadline_in, header_value, remaining
 from interchange_common.discovery import DiscoveryUnavailable
@@ -176,6 +178,12 @@ class SocketOpening:
     refused_status: int | None = None
 
 
+def _trace_configs() -> list[aiohttp.TraceConfig]:
+    """A CLIENT span per call, with ``traceparent`` sent (OpenTelemetry's aiohttp
+    instrumentation), while tracing is on."""
+    return [create_trace_config()] if tracing.enabled() else []
+
+
 class UpstreamClient:
     def __init__(
         self,
@@ -219,7 +227,10 @@ class UpstreamClient:
         # closing at that moment would fail, and a POST cannot be sent again.
         connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=4, ttl_dns_cache=10)
         self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding")
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            trace_configs=_trace_configs(),
         )
 
     async def close(self) -> None:

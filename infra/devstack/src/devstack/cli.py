@@ -6,6 +6,8 @@ up        docker compose up --build when a Docker engine answers (docker-compose
           where the v2 plugin is missing), else every
           service as a local process in the foreground; Ctrl-C stops them
 down      stop what ``up`` started
+trace     a trace the native stack recorded, as a tree: ``trace <id>`` by trace id,
+          traceparent or request id (X-Request-ID); ``trace`` alone lists recent ones
 """
 
 import argparse
@@ -22,12 +24,14 @@ from devstack.compose import read_env_file
 from devstack.engine import compose_command
 from devstack.errors import DevstackError
 from devstack.infra import ensure_infra
+from devstack.otlp import connected, find_trace_id, read_spans_file, recent, render
 from devstack.runner import stop_from_state
 from devstack.secrets import ensure_dev_secrets
 from devstack.stack import Stack, StackOptions
 from interchange_common.servicejwt import KNOWN_SERVICES, ServiceTokenIssuer
 
 STATE_FILE = Path(".run/native-stack.json")
+SPANS_FILE = Path(".run/traces.jsonl")
 
 
 def _say(message: str) -> None:
@@ -105,15 +109,31 @@ def _down(root: Path) -> int:
     return 0
 
 
+def _trace(*, spans_file: Path, key: str | None) -> int:
+    spans = read_spans_file(spans_file)
+    if key is None:
+        lines = recent(spans)
+        print("\n".join(lines) if lines else "no request traced yet")  # noqa: T201  # the command's output
+        return 0
+    trace_id = find_trace_id(key=key, spans=spans)
+    if trace_id is None:
+        _say(f"no trace for {key!r} in {spans_file} (sampled out, or not exported yet: spans leave in batches)")
+        return 1
+    print(render(connected(trace_id=trace_id, spans=spans)))  # noqa: T201  # the command's output
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="devstack")
-    parser.add_argument("command", choices=["infra", "secrets", "up", "down", "service-token"])
+    parser.add_argument("command", choices=["infra", "secrets", "up", "down", "service-token", "trace"])
+    parser.add_argument("key", nargs="?", help="trace: a trace id, traceparent or request id")
+    parser.add_argument("--spans", type=Path, help=f"trace: the spans file (default: {SPANS_FILE})")
     parser.add_argument("--root", type=Path, default=Path.cwd())
     parser.add_argument("--audience", default="event-store", help="service-token: the service to call")
     parser.add_argument(
         "--caller", default="order-service", choices=sorted(KNOWN_SERVICES), help="service-token: calling as"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     root: Path = args.root.resolve()
     os.chdir(root)
     try:
@@ -130,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
             code = 0
         elif args.command == "up":
             code = _up(root)
+        elif args.command == "trace":
+            code = _trace(spans_file=args.spans.resolve() if args.spans else root / SPANS_FILE, key=args.key)
         else:
             code = _down(root)
     except DevstackError as e:

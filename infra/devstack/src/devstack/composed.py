@@ -3,8 +3,8 @@
 ``compose_deployment`` runs ``python -m devstack up`` (``make up``'s Docker branch:
 ``docker compose up --build``, or ``docker-compose`` where the v2 plugin is missing)
 against the engine, with docker-compose.yml and the caller's override files (no
-Consul: see devstack.standins), a project name of its own and free ports on this
-machine for everything compose publishes. It waits until the
+Consul: see devstack.standins; no compose profile either), a project name of its
+own and free ports on this machine for everything compose publishes. It waits until the
 gateway's container is healthy (the gateway starts only once every other service's
 healthcheck passed), and afterwards stops compose as Ctrl-C would and removes the
 containers, networks and volumes.
@@ -98,11 +98,14 @@ def compose_deployment(
     *, engine: Engine, root: Path, log: Path, overrides: Sequence[Path] = ()
 ) -> Iterator[Deployment]:
     compose_file = root / "docker-compose.yml"
-    ports = {name: free_port() for name in dict.fromkeys(_HOST_PORT.findall(compose_file.read_text()))}
+    named = [name for path in (compose_file, *overrides) for name in _HOST_PORT.findall(path.read_text())]
+    ports = {name: free_port() for name in dict.fromkeys(named)}
     environ = {
         **engine.environ,
         "COMPOSE_PROJECT_NAME": PROJECT,
         "COMPOSE_FILE": os.pathsep.join(str(path) for path in (compose_file, *overrides)),
+        # No profile: .env's COMPOSE_PROFILES (observability) names images no stand-in imitates.
+        "COMPOSE_PROFILES": "",
         **{name: str(port) for name, port in ports.items()},
     }
     compose = [*compose_command(), "--project-name", PROJECT]

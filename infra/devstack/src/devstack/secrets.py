@@ -5,11 +5,14 @@
   mounted into the container as a compose secret and read from disk natively;
 - ``.secrets/tls-cert.pem`` and ``.secrets/tls-key.pem``: a self-signed certificate
   for localhost, 127.0.0.1 and ::1 that the gateway serves HTTPS and HTTP/2 with on
-  8443. Made again when it is missing or has less than a day left.
+  8443. Made again when it is missing or has less than a day left;
+- ``.secrets/grafana-admin-password``: a random password for Grafana's admin (the
+  compose profile "observability"), which ships none of its own; made when missing.
 """
 
 import datetime
 import ipaddress
+import secrets
 import shutil
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 JWT_KEY_FILE = Path(".secrets/jwt-private.pem")
 TLS_CERT_FILE = Path(".secrets/tls-cert.pem")
 TLS_KEY_FILE = Path(".secrets/tls-key.pem")
+GRAFANA_PASSWORD_FILE = Path(".secrets/grafana-admin-password")
 TLS_NAMES = ("localhost",)
 TLS_ADDRESSES = ("127.0.0.1", "::1")
 TLS_VALID_DAYS = 365
@@ -79,6 +83,12 @@ def write_dev_certificate(*, cert_path: Path, key_path: Path) -> None:
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
 
 
+def write_password(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(secrets.token_urlsafe(24))
+    path.chmod(0o644)  # as the keys: the container's non-root user reads the mount
+
+
 def _certificate_current(path: Path, *, now: datetime.datetime) -> bool:
     if not path.exists():
         return False
@@ -94,3 +104,5 @@ def ensure_dev_secrets(*, root: Path, now: datetime.datetime | None = None) -> N
     moment = now or datetime.datetime.now(datetime.UTC)
     if not (root / TLS_KEY_FILE).exists() or not _certificate_current(root / TLS_CERT_FILE, now=moment):
         write_dev_certificate(cert_path=root / TLS_CERT_FILE, key_path=root / TLS_KEY_FILE)
+    if not (root / GRAFANA_PASSWORD_FILE).exists():
+        write_password(root / GRAFANA_PASSWORD_FILE)

@@ -14,9 +14,11 @@ from urllib.parse import urlsplit
 from devstack.compose import AddressMap, NativeService, default_ports, load_compose, native_services, secret_files
 from devstack.infra import Infra, create_databases, drop_databases
 from devstack.mailsink import MailSink
+from devstack.otlp import OtlpReceiver
 from devstack.runner import NativeStack
 
 MAIL_SERVICE = "mailpit"  # compose's mail catcher; natively a MailSink
+TRACES_SERVICE = "otel-collector"  # compose's OpenTelemetry Collector; natively an OtlpReceiver
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class StackOptions:
     # The local SMTP sink that stands in for compose's mailpit (see devstack.mailsink).
     mail_port: int = 1025
     mail_dir: Path | None = None  # None: <root>/.run/mail
+    # The local OTLP receiver that stands in for compose's collector (devstack.otlp).
+    otlp_port: int = 4318
+    spans_file: Path | None = None  # None: <root>/.run/traces.jsonl (python -m devstack trace)
 
 
 def plan(*, options: StackOptions, infra: Infra) -> list[NativeService]:
@@ -45,6 +50,7 @@ def plan(*, options: StackOptions, infra: Infra) -> list[NativeService]:
         infra_urls={
             **{name: infra.url_of(name) for name in ("postgres", "redis", "rabbitmq")},
             MAIL_SERVICE: f"smtp://127.0.0.1:{options.mail_port}",
+            TRACES_SERVICE: f"http://127.0.0.1:{options.otlp_port}",
         },
         ports=dict(options.ports) if options.ports is not None else default_ports(document),
         secret_files=secret_files(document=document, root=options.root),
@@ -106,6 +112,7 @@ class Stack:
     services: list[NativeService]
     native: NativeStack
     mail: MailSink | None = None
+    traces: OtlpReceiver | None = None
 
     @classmethod
     def prepare(cls, *, options: StackOptions, infra: Infra) -> "Stack":
@@ -117,18 +124,26 @@ class Stack:
             if sends_mail
             else None
         )
-        return cls(options=options, infra=infra, services=services, native=native, mail=mail)
+        receiver = f"http://127.0.0.1:{options.otlp_port}"
+        sends_spans = any(s.environment.get("OTEL_EXPORTER_OTLP_ENDPOINT") == receiver for s in services)
+        spans_file = options.spans_file or options.root / ".run" / "traces.jsonl"
+        traces = OtlpReceiver(port=options.otlp_port, spans_file=spans_file) if sends_spans else None
+        return cls(options=options, infra=infra, services=services, native=native, mail=mail, traces=traces)
 
     def start(self, *, health_timeout: float = 60.0) -> None:
         asyncio.run(create_databases(server_url=self.infra.postgres_url, names=database_names(self.services)))
         if self.mail is not None:
             self.mail.start()
+        if self.traces is not None:
+            self.traces.start()
         self.native.start(health_timeout=health_timeout)
 
     def stop(self, *, drop_databases_too: bool = False) -> None:
         self.native.stop()
         if self.mail is not None:
             self.mail.stop()
+        if self.traces is not None:
+            self.traces.stop()
         if drop_databases_too:
             asyncio.run(drop_databases(server_url=self.infra.postgres_url, names=database_names(self.services)))
 

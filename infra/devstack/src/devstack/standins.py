@@ -13,6 +13,8 @@ private engine (devstack.engine) gets:
 
 Consul has no Debian package and is not imitated: the compose file keeps it in a file
 of its own (docker-compose.consul.yml), which the tests leave out.
+The services of a compose profile (observability: the collector, Jaeger, Prometheus,
+Grafana) are not imitated either: the tests run compose without any profile.
 
     ensure_standins()  build what is missing; the table of what stands in for what
 """
@@ -56,11 +58,13 @@ def _repository(image: str) -> str:
 
 
 def images_named(*, root: Path, compose_files: list[Path]) -> list[str]:
-    """Every upstream image the compose files and the services' Dockerfiles name."""
+    """Every upstream image the compose files (outside profiles) and the services'
+    Dockerfiles name."""
     named: list[str] = []
     for compose_file in compose_files:
         document = yaml.safe_load(compose_file.read_text())
-        named += [service["image"] for service in document["services"].values() if "image" in service]
+        services = document["services"].values()
+        named += [service["image"] for service in services if "image" in service and not service.get("profiles")]
     for dockerfile in sorted(root.glob("*/Dockerfile")):
         named += [image for image in _FROM.findall(dockerfile.read_text()) if image.lower() not in {"build", "runtime"}]
     return list(dict.fromkeys(named))

@@ -328,6 +328,7 @@ def _isolated_options(
     the run, .env.example's development values and no variable from this shell."""
     env_example = root / ".env.example"
     document = load_compose(compose_file=root / "docker-compose.yml", env_file=env_example, environ={})
+    scratch = log_dir or Path(tempfile.mkdtemp(prefix=f"ic-{purpose}-{run}-"))
     return StackOptions(
         root=root,
         env_file=env_example,
@@ -338,7 +339,9 @@ def _isolated_options(
         environ={},
         only=only,
         mail_port=free_port(),
-        mail_dir=(log_dir or Path(tempfile.mkdtemp(prefix=f"ic-{purpose}-{run}-"))) / "mail",
+        mail_dir=scratch / "mail",
+        otlp_port=free_port(),
+        spans_file=scratch / "traces.jsonl",
     )
 
 

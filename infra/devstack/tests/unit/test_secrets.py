@@ -6,7 +6,13 @@ import ipaddress
 
 from cryptography import x509
 
-from devstack.secrets import TLS_CERT_FILE, TLS_KEY_FILE, ensure_dev_secrets, write_dev_certificate
+from devstack.secrets import (
+    GRAFANA_PASSWORD_FILE,
+    TLS_CERT_FILE,
+    TLS_KEY_FILE,
+    ensure_dev_secrets,
+    write_dev_certificate,
+)
 
 
 def test_the_certificate_names_this_machine(tmp_path):
@@ -41,3 +47,16 @@ def test_a_certificate_about_to_expire_is_made_again(tmp_path):
     # Pretend a year went by: the same file, read a day before its end.
     ensure_dev_secrets(root=tmp_path, now=first.not_valid_after_utc - datetime.timedelta(hours=12))
     assert x509.load_pem_x509_certificate((tmp_path / TLS_CERT_FILE).read_bytes()).serial_number != first.serial_number
+
+
+def test_grafana_gets_a_random_password_of_its_own_kept_once_made(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for root in (first, second):
+        root.mkdir()
+        (root / ".env.example").write_text("ENVIRONMENT=development\n")
+        ensure_dev_secrets(root=root)
+    password = (first / GRAFANA_PASSWORD_FILE).read_text()
+    assert len(password) >= 24
+    assert password != (second / GRAFANA_PASSWORD_FILE).read_text()
+    ensure_dev_secrets(root=first)
+    assert (first / GRAFANA_PASSWORD_FILE).read_text() == password

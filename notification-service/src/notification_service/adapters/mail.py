@@ -35,6 +35,7 @@ import aiosmtplib
 import asyncpg
 from prometheus_client import Counter
 
+from interchange_common import tracing
 from interchange_common.tasks import run_forever
 from notification_service.adapters.errors import MailServerUnavailable
 from notification_service.adapters.listening import drain_when_notified
@@ -58,7 +59,7 @@ TAKEN_RECHECK_SECONDS = 1.0
 # another dispatcher's hands), on a row of its own when none was taken.
 _CLAIM = """
 WITH taken AS (
-    SELECT seq, event_id, to_address, to_name, subject, body, created_at, attempts FROM mail_outbox
+    SELECT seq, event_id, to_address, to_name, subject, body, created_at, attempts, traceparent FROM mail_outbox
     WHERE sent_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= now()
     ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED
 ), left_over AS (
@@ -191,7 +192,14 @@ class MailDispatcher:
             sent: list[Any] = []
             for row in taken:
                 try:
-                    await self._send(row)
+                    # The mail's own span, in the trace of the event that queued it.
+                    with tracing.continued_span(
+                        "send mail",
+                        parent=row["traceparent"],
+                        kind=tracing.SpanKind.CLIENT,
+                        attributes={"server.address": self._smtp.host, "server.port": self._smtp.port},
+                    ):
+                        await self._send(row)
                 except Exception as e:  # a failed send is judged below; none may stop the line
                     verdict = verdict_on(e)
                     again = await self._record_failure(conn=conn, row=row, error=e, verdict=verdict)

@@ -73,6 +73,8 @@ notifications = Table(
     Column("event_id", Uuid, nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("pushed_at", DateTime(timezone=True), nullable=True),
+    # The span that made it, for the live push to continue its trace (interchange_common.tracing).
+    Column("traceparent", Text, nullable=True),
     Index("notifications_user_newest", "user_id", text("created_at DESC"), text("id DESC")),
     Index("notifications_unpushed", "created_at", "id", postgresql_where=text("pushed_at IS NULL")),
 )
@@ -96,6 +98,8 @@ mail_outbox = Table(
     Column("given_up_at", DateTime(timezone=True), nullable=True),
     # A mail refused for now (4xx) waits until then for its next attempt.
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The span that queued it, for the mail's sending to continue its trace.
+    Column("traceparent", Text, nullable=True),
     Index("mail_outbox_pending", "seq", postgresql_where=text("sent_at IS NULL AND given_up_at IS NULL")),
 )
 

@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from interchange_common import tracing
 from interchange_common.tasks import run_forever
 from notification_service.adapters.listening import drain_when_notified
 from notification_service.adapters.redis_fanout import LiveHub
@@ -83,16 +84,22 @@ class LivePushDispatcher:
         """Push one batch of pending notifications, oldest first; how many were taken."""
         async with conn.transaction():
             rows = await conn.fetch(
-                "SELECT id, user_id, type, title, body, data, event_id, created_at FROM notifications"
+                "SELECT id, user_id, type, title, body, data, event_id, created_at, traceparent FROM notifications"
                 " WHERE pushed_at IS NULL ORDER BY created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self._batch,
             )
             pushed: list[uuid.UUID] = []
             for row in rows:
                 notification = _notification_of(row)
-                stream_id, added = await self._hub.push(
-                    notification_id=notification.id, user_id=notification.user_id, payload=self._render(notification)
-                )
+                # In the trace of the event that made the notification; the instances
+                # that deliver it continue from this span.
+                with tracing.continued_span("push live", parent=row["traceparent"], kind=tracing.SpanKind.PRODUCER):
+                    stream_id, added = await self._hub.push(
+                        notification_id=notification.id,
+                        user_id=notification.user_id,
+                        payload=self._render(notification),
+                        traceparent=tracing.current_traceparent(),
+                    )
                 pushed.append(notification.id)
                 _log.info(
                     "notification pushed live",

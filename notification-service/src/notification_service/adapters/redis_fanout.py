@@ -49,6 +49,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from interchange_common import tracing
 from interchange_common.tasks import run_forever
 from notification_service.adapters.errors import LiveUnavailable
 from notification_service.domain.errors import InvalidStreamId, SubscriptionEnded
@@ -75,7 +76,8 @@ LIVE_DROPPED = Counter("notification_live_subscribers_dropped_total", "Local liv
 LIVE_RESUBSCRIBED = Counter("notification_live_subscriptions_total", "Times the pub/sub connection (re)subscribed")
 
 # KEYS[1] the pushed marker, KEYS[2] the user's stream.
-# ARGV: channel, user id, payload, max length, max age in ms, marker seconds.
+# ARGV: channel, user id, payload, max length, max age in ms, marker seconds, the
+# pushing span's traceparent ("-": none). Published as "<user> <id> <traceparent> <payload>".
 # Returns {1, id} when added and published now, {0, id} when it already was.
 _PUSH = """
 if not redis.call('SET', KEYS[1], '', 'NX', 'EX', ARGV[6]) then
@@ -87,7 +89,7 @@ local oldest = math.max(ms - tonumber(ARGV[5]), 0)
 redis.call('XTRIM', KEYS[2], 'MINID', '~', string.format('%.0f', oldest))
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 redis.call('SET', KEYS[1], id, 'XX', 'KEEPTTL')
-redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. id .. ' ' .. ARGV[3])
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. id .. ' ' .. ARGV[7] .. ' ' .. ARGV[3])
 return {1, id}
 """
 
@@ -322,9 +324,13 @@ class LiveHub:
 
     # Writing ----------------------------------------------------------------------
 
-    async def push(self, *, notification_id: uuid.UUID, user_id: uuid.UUID, payload: bytes) -> tuple[StreamId, bool]:
+    async def push(
+        self, *, notification_id: uuid.UUID, user_id: uuid.UUID, payload: bytes, traceparent: str | None = None
+    ) -> tuple[StreamId, bool]:
         """Add a notification to its user's stream and publish it, once per id whoever
-        asks and however often: the stream id, and whether it was added by this call."""
+        asks and however often: the stream id, and whether it was added by this call.
+        ``traceparent`` goes with the published message (not into the stream), for the
+        instances that deliver it to continue the trace."""
         try:
             added, raw_id = await self._push(
                 keys=[self.pushed_key(notification_id), self.stream_key(user_id)],
@@ -335,6 +341,7 @@ class LiveHub:
                     self._max_length,
                     self._max_age_ms,
                     PUSHED_MARKER_SECONDS,
+                    traceparent or "-",
                 ],
             )
         except RedisError as e:
@@ -561,10 +568,17 @@ class LiveHub:
             if (listener := self._listeners.get(channel)) is not None:
                 listener.heard(data)
             elif channel == self.notifications_channel:
-                user, raw_id, payload = data.split(b" ", 2)
+                user, raw_id, traceparent, payload = data.split(b" ", 3)
                 item = LiveNotification(stream_id=parse_stream_id(raw_id.decode()), payload=payload)
-                for subscription in list(self._by_user.get(user.decode(), ())):
-                    subscription.offer(item)
+                subscriptions = list(self._by_user.get(user.decode(), ()))
+                with tracing.continued_span(
+                    "deliver live",
+                    parent=traceparent,
+                    kind=tracing.SpanKind.CONSUMER,
+                    attributes={"interchange.live.subscribers": len(subscriptions)},
+                ):
+                    for subscription in subscriptions:
+                        subscription.offer(item)
             elif channel == self.rooms_channel:
                 body = orjson.loads(data)
                 frame = LiveFrame(data=orjson.dumps(body["frame"]))

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from interchange_common import tracing
 from interchange_common.database import database_unavailable, is_unavailable
 from notification_service.adapters.errors import NotificationStoreError
 from notification_service.adapters.orm import (
@@ -221,6 +222,7 @@ class SqlInbox:
             data=notification.data,
             event_id=notification.event_id,
             created_at=notification.created_at,
+            traceparent=tracing.current_traceparent(),
         )
 
     async def queue_mail(self, *, mail: Mail) -> None:
@@ -233,6 +235,7 @@ class SqlInbox:
             subject=mail.subject,
             body=mail.body,
             created_at=mail.created_at,
+            traceparent=tracing.current_traceparent(),
         )
 
     async def write(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from prometheus_client import Counter
 
+from interchange_common import tracing
 from interchange_common.messaging import Delivery, Handler
 from interchange_common.requestctx import accept_request_id, request_id_var
 from notification_service.domain.errors import InvalidMessage
@@ -45,11 +46,13 @@ def message_handler(*, notifications: Notifications, crash_after_commit: bool = 
         try:
             fallback_id = body.get("id") if isinstance(body, dict) else None
             try:
-                handled = await notifications.handle(
-                    message_id=delivery.message_id or (fallback_id if isinstance(fallback_id, str) else ""),
-                    routing_key=delivery.routing_key,
-                    body=body,
-                )
+                with tracing.span(f"notify {delivery.routing_key}") as span:
+                    handled = await notifications.handle(
+                        message_id=delivery.message_id or (fallback_id if isinstance(fallback_id, str) else ""),
+                        routing_key=delivery.routing_key,
+                        body=body,
+                    )
+                    span.set_attribute("interchange.outcome", handled.outcome.value)
             except Exception as e:
                 MESSAGES.labels("failed").inc()
                 _log.warning(
