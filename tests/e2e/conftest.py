@@ -225,3 +225,7 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.section("images: what ran in place of each (no registry here)")
         terminalreporter.write_line(table)
         terminalreporter.write_line("Consul was not exercised: discovery was static.")
+        terminalreporter.write_line(
+            "The observability profile (collector, Jaeger, Prometheus, Grafana) was not run:"
+            " spans went to devstack's OTLP receiver in a container (trace-receiver)."
+        )
