@@ -5,9 +5,10 @@ Configured the standard way, by the ``OTEL_*`` variables:
 
     OTEL_SDK_DISABLED=true          tracing off: no provider, no instrumentation at all
     OTEL_EXPORTER_OTLP_ENDPOINT     where spans go (OTLP over HTTP/protobuf); tracing is
-    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  on when one of these (or OTEL_TRACES_EXPORTER
-                                    other than ``none``) is set: a service with nowhere
-                                    to send spans makes none
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  on when one of these is set (or
+                                    OTEL_TRACES_EXPORTER=otlp, to the SDK's default
+                                    endpoint): a service with nowhere to send spans
+                                    makes none; OTEL_TRACES_EXPORTER=none turns it off
     OTEL_TRACES_SAMPLER, _ARG       the SDK's samplers; unset, parent-based with a
                                     trace-id ratio of ``DEFAULT_RATIO`` (ARG sets it)
     OTEL_BSP_*, OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME   as the SDK reads them
@@ -41,7 +42,7 @@ request (``python -m devstack trace``, or Jaeger under compose).
 
 import importlib.util
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -114,13 +115,13 @@ def default_sampler() -> Sampler:
     return ParentBased(TraceIdRatioBased(min(max(ratio, 0.0), 1.0)))
 
 
-def wanted(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+def wanted(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether the environment asks for traces (see the module's docstring)."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
     exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    if exporter == "none":
-        return False
+    if exporter not in ("", "otlp"):
+        return False  # none, or an exporter these images do not ship
     return bool(
         exporter
         or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
@@ -193,10 +194,6 @@ def shutdown() -> None:
     if _provider is not None:
         _provider.shutdown()
         _provider = None
-
-
-def tracer(name: str) -> trace.Tracer:
-    return trace.get_tracer(name)
 
 
 # Stored context ---------------------------------------------------------------------
