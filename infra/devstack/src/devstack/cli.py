@@ -6,6 +6,8 @@ up        docker compose up --build when a Docker engine answers (docker-compose
           where the v2 plugin is missing), else every
           service as a local process in the foreground; Ctrl-C stops them
 down      stop what ``up`` started
+restart   one instance of a running native ``up``, gracefully: ``restart order-service-2``
+          (``up`` also starts again, by itself, an instance that exits)
 trace     a trace the native stack recorded, as a tree: ``trace <id>`` by trace id,
           traceparent or request id (X-Request-ID); ``trace`` alone lists recent ones
 """
@@ -25,7 +27,7 @@ from devstack.engine import compose_command
 from devstack.errors import DevstackError
 from devstack.infra import ensure_infra
 from devstack.otlp import connected, find_trace_id, read_spans_file, recent, render
-from devstack.runner import stop_from_state
+from devstack.runner import Supervisor, request_restart, stop_from_state
 from devstack.secrets import ensure_dev_secrets
 from devstack.stack import Stack, StackOptions
 from interchange_common.servicejwt import KNOWN_SERVICES, ServiceTokenIssuer
@@ -78,11 +80,10 @@ def _up(root: Path) -> int:
         stack.start()
         stack.native.write_state(root / STATE_FILE)
         _say(f"ready: gateway on {stack.url('gateway', 8080)} (Ctrl-C stops everything)")
+        # As compose's restart policy: what exits is started again, the rest keep serving.
+        supervisor = Supervisor(stack=stack.native, say=_say, state_file=root / STATE_FILE)
         while not stopping:
-            ended = stack.native.exited()
-            if ended:
-                _say(f"{', '.join(ended)} exited; stopping the stack")
-                return 1
+            supervisor.check()
             time.sleep(0.5)
         return 0
     finally:
@@ -125,8 +126,10 @@ def _trace(*, spans_file: Path, key: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="devstack")
-    parser.add_argument("command", choices=["infra", "secrets", "up", "down", "service-token", "trace"])
-    parser.add_argument("key", nargs="?", help="trace: a trace id, traceparent or request id")
+    parser.add_argument("command", choices=["infra", "secrets", "up", "down", "restart", "service-token", "trace"])
+    parser.add_argument(
+        "key", nargs="?", help="trace: a trace id, traceparent or request id; restart: an instance (order-service-2)"
+    )
     parser.add_argument("--spans", type=Path, help=f"trace: the spans file (default: {SPANS_FILE})")
     parser.add_argument("--root", type=Path, default=Path.cwd())
     parser.add_argument("--audience", default="event-store", help="service-token: the service to call")
@@ -150,6 +153,15 @@ def main(argv: list[str] | None = None) -> None:
             code = 0
         elif args.command == "up":
             code = _up(root)
+        elif args.command == "restart":
+            if not args.key:
+                raise DevstackError("restart which instance? (devstack restart order-service-2)")
+            if docker_engine_answers():
+                code = subprocess.call([*compose_command(), "restart", args.key], cwd=root)
+            else:
+                request_restart(root / STATE_FILE, args.key)
+                _say(f"{args.key} restarted")
+                code = 0
         elif args.command == "trace":
             code = _trace(spans_file=args.spans.resolve() if args.spans else root / SPANS_FILE, key=args.key)
         else:

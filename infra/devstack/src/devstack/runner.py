@@ -5,6 +5,12 @@ started. ``start`` waits for each service's health URL (the compose healthcheck)
 before starting the services that depend on it, and fails fast when a process
 exits. ``stop`` sends SIGTERM to everything, newest first, then SIGKILL to what
 has not exited after the grace period.
+
+``Supervisor`` does for a running stack what compose's ``restart: unless-stopped``
+does for containers: an instance that exits is started again (at once the first
+time, then after a back-off that doubles), the others keep serving, and after
+``give_up_after`` restarts in a row that did not stay up it says it gave up on that
+instance. ``devstack restart NAME`` asks it for a graceful restart of one instance.
 """
 
 import ctypes
@@ -18,7 +24,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -201,7 +207,97 @@ class NativeStack:
         """Record this runner and its services, for ``stop_from_state`` in another process."""
         path.parent.mkdir(parents=True, exist_ok=True)
         services = {r.service.name: r.process.pid for r in self.running}
-        path.write_text(json.dumps({"runner": os.getpid(), "services": services}))
+        written = path.with_suffix(".tmp")
+        written.write_text(json.dumps({"runner": os.getpid(), "services": services}))
+        written.replace(path)  # whole, for a reader at any moment
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    first_delay: float = 1.0  # seconds before the second restart in a row; doubled each time
+    max_delay: float = 30.0
+    give_up_after: int = 5  # restarts in a row that did not stay up
+    stays_up_after: float = 30.0  # seconds of running after which the count starts again
+
+
+@dataclass
+class Supervisor:
+    """Restarts what exits, one ``check`` at a time (the caller's loop calls it)."""
+
+    stack: NativeStack
+    say: Callable[[str], None]
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    state_file: Path | None = None  # rewritten after each restart (devstack down, restart)
+    health_timeout: float = 60.0
+    given_up: set[str] = field(default_factory=set)
+    _failures: dict[str, int] = field(default_factory=dict)  # restarts in a row, by instance
+    _due: dict[str, float] = field(default_factory=dict)  # when an exited instance starts again
+    _started: dict[str, float] = field(default_factory=dict)
+
+    def check(self) -> None:
+        now = time.monotonic()
+        for running in list(self.stack.running):
+            name = running.service.name
+            if name in self.given_up:
+                continue
+            code = running.process.poll()
+            if code is None:
+                if now - self._started.get(name, 0.0) >= self.policy.stays_up_after:
+                    self._failures.pop(name, None)
+                continue
+            if name not in self._due and not self._schedule(name, code=code, now=now):
+                continue
+            if now >= self._due[name]:
+                del self._due[name]
+                self._restart(name)
+
+    def _schedule(self, name: str, *, code: int, now: float) -> bool:
+        failures = self._failures.get(name, 0)
+        if failures >= self.policy.give_up_after:
+            self.given_up.add(name)
+            self.say(
+                f"gave up on {name}: it exited {failures + 1} times without staying up"
+                f" {self.policy.stays_up_after:g} s (the rest keep running; Ctrl-C stops everything)"
+            )
+            return False
+        delay = 0.0 if failures == 0 else min(self.policy.first_delay * 2 ** (failures - 1), self.policy.max_delay)
+        self.say(f"{name} exited with code {code}; starting it again" + (f" in {delay:g} s" if delay else ""))
+        self._due[name] = now + delay
+        return True
+
+    def _restart(self, name: str) -> None:
+        self._failures[name] = self._failures.get(name, 0) + 1
+        self._started[name] = time.monotonic()
+        try:
+            self.stack.restart(name, health_timeout=self.health_timeout)
+        except StackFailed as e:
+            self.say(f"{name} did not come back: {e}")
+            return
+        self._started[name] = time.monotonic()
+        if self.state_file is not None:
+            self.stack.write_state(self.state_file)
+        self.say(f"{name} is back")
+
+
+def request_restart(path: Path, name: str, *, timeout: float = 120.0) -> None:
+    """Restart one instance of the stack a ``devstack up`` in another terminal runs:
+    SIGTERM to it (it drains, as under compose), then wait until that runner has
+    started it again and found it healthy."""
+    if not path.exists():
+        raise StackFailed("no native stack is running here (devstack up writes .run/native-stack.json)")
+    services: dict[str, int] = json.loads(path.read_text())["services"]
+    if name not in services:
+        raise StackFailed(f"no instance {name!r}; running: {', '.join(sorted(services))}")
+    old = services[name]
+    if _alive(old):
+        os.killpg(old, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = json.loads(path.read_text())["services"].get(name) if path.exists() else None
+        if now is not None and now != old:
+            return
+        time.sleep(0.2)
+    raise StackFailed(f"{name} was not back within {timeout:g} s (see its log)")
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
