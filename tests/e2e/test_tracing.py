@@ -104,7 +104,8 @@ def test_an_order_placed_through_the_gateway_is_one_trace_across_every_service(t
         return None if missing else trace
 
     try:
-        trace = wait_for(complete, timeout=60, what="every hop of the order in its trace")
+        # Every half second: each look reads every span received (over HTTP under compose).
+        trace = wait_for(complete, timeout=60, interval=0.5, what="every hop of the order in its trace")
     except TimeoutError:
         pytest.fail(f"the order's trace lacks {', '.join(missing)}")
     everything = list(trace.everything())

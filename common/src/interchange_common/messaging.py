@@ -285,10 +285,18 @@ class Consumer:
     depth_interval_seconds: float = 5.0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def __post_init__(self) -> None:
+        # This queue's series, made once (on /metrics, at 0, from the start): labels()
+        # validates and locks on every call, and the lag is set for every message.
+        queue = self.topology.queue
+        self._lag = CONSUMER_LAG.labels(queue=queue)
+        self._depths: tuple[tuple[Gauge, str], ...] = (
+            (QUEUE_MESSAGES.labels(queue=queue), queue),
+            (DEAD_LETTER_MESSAGES.labels(queue=queue), self.topology.dead_letter_queue),
+        )
+
     async def run(self) -> None:
         """Consume until cancelled, reconnecting after any failure."""
-        for gauge in (CONSUMER_LAG, QUEUE_MESSAGES, DEAD_LETTER_MESSAGES):
-            gauge.labels(queue=self.topology.queue)  # on /metrics (at 0) from the start
         await run_forever(name=f"consumer of {self.topology.queue}", session=self._session)
 
     async def _session(self, connected: Callable[[], None]) -> None:
@@ -315,9 +323,9 @@ class Consumer:
         queue = self.topology.queue
         while True:
             try:
-                for gauge, name in ((QUEUE_MESSAGES, queue), (DEAD_LETTER_MESSAGES, self.topology.dead_letter_queue)):
+                for gauge, name in self._depths:
                     declared = await channel.declare_queue(name, passive=True)
-                    gauge.labels(queue=queue).set(declared.declaration_result.message_count or 0)
+                    gauge.set(declared.declaration_result.message_count or 0)
             except Exception as e:  # the channel is going: the session ends with it
                 _log.warning("queue depth unknown", extra={"queue": queue, "error": type(e).__name__})
             await asyncio.sleep(self.depth_interval_seconds)
@@ -325,7 +333,7 @@ class Consumer:
     async def _handle(self, *, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
         if message.timestamp is not None:
             sent = message.timestamp if message.timestamp.tzinfo else message.timestamp.replace(tzinfo=UTC)
-            CONSUMER_LAG.labels(queue=self.topology.queue).set(max(0.0, (datetime.now(UTC) - sent).total_seconds()))
+            self._lag.set(max(0.0, (datetime.now(UTC) - sent).total_seconds()))
         delivery = Delivery(
             message_id=str(message.message_id or ""),
             routing_key=str(message.headers.get(ORIGINAL_ROUTING_KEY_HEADER) or message.routing_key or ""),

@@ -241,7 +241,7 @@ class ProjectionRunner:
         positions = [_position(event) for event in batch]
         # One span for the batch, linked to the span that recorded each event (the
         # batch serves many requests; the SDK keeps the first 128 links).
-        links = tracing.links_to(dict.fromkeys(event.metadata.get(tracing.TRACEPARENT) for event in batch))
+        links = tracing.links_to(event.metadata.get(tracing.TRACEPARENT) for event in batch)
         with tracing.span(f"project {self._name}", root=True, links=links):
             async with self._engine.begin() as conn:
                 # Locked until commit: another runner of this projection waits here, then

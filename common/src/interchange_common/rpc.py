@@ -73,17 +73,20 @@ def _log_call(*, method: str, started: float, outcome: str) -> None:
     )
 
 
-@functools.cache
-def _service_and_method(method: str) -> tuple[str, str]:
-    """The service and the method of a full method name, "/pkg.Service/Method"."""
-    service, _, name = method.lstrip("/").partition("/")
-    return service, name
+# Each (metric, method, status)'s two series, kept: prometheus_client's labels()
+# validates and locks on every call (as in asgi.accesslog). Bounded: our methods,
+# gRPC's status codes.
+_series: dict[tuple[Counter, str, str], tuple[Counter, Histogram]] = {}
 
 
 def _observe(handled: Counter, handling: Histogram, *, method: str, seconds: float, code: str) -> None:
-    service, name = _service_and_method(method)
-    handling.labels(service, name).observe(seconds)
-    handled.labels(service, name, code).inc()
+    key = (handled, method, code)
+    series = _series.get(key)
+    if series is None:
+        service, _, name = method.lstrip("/").partition("/")  # "/pkg.Service/Method"
+        series = _series[key] = (handled.labels(service, name, code), handling.labels(service, name))
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def _served(

@@ -40,6 +40,7 @@ every HTTP answer carries ``traceparent``, so that a user can find the trace of 
 request (``python -m devstack trace``, or Jaeger under compose).
 """
 
+import functools
 import importlib.util
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -220,13 +221,22 @@ def context_of(traceparent: object) -> Context | None:
 
 
 def links_to(traceparents: Iterable[object]) -> list[Link]:
-    """One link per stored context that names a span (for a span serving a batch)."""
+    """One link per distinct stored context that names a span (for a span serving a
+    batch); ``traceparents`` is not even read while tracing is off."""
+    if _provider is None:
+        return []
     links = []
-    for traceparent in traceparents:
+    for traceparent in dict.fromkeys(traceparents):
         found = context_of(traceparent)
         if found is not None:
             links.append(Link(trace.get_current_span(found).get_span_context()))
     return links
+
+
+@functools.cache
+def _ours(provider: TracerProvider) -> trace.Tracer:
+    """The tracer of our own spans, made once (get_tracer builds a new one each call)."""
+    return provider.get_tracer("interchange")
 
 
 @contextmanager
@@ -264,7 +274,7 @@ def span(
         start_in = context_of(parent) or (Context() if root else None)
     else:
         start_in = Context() if root else None
-    with _provider.get_tracer("interchange").start_as_current_span(
+    with _ours(_provider).start_as_current_span(
         name, context=start_in, kind=kind, links=links, attributes=attributes
     ) as current:
         yield current
@@ -281,9 +291,7 @@ def continued_span(
     if _provider is None or found is None:
         yield trace.INVALID_SPAN
         return
-    with _provider.get_tracer("interchange").start_as_current_span(
-        name, context=found, kind=kind, attributes=attributes
-    ) as current:
+    with _ours(_provider).start_as_current_span(name, context=found, kind=kind, attributes=attributes) as current:
         yield current
 
 

@@ -34,10 +34,11 @@ are being written are decided and written together, in one statement and one com
     alone          the careful path: the stream's lock, current version and the ids
                    already recorded, decide, insert
     sequencer      woken in-process after local appends, by NOTIFY events_appended
-                   from other instances; one statement per pass numbers commits,
-                   notifies events_sequenced, and tells what it left: the lag
-                   gauges (the events of the next batch of commits, counted; past
-                   those, reckoned from the commit ids at the same average size)
+                   from other instances; one statement per pass numbers commits and
+                   notifies events_sequenced; after a full pass, a second tells what
+                   it left: the lag gauges (the events of the next batch of commits,
+                   counted; past those, reckoned from the commit ids at the same
+                   average size)
     ChangeListener LISTENs to events_sequenced and fires the storage's signals, so
                    subscribers on every instance wake without polling
 """
@@ -156,9 +157,6 @@ SELECT e.id, e.stream_id, e.type, e.data::text AS data, e.metadata::text AS meta
 # One pass, one statement (so one round trip and one commit): committed commits
 # without a position get the next ones, in insert order, each as many as it holds
 # events; the NOTIFY, sent only when some were numbered, carries the last position.
-# What is left: the next batch of commits without a position (``rest``; an index
-# range that is empty unless the pass was full), the commits past those, and the age
-# of the oldest event left.
 _SEQUENCE = """
 WITH pending AS (
     SELECT id, sum(events) OVER (ORDER BY id) - events AS before
@@ -172,20 +170,19 @@ WITH pending AS (
       FROM pending, top
      WHERE commits.id = pending.id
     RETURNING commits.position + commits.events - 1 AS last
-), notified AS (
-    SELECT count(*) AS commits, pg_notify($2, max(last)::text) FROM numbered HAVING count(*) > 0
-), rest AS (
-    SELECT id, events FROM commits
-     WHERE position IS NULL AND id > (SELECT coalesce(max(id), 0) FROM pending)
-     ORDER BY id LIMIT $1
 )
-SELECT coalesce((SELECT commits FROM notified), 0) AS commits,
-       r.commits AS rest_commits, r.events AS rest_events,
+SELECT count(*) AS commits, pg_notify($2, max(last)::text) FROM numbered HAVING count(*) > 0
+"""
+# What a full pass left (a pass that was not full left nothing it could see): the
+# next batch of commits without a position, counted; the commits past those; the
+# age of the oldest event left. Asked only after a full pass, off the usual path.
+_LEFT = """
+SELECT r.commits AS rest_commits, r.events AS rest_events,
        coalesce((SELECT max(id) FROM commits) - r.last, 0) AS beyond,
        (SELECT extract(epoch FROM now() - e.recorded_at)::float8
           FROM events e WHERE e.commit_id = r.first AND e.n = 0) AS oldest_seconds
   FROM (SELECT count(*) AS commits, coalesce(sum(events), 0) AS events, min(id) AS first, max(id) AS last
-          FROM rest) AS r
+          FROM (SELECT id, events FROM commits WHERE position IS NULL ORDER BY id LIMIT $1) AS rest) AS r
 """
 
 
@@ -556,15 +553,23 @@ class Sequencer:
             conn.terminate()  # never waits on a connection that may be broken
 
     async def _pass(self, conn: asyncpg.Connection) -> int:
-        done = await conn.fetchrow(_SEQUENCE, self._batch, SEQUENCED_CHANNEL)
-        left = int(done["rest_events"])
-        if done["rest_commits"] == self._batch:  # more past these: as large, on average
-            left += round(done["beyond"] * left / self._batch)
-        SEQUENCER_LAG_EVENTS.set(left)
-        SEQUENCER_LAG_SECONDS.set(max(0.0, done["oldest_seconds"] or 0.0))
-        if done["commits"]:
+        commits = int(await conn.fetchval(_SEQUENCE, self._batch, SEQUENCED_CHANNEL) or 0)
+        if commits == self._batch:
+            await self._measure_left(conn)
+        else:
+            SEQUENCER_LAG_EVENTS.set(0)
+            SEQUENCER_LAG_SECONDS.set(0)
+        if commits:
             self._on_sequenced()
-        return int(done["commits"])
+        return commits
+
+    async def _measure_left(self, conn: asyncpg.Connection) -> None:
+        left_behind = await conn.fetchrow(_LEFT, self._batch)
+        left = int(left_behind["rest_events"])
+        if left_behind["rest_commits"] == self._batch:  # more past these: as large, on average
+            left += round(left_behind["beyond"] * left / self._batch)
+        SEQUENCER_LAG_EVENTS.set(left)
+        SEQUENCER_LAG_SECONDS.set(max(0.0, left_behind["oldest_seconds"] or 0.0))
 
 
 class ChangeListener:

@@ -257,19 +257,17 @@ def connected(*, trace_id: str, spans: Sequence[SpanRecord]) -> Trace:
     """The trace ``trace_id`` and every trace reached from it by links, either way:
     a batch span that links to one of its spans, a span of it that links elsewhere."""
     by_trace: dict[str, list[SpanRecord]] = {}
+    linked_with: dict[str, set[str]] = {}
     for span in spans:
         by_trace.setdefault(span.trace_id, []).append(span)
+        for link in span.links:
+            linked_with.setdefault(span.trace_id, set()).add(link.trace_id)
+            linked_with.setdefault(link.trace_id, set()).add(span.trace_id)
     reached = {trace_id}
     pending = [trace_id]
     while pending:
-        current = pending.pop()
-        ids = {span.span_id for span in by_trace.get(current, ())}
-        for other, members in by_trace.items():
-            if other in reached:
-                continue
-            links_in = any(link.trace_id == current and link.span_id in ids for s in members for link in s.links)
-            links_out = any(link.trace_id == other for s in by_trace.get(current, ()) for link in s.links)
-            if links_in or links_out:
+        for other in linked_with.get(pending.pop(), ()):
+            if other not in reached and other in by_trace:
                 reached.add(other)
                 pending.append(other)
     main = tuple(sorted(by_trace.get(trace_id, ()), key=lambda s: s.start_ns))
