@@ -1,8 +1,8 @@
 """Whole orders through the whole stack, offered open-loop, with the CPU each order costs
 in every process.
 
-    stack      the topology of `make up` (gateway, user-service, event-store, two
-               order-service and two notification-service instances), native, on free
+    stack      the topology of `make up` (the gateway and two instances of every backend
+               service), native, on free
                ports, with the machine's PostgreSQL, RabbitMQ and Redis and the runner's
                SMTP sink; rate limits raised so that only the stack's capacity refuses.
                Traced as docker-compose.yml says (ratio 0.1), to the run's own OTLP
@@ -38,8 +38,14 @@ in every process.
                without tracing, times how often an order passes it (log lines counted on
                the stack without tracing, the other call sites counted in the code).
 
+    instances  then two stacks side by side, without and with the second instances of
+               user-service and the event store (issue 19): their steps at 20/s take
+               turns (AB BA ...) for the CPU per order of each, then both are stepped
+               up to the rate they no longer sustain. The cost of the extra instances is
+               the ratio of the orders/s the CPU carries (the stacks' CPU per order).
+
 A benchmark, not a test: it asserts nothing. `make bench` runs it; --help for the knobs
-(--parts steps or --parts tracing runs one half).
+(--parts steps, tracing or instances runs one part).
 """
 
 import argparse
@@ -429,11 +435,23 @@ def cost_table(costs: dict[str, Cost]) -> None:
 
 @contextlib.contextmanager
 def loaded_stack(
-    *, purpose: str, log_dir: Path, users: int, overrides: Mapping[str, Mapping[str, str]]
+    *,
+    purpose: str,
+    log_dir: Path,
+    users: int,
+    overrides: Mapping[str, Mapping[str, str]],
+    leave_out: frozenset[str] = frozenset(),
 ) -> Iterator[tuple[Shop, Driver]]:
     """A started stack with ``users`` registered users and the load generator, each
-    user's event stream open."""
-    with shop_on(root=ROOT, infra=ensure_infra(), log_dir=log_dir, purpose=purpose, env_overrides=overrides) as shop:
+    user's event stream open; ``leave_out``: instances it runs without."""
+    with shop_on(
+        root=ROOT,
+        infra=ensure_infra(),
+        log_dir=log_dir,
+        purpose=purpose,
+        env_overrides=overrides,
+        leave_out=leave_out,
+    ) as shop:
         # Registering hashes a password: four at once keep both cores busy.
         with ThreadPoolExecutor(max_workers=4) as pool:
             tokens = list(pool.map(lambda n: register(shop.gateway, name=f"Bench {n}").token, range(users)))
@@ -573,7 +591,8 @@ class OffPath:
 
 @dataclass
 class Arm:
-    """One tracing mode: its stack, its load generator and what its steps measured."""
+    """One stack of a side-by-side comparison (a tracing mode, a topology): its load
+    generator and what its steps measured."""
 
     mode: str
     shop: Shop
@@ -762,19 +781,84 @@ def report_tracing(
         say(f"100% (no goal): {added('full') / stack_off:+.1%}")
 
 
+# The instances added for rolling restarts (issue 19): the stack before them ran one
+# of each of these.
+SECOND_INSTANCES = frozenset({"user-service-2", "event-store-2"})
+TOPOLOGIES = {"one each": SECOND_INSTANCES, "two each": frozenset()}
+GOAL_INSTANCES = 0.05
+
+
+def run_instances(args: argparse.Namespace) -> None:
+    """What the second user-service and event-store instances cost: two stacks side by
+    side, without and with them, taking turns at one rate (ABBA rounds) for the CPU per
+    order, then each stepped up to the rate it no longer sustains."""
+    rate, rounds, began = args.instances_rate, args.instances_rounds, time.monotonic()
+    steps = [float(step) for step in args.instances_steps.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="interchange-bench-instances-"))
+    say(f"\nSecond instances of user-service and the event store: stack logs in {workdir}")
+    with contextlib.ExitStack() as started:
+        arms = []
+        for mode, leave_out in TOPOLOGIES.items():
+            slug = mode.replace(" ", "_")
+            shop, driver = started.enter_context(
+                loaded_stack(
+                    purpose=f"bench_{slug}",
+                    log_dir=workdir / slug,
+                    users=args.users,
+                    overrides=UNLIMITED,
+                    leave_out=leave_out,
+                )
+            )
+            arms.append(Arm(mode=mode, shop=shop, driver=driver, log_dir=workdir / slug))
+        say(
+            f"{rounds} rounds at {rate:g}/s, each stack in turn ({args.tracing_warmup:g} s warm-up,"
+            f" {args.tracing_seconds:g} s measured), then each stepped over {args.instances_steps}/s"
+        )
+        for number in range(rounds):
+            for arm in arms if number % 2 == 0 else arms[::-1]:
+                result, cost = arm.step(rate=rate, warmup=args.tracing_warmup, seconds=args.tracing_seconds)
+                arm.windows.append((cost, result.placed + result.refused))
+                say(f"{arm.mode:<10}{describe(result)}")
+        sustained: dict[str, float] = {}
+        going = list(arms)
+        for step in steps:  # each rate on both stacks in turn, until a stack no longer sustains it
+            for arm in list(going):
+                result, _ = arm.step(rate=step, warmup=args.tracing_warmup, seconds=args.tracing_seconds)
+                say(f"{arm.mode:<10}{describe(result)}")
+                if result.sustained:
+                    sustained[arm.mode] = step
+                else:
+                    going.remove(arm)
+    costs = {arm.mode: Cost.combined(arm.windows) for arm in arms}
+    say(f"CPU per order at {rate:g}/s, the rounds together:")
+    cost_table(costs)
+    stacks = {mode: sum(cost.rows.values()) for mode, cost in costs.items()}
+    carried = stacks["one each"] / stacks["two each"]
+    say(f"the stack's CPU per order: one each {stacks['one each']:.2f} ms, two each {stacks['two each']:.2f} ms")
+    say(f"orders/s the CPU carries, two each against one each: {carried:.3f}")
+    for mode in costs:
+        say(f"highest rate sustained, {mode}: {sustained.get(mode, 0):g}/s")
+    verdict = "met" if carried >= 1 - GOAL_INSTANCES else "NOT met"
+    say(f"goal, the extra instances cost ≤ {GOAL_INSTANCES:.0%} of the rate: {carried - 1:+.1%}: {verdict}")
+    say(f"(instances measured in {time.monotonic() - began:.0f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=64, help="users, each with an event stream")
     parser.add_argument("--steps", default=DEFAULT_STEPS, help="offered rates, orders/s, comma-separated")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of each step before measuring")
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds measured per step")
-    parser.add_argument("--parts", choices=["all", "steps", "tracing"], default="all", help="which runs")
+    parser.add_argument("--parts", choices=["all", "steps", "tracing", "instances"], default="all", help="which runs")
     parser.add_argument("--tracing-rate", type=float, default=20.0, help="tracing: orders/s of the CPU rounds")
     parser.add_argument("--tracing-rounds", type=int, default=3, help="tracing: rounds over the three stacks")
     parser.add_argument("--tracing-warmup", type=float, default=5.0, help="tracing: seconds before measuring")
     parser.add_argument("--tracing-seconds", type=float, default=15.0, help="tracing: seconds measured per step")
     parser.add_argument("--capacity-rate", type=float, default=40.0, help="tracing: one step more (0: none)")
     parser.add_argument("--capacity-seconds", type=float, default=10.0, help="tracing: its seconds measured")
+    parser.add_argument("--instances-rate", type=float, default=20.0, help="instances: orders/s of the CPU rounds")
+    parser.add_argument("--instances-rounds", type=int, default=4, help="instances: rounds over the two stacks")
+    parser.add_argument("--instances-steps", default="30,40,50,60,70", help="instances: rates stepped, orders/s")
     parser.add_argument("--load", metavar="GATEWAY_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
@@ -785,6 +869,8 @@ def main() -> None:
             run(args)
         if args.parts in ("all", "tracing"):
             run_tracing(args)
+        if args.parts in ("all", "instances"):
+            run_instances(args)
 
 
 if __name__ == "__main__":

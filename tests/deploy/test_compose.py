@@ -15,6 +15,7 @@ from devstack.compose import (
     default_ports,
     load_compose,
     native_services,
+    network_aliases,
     parse_ports,
     read_env_file,
     secret_files,
@@ -235,6 +236,7 @@ def test_the_native_runner_runs_what_compose_runs(document):
         infra_urls={"postgres": INFRA.postgres_url, "redis": INFRA.redis_url, "rabbitmq": INFRA.rabbitmq_url},
         ports=default_ports(document),
         secret_files=secret_files(document=document, root=ROOT),
+        aliases=network_aliases(document),
     )
     native = {service.name: service for service in native_services(document=document, addresses=addresses)}
     composed = application_services(document)
@@ -250,11 +252,12 @@ def test_the_native_runner_runs_what_compose_runs(document):
     assert users["JWT_PRIVATE_KEY_FILE"] == str(ROOT / ".secrets/jwt-private.pem")
     assert users["HTTP_PORT"] == "8001"
     assert gateway["REDIS_URL"] == "redis://10.1.2.4:7379/0"
-    assert gateway["USER_SERVICE_URL"] == "http://127.0.0.1:8001"
+    assert gateway["USER_SERVICE_URL"] == "http://127.0.0.1:8001,http://127.0.0.1:8011"
     assert gateway["SERVICE_JWT_SECRET"] == composed["gateway"]["environment"]["SERVICE_JWT_SECRET"]
     assert native["gateway"].health_url == "http://127.0.0.1:8080/health/live"
     assert native["gateway"].depends_on == [
         "user-service",
+        "user-service-2",
         "order-service",
         "order-service-2",
         "notification-service",
@@ -273,8 +276,14 @@ def test_the_native_runner_runs_what_compose_runs(document):
     assert gateway["NOTIFICATION_SERVICE_URL"] == "http://127.0.0.1:8003,http://127.0.0.1:8013"
     assert native["order-service-2"].environment["HTTP_PORT"] == "8012"
     assert gateway["ORDER_SERVICE_URL"] == "http://127.0.0.1:8002,http://127.0.0.1:8012"
-    # gRPC addresses are URLs too (grpc://host:port), so they follow the port map.
-    assert native["order-service"].environment["EVENT_STORE_URL"] == "grpc://127.0.0.1:50054"
+    # gRPC addresses are URLs too (grpc://host:port), so they follow the port map; the
+    # alias both instances carry (tasks.event-store) stands for every instance.
+    assert native["order-service"].environment["EVENT_STORE_URL"] == "grpc://127.0.0.1:50054,grpc://127.0.0.1:50064"
+    assert native["notification-service"].environment["USER_SERVICE_URL"] == (
+        "grpc://127.0.0.1:50051,grpc://127.0.0.1:50061"
+    )
+    assert native["user-service-2"].environment["GRPC_PORT"] == "50061"
+    assert native["event-store-2"].environment["HTTP_PORT"] == "8014"
 
 
 def test_the_native_runner_follows_a_port_map(document):
@@ -284,15 +293,40 @@ def test_the_native_runner_follows_a_port_map(document):
         ports=ports,
         secret_files=secret_files(document=document, root=ROOT),
         database_name=lambda name: f"run1_{name}",
+        aliases=network_aliases(document),
     )
     native = {service.name: service for service in native_services(document=document, addresses=addresses)}
     users = native["user-service"].environment
     assert users["HTTP_PORT"] == str(ports[("user-service", 8001)])
     assert users["GRPC_PORT"] == str(ports[("user-service", 50051)])
     assert users["DATABASE_URL"].endswith("/run1_interchange_users")
-    assert native["gateway"].environment["USER_SERVICE_URL"] == f"http://127.0.0.1:{ports[('user-service', 8001)]}"
+    assert native["gateway"].environment["USER_SERVICE_URL"] == ",".join(
+        f"http://127.0.0.1:{ports[(name, 8001)]}" for name in ("user-service", "user-service-2")
+    )
     orders = native["order-service"].environment
-    assert orders["USER_SERVICE_URL"] == f"grpc://127.0.0.1:{ports[('user-service', 50051)]}"
+    assert orders["USER_SERVICE_URL"] == ",".join(
+        f"grpc://127.0.0.1:{ports[(name, 50051)]}" for name in ("user-service", "user-service-2")
+    )
+
+
+def test_instances_left_out_leave_every_list_of_addresses(document):
+    seconds = frozenset({"user-service-2", "event-store-2", "order-service-2", "notification-service-2"})
+    addresses = AddressMap(
+        infra_urls={"postgres": INFRA.postgres_url, "redis": INFRA.redis_url, "rabbitmq": INFRA.rabbitmq_url},
+        ports=default_ports(document),
+        secret_files=secret_files(document=document, root=ROOT),
+        aliases=network_aliases(document),
+        left_out=seconds,
+    )
+    native = {service.name: service for service in native_services(document=document, addresses=addresses)}
+    assert not set(native) & seconds
+    gateway, orders = native["gateway"].environment, native["order-service"].environment
+    assert gateway["USER_SERVICE_URL"] == "http://127.0.0.1:8001"
+    assert gateway["ORDER_SERVICE_URL"] == "http://127.0.0.1:8002"
+    assert orders["EVENT_STORE_URL"] == "grpc://127.0.0.1:50054"
+    assert native["notification-service"].environment["JWKS_URL"] == "http://127.0.0.1:8001/.well-known/jwks.json"
+    assert native["gateway"].depends_on == ["user-service", "order-service", "notification-service"]
+    assert gateway["CORS_ORIGINS"] == native["gateway"].compose_environment["CORS_ORIGINS"]
 
 
 def test_the_postgres_init_script_creates_every_database_the_services_use(document):

@@ -7,6 +7,7 @@ import uuid
 import httpx
 
 from devstack.liveclients import Chat, Device, EventStream, Terminal, ticket
+from devstack.shop import USER_INSTANCES
 from devstack.testing import wait_for
 
 OPS_PORT = 8081  # the gateway's operations port in docker-compose.yml
@@ -70,7 +71,8 @@ def test_the_request_id_follows_the_request_into_user_service_logs(gateway, targ
     assert gateway.get("/api/users/me", headers={**account.headers, "X-Request-ID": request_id}).status_code == 200
 
     def logged_by_user_service():
-        for line in target.logs()["user-service"].splitlines():
+        logs = target.logs()
+        for line in "\n".join(logs.get(instance, "") for instance in USER_INSTANCES).splitlines():
             if request_id in line:
                 event = json.loads(line)
                 if event.get("path") == f"/internal/users/{account.id}":

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from devstack.accounts import Account, register
-from devstack.shop import ITEMS, ORDER_INSTANCES, Shop
+from devstack.shop import ITEMS, ORDER_INSTANCES, USER_INSTANCES, Shop
 from devstack.testing import metric, wait_for
 
 # Cool-downs the test can wait out; a short user check deadline.
@@ -109,7 +109,8 @@ def test_a_stopped_user_service_fails_orders_fast_then_the_breaker_closes(shop: 
         states = [metric(url, "circuit_breaker_state", {"breaker": "user-service"}) for url in instances]
         return all(state == 2 for state in states)
 
-    shop.stack.native.kill("user-service", sig=signal.SIGSTOP)
+    for instance in USER_INSTANCES:
+        shop.stack.native.kill(instance, sig=signal.SIGSTOP)
     try:
         failures = []
         while not breakers_open():
@@ -124,7 +125,8 @@ def test_a_stopped_user_service_fails_orders_fast_then_the_breaker_closes(shop: 
         assert refused.status_code == 503
         assert "not asked again yet" in refused.json()["detail"]
     finally:
-        shop.stack.native.kill("user-service", sig=signal.SIGCONT)
+        for instance in USER_INSTANCES:
+            shop.stack.native.kill(instance, sig=signal.SIGCONT)
 
     def placed_once() -> httpx.Response | None:
         answer = shop.place(account)

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.accounts import login, register
 from devstack.liveclients import Terminal
-from devstack.shop import Shop
+from devstack.shop import USER_INSTANCES, Shop
 
 
 def new_key_file(directory: Path) -> Path:
@@ -49,13 +49,12 @@ def test_a_key_rotation_keeps_old_tokens_working_and_signs_new_ones_with_the_new
     assert signed_in_on_the_feed(shop, old_token)
     old_key_file = Path(shop.stack.environment("user-service")["JWT_PRIVATE_KEY_FILE"])
 
-    shop.stack.native.restart(
-        "user-service",
-        environment={
-            "JWT_PRIVATE_KEY_FILE": str(new_key_file(tmp_path)),
-            "JWT_VERIFY_ONLY_KEY_FILES": json.dumps([str(old_key_file)]),
-        },
-    )
+    rotated = {
+        "JWT_PRIVATE_KEY_FILE": str(new_key_file(tmp_path)),
+        "JWT_VERIFY_ONLY_KEY_FILES": json.dumps([str(old_key_file)]),
+    }
+    for instance in USER_INSTANCES:  # one at a time, as a rolling restart does
+        shop.stack.native.restart(instance, environment=rotated)
     published = {key["kid"] for key in shop.gateway.get("/.well-known/jwks.json").json()["keys"]}
     new_token = login(shop.gateway, email=account.email, password=account.password)
 
@@ -67,4 +66,5 @@ def test_a_key_rotation_keeps_old_tokens_working_and_signs_new_ones_with_the_new
         assert me.json()["id"] == account.id
         assert signed_in_on_the_feed(shop, token)
 
-    shop.stack.native.restart("user-service")  # back to the stack's own key for the tests after
+    for instance in USER_INSTANCES:  # back to the stack's own key for the tests after
+        shop.stack.native.restart(instance)

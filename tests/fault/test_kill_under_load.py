@@ -10,6 +10,7 @@ store."""
 
 import functools
 import random
+import re
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ CLIENTS = 5
 MOST_PER_CLIENT = 200  # a bound, never reached while the chaos takes its usual time
 LATE_ORDERS = 35
 SEED = random.randrange(1_000_000)
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 # A short open breaker: user-service answers again a second or two after its restart.
@@ -150,17 +152,30 @@ def test_killed_processes_lose_and_duplicate_nothing(shop):
     assert all(struck.values()), f"a kill met no traffic: {struck} (seed {SEED})"
 
     # Exactly one mail per confirmed order, and none for anything else.
+    unmailed: set[str] = set()
+
     def mails_by_order() -> Counter[str] | None:
+        # Each mail's order ids, found once: comparing every mail with every order
+        # made one look take minutes at a few hundred orders, so the wait looked once.
         counted = Counter(
             order_id
             for message in shop.mail.messages()
             if "confirm" in str(message["Subject"]).lower()
-            for order_id in ledger.confirmed
-            if order_id in body_of(message)
+            for order_id in set(UUID.findall(body_of(message)))
+            if order_id in ledger.confirmed
         )
+        unmailed.clear()
+        unmailed.update(set(ledger.confirmed) - set(counted))
         return counted if len(counted) == orders else None
 
-    counted = wait_for(mails_by_order, timeout=90, what="a mail for every confirmed order")
+    try:
+        counted = wait_for(mails_by_order, timeout=90, interval=1, what="a mail for every confirmed order")
+    except TimeoutError:
+        histories = {
+            order: shop.gateway.get(f"/api/orders/{order}/events", headers=ledger.confirmed[order].headers).text
+            for order in sorted(unmailed)
+        }
+        raise AssertionError(f"no mail for these confirmed orders, their events: {histories} (seed {SEED})") from None
     assert set(counted.values()) == {1}, [order for order, n in counted.items() if n > 1]
     confirmation_mails = [m for m in shop.mail.messages() if "confirm" in str(m["Subject"]).lower()]
     assert len(confirmation_mails) == orders

@@ -2,9 +2,16 @@
 outlier detection.
 
 Balancer.candidates()   the instances to try, in order: a weighted random order of
-                        those not ejected (weight w is w times as likely to come
-                        first), then the ejected ones, soonest back first, as a last
-                        resort rather than no answer at all
+                        those neither ejected nor draining (weight w is w times as
+                        likely to come first), then the draining ones, then the
+                        ejected ones, soonest back first, as a last resort rather
+                        than no answer at all
+Balancer.draining       an instance said it is shutting down (an answer with
+                        ``Connection: close``): it goes last for ``drain_hold_seconds``,
+                        longer than the caller keeps an idle connection, so that no
+                        request is sent on a kept-alive connection the instance is
+                        about to close (a POST lost that way cannot be sent again).
+                        Not a failure: nothing is ejected.
 Balancer.succeeded/failed  what each call to an instance showed. An instance that
                         fails ``failures_to_eject`` calls in a row (or refuses a
                         connection: nothing listens there) is ejected for
@@ -37,6 +44,7 @@ class _Outlier:
     failures: int = 0
     ejections: int = 0
     until: float = 0.0
+    draining_until: float = 0.0
 
 
 class Balancer:
@@ -49,6 +57,7 @@ class Balancer:
         eject_seconds: float = 5.0,
         max_eject_seconds: float = 60.0,
         max_ejected_share: float = 0.5,
+        drain_hold_seconds: float = 6.0,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -58,6 +67,7 @@ class Balancer:
         self._eject_seconds = eject_seconds
         self._max_eject_seconds = max_eject_seconds
         self._max_share = max_ejected_share
+        self._drain_hold = drain_hold_seconds
         self._clock = clock
         self._rng = rng
         self._outliers: dict[str, _Outlier] = {}
@@ -70,7 +80,16 @@ class Balancer:
         # Never more than the share out: past it, the ones due back soonest are in.
         kept_out = ejected[max(0, len(ejected) - int(len(healthy) * self._max_share)) :]
         out = {i.id for i in kept_out}
-        return self._weighted_order([i for i in healthy if i.id not in out]) + kept_out
+        draining = [i for i in healthy if i.id not in out and self._outlier(i).draining_until > now]
+        ready = [i for i in healthy if i.id not in out and i not in draining]
+        return self._weighted_order(ready) + self._weighted_order(draining) + kept_out
+
+    def draining(self, instance: Instance) -> None:
+        outlier = self._outlier(instance)
+        now = self._clock()
+        if outlier.draining_until <= now:
+            _log.info("instance draining", extra={"service": self.service, "instance": instance.id})
+        outlier.draining_until = now + self._drain_hold
 
     def succeeded(self, instance: Instance) -> None:
         outlier = self._outlier(instance)

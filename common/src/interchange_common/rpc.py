@@ -444,8 +444,11 @@ GrpcUrl = Annotated[str, AfterValidator(_checked_grpc_url)]
 # Every address the target resolves to gets a connection, calls go round-robin over
 # those whose server says SERVING on the standard health service (grpc watches it:
 # an instance that drains or stops drops out at once), and a refused connection is
-# retried in the background with grpc's own backoff.
+# retried in the background with grpc's own backoff, capped at 2 s instead of grpc's
+# 120 s: an instance back from a restart takes calls again within 2 s, before a
+# rolling restart stops the next one.
 _BALANCED = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})
+_RECONNECT_BACKOFF = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 2000)]
 
 
 def service_channel(*, target: str, issuer: ServiceTokenIssuer, audience: str) -> grpc.aio.Channel:
@@ -453,7 +456,7 @@ def service_channel(*, target: str, issuer: ServiceTokenIssuer, audience: str) -
     id, balanced over every instance ``target`` names (see grpc_target)."""
     return grpc.aio.insecure_channel(
         target,
-        options=[("grpc.service_config", _BALANCED)],
+        options=[("grpc.service_config", _BALANCED), *_RECONNECT_BACKOFF],
         interceptors=[*service_interceptors(issuer=issuer, audience=audience), *tracing.grpc_client_interceptors()],
     )
 

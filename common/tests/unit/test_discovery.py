@@ -204,6 +204,24 @@ async def test_ejections_in_a_row_last_longer_and_a_refusal_ejects_at_once():
         assert b.ejected() == set()
 
 
+async def test_a_draining_instance_goes_after_the_others_and_before_the_ejected_until_its_hold_ends():
+    clock = Clock()
+    urls = ("http://a:1", "http://b:2", "http://c:3")
+    b = balancer(clock, *urls, drain_hold_seconds=6, max_ejected_share=1, eject_seconds=60)
+    a, c = instance_from_url("http://a:1"), instance_from_url("http://c:3")
+    b.failed(c, refused=True)
+    b.draining(a)
+    for _ in range(20):
+        assert [i.id for i in await b.candidates()] == ["b:2", "a:1", "c:3"]
+    assert b.ejected() == {"c:3"}  # draining is no failure
+    clock.now += 5.9
+    b.draining(a)  # still answering "Connection: close": the hold starts again
+    clock.now += 5.9
+    assert [i.id for i in await b.candidates()][-2:] == ["a:1", "c:3"]
+    clock.now += 0.1
+    assert {i.id for i in (await b.candidates())[:2]} == {"a:1", "b:2"}
+
+
 async def test_no_more_than_the_share_is_ejected():
     clock = Clock()
     b = balancer(clock, "http://a:1", "http://b:2", max_ejected_share=0.5)

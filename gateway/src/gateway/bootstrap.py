@@ -48,6 +48,7 @@ def upstreams(*, settings: Settings) -> dict[str, Upstream]:
             audience="order-service",
             timeout_seconds=settings.order_service_timeout_seconds,
             max_in_flight=settings.order_service_max_in_flight,
+            idempotency_keys=True,
         ),
         NOTIFICATIONS: Upstream(
             name=NOTIFICATIONS,

@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from interchange_common.accesstokens import AccessTokenRejected, AccessTokenVerifier
 from interchange_common.actors import SignedInUser
 from interchange_common.database import create_engine
+from interchange_common.discovery import parse_urls
 from interchange_common.health import HealthCheck
 from interchange_common.httpserver import serve_http
 from interchange_common.messaging import Consumer, ConsumerTopology
@@ -297,8 +298,8 @@ def _authenticator(settings: Settings, *, revocations: RedisRevocations) -> Auth
     """Access tokens checked against user-service's published keys (JWKS_URL), and
     refused once their user's tokens are revoked (the gateway's revocation marks;
     while Redis does not answer they are let through: they still expire)."""
-    jwks_url = settings.jwks_url
-    if jwks_url is None:
+    jwks_urls = parse_urls(settings.jwks_url or "")
+    if not jwks_urls:
 
         async def nobody(_: str) -> SignedInUser:
             raise Rejected("signing in is not configured here")
@@ -306,11 +307,19 @@ def _authenticator(settings: Settings, *, revocations: RedisRevocations) -> Auth
         return nobody
 
     async def fetch_jwks() -> dict[str, Any]:
+        failure: Exception | None = None
         async with httpx.AsyncClient(timeout=5) as client:
-            response = await client.get(jwks_url)
-            response.raise_for_status()
-            document: dict[str, Any] = response.json()
-            return document
+            for url in jwks_urls:
+                try:
+                    response = await client.get(url)
+                    response.raise_for_status()
+                    document: dict[str, Any] = response.json()
+                except (httpx.HTTPError, ValueError) as e:
+                    failure = e  # that instance is down or restarting: ask the next one
+                    continue
+                return document
+        assert failure is not None
+        raise failure
 
     verifier = AccessTokenVerifier(fetch_jwks=fetch_jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
 

@@ -33,8 +33,9 @@ class Settings(CallerSettings):
     # The UDP feed: one JSON object per datagram.
     udp_port: int = 9001
     udp_max_datagram_bytes: int = Field(default=8 * 1024, ge=256, le=65_507)
-    # Users sign in to the feeds with their access tokens, checked against these keys.
-    # Unset: nobody can sign in (the feeds still greet and echo).
+    # Users sign in to the feeds with their access tokens, checked against these keys:
+    # one URL per user-service instance, comma-separated, asked in turn until one
+    # answers. Unset: nobody can sign in (the feeds still greet and echo).
     jwks_url: str | None = None
     jwt_issuer: str = "interchange"
     jwt_audience: str = "interchange-api"

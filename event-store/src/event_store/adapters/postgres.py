@@ -92,6 +92,7 @@ _COALESCE_SECONDS = 0.002
 # not noticed yet; the next statement on it fails in the client, before anything is
 # sent, with InternalClientError ("another operation is in progress").
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, TimeoutError)
+SEQUENCER_LEADER = Gauge("eventstore_sequencer_leader", "1 on the instance whose sequencer assigns positions now")
 SEQUENCER_LAG_EVENTS = Gauge(
     "eventstore_sequencer_lag_events", "Committed events not yet given a global position (after the leader's last pass)"
 )
@@ -519,6 +520,7 @@ class Sequencer:
         # The session (and with it the lock) is gone: appends must tell the new leader,
         # and the loop must notice, reconnect and queue up again.
         self.is_leader = False
+        SEQUENCER_LEADER.set(0)
         self.kick()
 
     async def run(self) -> None:
@@ -535,6 +537,7 @@ class Sequencer:
             # Blocks until this instance is the one sequencer: no polling while waiting.
             await conn.execute("SELECT pg_advisory_lock($1)", SEQUENCER_LOCK)
             self.is_leader = True
+            SEQUENCER_LEADER.set(1)
             connected()
             _log.info("sequencer leads")
             self.kick()  # events appended while nobody led
@@ -548,6 +551,7 @@ class Sequencer:
                     pass
         finally:
             self.is_leader = False
+            SEQUENCER_LEADER.set(0)
             SEQUENCER_LAG_EVENTS.set(0)  # whoever leads now tells
             SEQUENCER_LAG_SECONDS.set(0)
             conn.terminate()  # never waits on a connection that may be broken

@@ -18,12 +18,17 @@ Each call goes through the upstream's circuit breaker (open: 503 at once, withou
 trying) and its balancer (interchange_common.balancing: weighted order, passive
 ejection of an instance that keeps failing). Failover: when an instance refuses the
 connection nothing was sent, so any call moves on to the next instance. A connection
-reset before the answer completes moves a GET on too (a GET may be repeated), never
-a POST, which the instance may already have carried out. Each move is a retry, taken
-from the upstream's retry budget. A timeout never moves on: the caller's deadline is
-spent. What counts against an instance and the breaker: refused or dropped
-connections, timeouts, 502 and 504; an upstream's 503 is its answer about its own
-dependencies and counts as one.
+dropped before any answer moves a GET on too (a GET may be repeated), and a request
+with an ``Idempotency-Key`` to an upstream that answers a repeat with the first
+outcome (``Upstream.idempotency_keys``); never another POST, which the instance may
+already have carried out. Each move is a retry, taken from the upstream's retry
+budget. A timeout never moves on: the caller's deadline is spent. What counts against
+an instance and the breaker: refused or dropped connections, timeouts, 502 and 504;
+an upstream's 503 is its answer about its own dependencies and counts as one.
+
+Rolling restarts: an answer with ``Connection: close`` means the instance is draining
+(interchange_common.lifecycle). The balancer puts it last for a while, so no request
+goes out on a kept-alive connection to it that it is about to close.
 
 Deadlines: the route's timeout is the whole call's; each attempt gets what is left
 of it, and tells the instance in X-Request-Timeout-Ms (interchange_common.deadlines).
@@ -67,6 +72,7 @@ _STREAM_HEADERS = (
     *_LIMIT_HEADERS,
 )
 _REPEATABLE = frozenset({"GET", "HEAD", "OPTIONS"})
+_IDEMPOTENCY_KEY = "idempotency-key"
 _MAX_MESSAGE_BYTES = 1024 * 1024
 # Answers that mean "the instance behind me failed", not an answer of the service's.
 _GATEWAY_FAILURES = frozenset({502, 504})
@@ -79,6 +85,11 @@ class UpstreamResponse:
     status: int
     headers: dict[str, str]
     body: bytes
+    closing: bool = False  # the instance closes the connection: it is draining
+
+
+def _closing(response: aiohttp.ClientResponse) -> bool:
+    return response.headers.get("Connection", "").lower() == "close"
 
 
 @dataclass(slots=True)
@@ -291,6 +302,8 @@ class UpstreamClient:
                     else:
                         balancer.succeeded(instance)
                         breaker.succeeded(admission=admission)
+                    if getattr(result, "closing", False):
+                        balancer.draining(instance)
                     return result
             except UpstreamFailed:
                 breaker.failed(admission=admission)
@@ -326,9 +339,12 @@ class UpstreamClient:
             ) as response:
                 payload = await response.read()
                 kept = {name: response.headers[name] for name in _RESPONSE_HEADERS if name in response.headers}
-                return UpstreamResponse(status=response.status, headers=kept, body=payload)
+                return UpstreamResponse(status=response.status, headers=kept, body=payload, closing=_closing(response))
 
-        return await self._first_answer(upstream=upstream, repeatable=method in _REPEATABLE, attempt=attempt)
+        repeatable = method in _REPEATABLE or (
+            self._upstreams[upstream].idempotency_keys and _IDEMPOTENCY_KEY in headers
+        )
+        return await self._first_answer(upstream=upstream, repeatable=repeatable, attempt=attempt)
 
     async def open_stream(self, *, upstream: str, path: str, query: str, headers: dict[str, str]) -> UpstreamStream:
         """GET ``path`` and return as soon as the headers are in; the body follows."""
@@ -399,7 +415,8 @@ class UpstreamClient:
 
         async def attempt(url: str, seconds: float) -> UpstreamResponse:
             async with session.get(url + path, timeout=aiohttp.ClientTimeout(total=seconds)) as response:
-                return UpstreamResponse(status=response.status, headers={}, body=await response.read())
+                body = await response.read()
+                return UpstreamResponse(status=response.status, headers={}, body=body, closing=_closing(response))
 
         answer = await self._first_answer(upstream=upstream, repeatable=True, attempt=attempt)
         try:

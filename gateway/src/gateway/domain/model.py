@@ -36,13 +36,17 @@ class Access(Enum):
 class Upstream:
     """``audience`` is the service's name, the ``aud`` of the service tokens it accepts.
     ``max_in_flight``: how many requests this gateway instance forwards to it at once;
-    the rest wait a moment, then are refused (503). None: no limit."""
+    the rest wait a moment, then are refused (503). None: no limit.
+    ``idempotency_keys``: it answers a request repeated with the same
+    ``Idempotency-Key`` with the first one's outcome, so such a request may be sent
+    again when its connection dropped before any answer."""
 
     name: str
     audience: str
     health_path: str = "/health"
     timeout_seconds: float = 5.0
     max_in_flight: int | None = None
+    idempotency_keys: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,9 @@ For every service that compose builds from this repository, ``native_services``
 gives the same command, ports and environment, with addresses mapped to this
 machine: a URL that names an infrastructure service (postgres, redis, rabbitmq)
 points at the server ``infra`` found, a URL that names one of our services points
-at 127.0.0.1 and that service's port, ``*_PORT`` values follow the port map, and
+at 127.0.0.1 and that service's port (a URL that names an alias several instances
+share, like ``tasks.user-service``, becomes the list of those instances' URLs),
+``*_PORT`` values follow the port map, and
 ``/run/secrets/NAME`` becomes the file compose would mount there.
 """
 
@@ -147,10 +149,21 @@ class AddressMap:
     ports: Mapping[tuple[str, int], int]  # (our service, container port) → local port
     secret_files: Mapping[str, Path]
     database_name: Callable[[str], str] = lambda name: name
+    # A network alias several instances share (tasks.user-service) → those instances.
+    aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Instances that do not run: lists of addresses leave them out.
+    left_out: frozenset[str] = frozenset()
 
     def rewrite_url(self, url: str) -> str:
         parts = urlsplit(url)
         host = parts.hostname
+        if host is not None and host in self.aliases and parts.port is not None:
+            # One name that DNS resolves to every instance → the list of every instance.
+            return ",".join(
+                self.rewrite_url(urlunsplit((parts.scheme, f"{name}:{parts.port}", parts.path, parts.query, "")))
+                for name in self.aliases[host]
+                if name not in self.left_out
+            )
         if host is not None and host in self.infra_urls:
             server = urlsplit(self.infra_urls[host])
             path = parts.path
@@ -170,12 +183,27 @@ class AddressMap:
             return str(self.secret_files[secret.group(1)])
         if key.endswith("_PORT") and value.isdigit() and (service, int(value)) in self.ports:
             return str(self.ports[(service, int(value))])
+        urls = _URL.findall(value)
+        if any(urlsplit(url).hostname in self.left_out for url in urls):
+            # A list of instances' addresses, some of which do not run.
+            return ",".join(self.rewrite_url(url) for url in urls if urlsplit(url).hostname not in self.left_out)
         return _URL.sub(lambda match: self.rewrite_url(match.group(0)), value)
 
 
 def application_services(document: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     """The services compose builds from this repository (the rest is infrastructure)."""
     return {name: spec for name, spec in document["services"].items() if "build" in spec}
+
+
+def network_aliases(document: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Each network alias of our services → the services that carry it, in file order."""
+    carriers: dict[str, list[str]] = {}
+    for name, spec in application_services(document).items():
+        networks = spec.get("networks", {})
+        for network in networks.values() if isinstance(networks, dict) else ():
+            for alias in (network or {}).get("aliases", []):
+                carriers.setdefault(str(alias), []).append(name)
+    return {alias: tuple(names) for alias, names in carriers.items()}
 
 
 def secret_files(*, document: Mapping[str, Any], root: Path) -> dict[str, Path]:
@@ -189,6 +217,8 @@ def secret_files(*, document: Mapping[str, Any], root: Path) -> dict[str, Path]:
 def native_services(*, document: Mapping[str, Any], addresses: AddressMap) -> list[NativeService]:
     services = []
     for name, spec in application_services(document).items():
+        if name in addresses.left_out:
+            continue
         command = spec.get("command")
         if not isinstance(command, list) or not command:
             raise ComposeError(f"{name}: give command as a list, so it runs the same without a shell")
@@ -207,7 +237,11 @@ def native_services(*, document: Mapping[str, Any], addresses: AddressMap) -> li
                     PortMapping(published=addresses.ports[(name, port.target)], target=port.target)
                     for port in parse_ports(spec.get("ports", []))
                 ],
-                depends_on=[dep for dep in _depends_on(spec) if dep in application_services(document)],
+                depends_on=[
+                    dep
+                    for dep in _depends_on(spec)
+                    if dep in application_services(document) and dep not in addresses.left_out
+                ],
                 health_url=None if health is None else _localize(health, name=name, addresses=addresses),
                 compose_environment=compose_env,
             )

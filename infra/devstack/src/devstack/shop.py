@@ -25,6 +25,8 @@ from devstack.testing import isolated_stack, run_id, wait_for
 ITEMS = [{"sku": "CHAIR-9", "quantity": 2, "unit_price": "49.00"}]
 NOTIFICATION_INSTANCES = ("notification-service", "notification-service-2")
 ORDER_INSTANCES = ("order-service", "order-service-2")
+USER_INSTANCES = ("user-service", "user-service-2")
+EVENT_STORE_INSTANCES = ("event-store", "event-store-2")
 
 
 @dataclass
@@ -81,6 +83,7 @@ def shop_on(
     log_dir: Path,
     purpose: str,
     env_overrides: Mapping[str, Mapping[str, str]] | None = None,
+    leave_out: frozenset[str] = frozenset(),
 ) -> Iterator[Shop]:
     example = read_env_file(root / ".env.example")
     overrides = {
@@ -91,7 +94,13 @@ def shop_on(
         overrides[service] = {**overrides.get(service, {}), **values}
     with (
         isolated_stack(
-            root=root, infra=infra, run=run_id(), purpose=purpose, log_dir=log_dir, env_overrides=overrides
+            root=root,
+            infra=infra,
+            run=run_id(),
+            purpose=purpose,
+            log_dir=log_dir,
+            env_overrides=overrides,
+            leave_out=leave_out,
         ) as stack,
         httpx.Client(base_url=stack.url("gateway", 8080), timeout=30) as gateway,
     ):

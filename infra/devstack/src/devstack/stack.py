@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from devstack.compose import AddressMap, NativeService, default_ports, load_compose, native_services, secret_files
+from devstack.compose import (
+    AddressMap,
+    NativeService,
+    default_ports,
+    load_compose,
+    native_services,
+    network_aliases,
+    secret_files,
+)
 from devstack.infra import Infra, create_databases, drop_databases
 from devstack.mailsink import MailSink
 from devstack.otlp import OtlpReceiver
@@ -34,6 +42,9 @@ class StackOptions:
     environ: Mapping[str, str] | None = None
     # Start only these services (and what they depend on); None starts them all.
     only: frozenset[str] | None = None
+    # Instances not to start at all (user-service-2): every list of addresses loses
+    # them, so the others run as the single instance of their service.
+    leave_out: frozenset[str] = frozenset()
     # The local SMTP sink that stands in for compose's mailpit (see devstack.mailsink).
     mail_port: int = 1025
     mail_dir: Path | None = None  # None: <root>/.run/mail
@@ -55,6 +66,8 @@ def plan(*, options: StackOptions, infra: Infra) -> list[NativeService]:
         ports=dict(options.ports) if options.ports is not None else default_ports(document),
         secret_files=secret_files(document=document, root=options.root),
         database_name=options.database_name,
+        aliases=network_aliases(document),
+        left_out=options.leave_out,
     )
     services = native_services(document=document, addresses=addresses)
     if options.only is not None:

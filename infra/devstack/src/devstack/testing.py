@@ -322,6 +322,7 @@ def _isolated_options(
     purpose: str,
     log_dir: Path | None = None,
     only: frozenset[str] | None = None,
+    leave_out: frozenset[str] = frozenset(),
     env_overrides: Mapping[str, Mapping[str, str]] | None = None,
 ) -> StackOptions:
     """A native stack that collides with nothing: free ports, databases named after
@@ -338,6 +339,7 @@ def _isolated_options(
         log_dir=log_dir,
         environ={},
         only=only,
+        leave_out=leave_out,
         mail_port=free_port(),
         mail_dir=scratch / "mail",
         otlp_port=free_port(),
@@ -354,6 +356,7 @@ def isolated_stack(
     purpose: str,
     log_dir: Path | None = None,
     only: frozenset[str] | None = None,
+    leave_out: frozenset[str] = frozenset(),
     env_overrides: Mapping[str, Mapping[str, str]] | None = None,
     health_timeout: float = 90,
 ) -> Iterator[Stack]:
@@ -366,7 +369,13 @@ def isolated_stack(
     its databases dropped and its exchange deleted, whatever happened."""
     ensure_dev_secrets(root=root)
     options = _isolated_options(
-        root=root, run=run, purpose=purpose, log_dir=log_dir, only=only, env_overrides=env_overrides
+        root=root,
+        run=run,
+        purpose=purpose,
+        log_dir=log_dir,
+        only=only,
+        leave_out=leave_out,
+        env_overrides=env_overrides,
     )
     stack = Stack.prepare(options=options, infra=infra)
     exchange = f"ic-{purpose}-{run}.events"
