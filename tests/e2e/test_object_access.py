@@ -39,6 +39,9 @@ def test_the_tables_name_every_object_and_admin_route():
         ("GET", "/api/admin/dead-letters"),
         ("POST", "/api/admin/dead-letters/{letter_id}/replay"),
         ("DELETE", "/api/admin/dead-letters/{letter_id}"),
+        ("GET", "/api/admin/parked-events"),
+        ("POST", "/api/admin/parked-events/{parked_id}/replay"),
+        ("DELETE", "/api/admin/parked-events/{parked_id}"),
     } == ADMIN_ONLY
 
 
@@ -49,7 +52,8 @@ def ann_and_her_order(gateway, new_account) -> tuple[Account, dict[str, str]]:
         "/api/orders", json={"items": ITEMS}, headers={**ann.headers, "Idempotency-Key": str(uuid.uuid4())}
     )
     assert placed.status_code == 201, placed.text
-    return ann, {"user_id": ann.id, "order_id": placed.json()["id"], "letter_id": str(uuid.uuid4())}
+    ids = {"user_id": ann.id, "order_id": placed.json()["id"]}
+    return ann, {**ids, "letter_id": str(uuid.uuid4()), "parked_id": str(uuid.uuid4())}
 
 
 def call(gateway: httpx.Client, account: Account, method: str, path: str, ids: dict[str, str], body=None):

@@ -2,8 +2,9 @@
 
 Nothing is created at import time; ``serve`` owns every resource it opens and
 closes them when the server stops (SIGTERM or SIGINT). Besides the HTTP API it
-runs the projection that keeps the read model up to date, and a purge of expired
-idempotency keys.
+runs the projection that keeps the read model up to date, a purge of expired
+idempotency keys, and a count of the projection's parked events (another instance
+may have parked, replayed or skipped one since).
 """
 
 import asyncio
@@ -29,16 +30,19 @@ from interchange_common.tasks import cancel_and_wait, every, run_forever
 from interchange_common.users import UserServiceClient
 from order_service.adapters.event_store import EventStoreOrders
 from order_service.adapters.idempotency import SqlIdempotencyKeys
-from order_service.adapters.read_model import OrderQueries, project
+from order_service.adapters.read_model import OrderQueries, ProjectionParkedEvents, project
 from order_service.adapters.users import GrpcUserDirectory
 from order_service.config import SERVICE_NAME, Settings
-from order_service.domain.usecases import Orders
+from order_service.domain.usecases import Orders, ParkedEventAdmin
 from order_service.entrypoints.http import create_http_app
 
 _log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 PROJECTION = "orders"
 KEY_PURGE_INTERVAL_SECONDS = 600.0
+# As often as Prometheus scrapes: an alert on parked events ends soon after the last
+# one is replayed or skipped, whichever instance did it.
+PARKED_COUNT_INTERVAL_SECONDS = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,7 @@ class Container:
     projection: ProjectionRunner
     keys: SqlIdempotencyKeys
     orders: Orders
+    parked: ParkedEventAdmin
     verifier: ServiceTokenVerifier
 
     def health_checks(self) -> list[HealthCheck]:
@@ -113,6 +118,7 @@ def build(*, settings: Settings) -> Container:
         read_model=OrderQueries(engine=engine),
         keys=keys,
     )
+    parked = ParkedEventAdmin(parked=ProjectionParkedEvents(parked=projection.parked))
     verifier = ServiceTokenVerifier(service=SERVICE_NAME, secret=settings.service_jwt_secret.get_secret_value())
     return Container(
         settings=settings,
@@ -122,6 +128,7 @@ def build(*, settings: Settings) -> Container:
         projection=projection,
         keys=keys,
         orders=orders,
+        parked=parked,
         verifier=verifier,
     )
 
@@ -151,12 +158,19 @@ async def serve(*, settings: Settings) -> None:
     purge = every(
         name="idempotency key purge", seconds=KEY_PURGE_INTERVAL_SECONDS, job=lambda: _purge_keys(container.keys)
     )
-    background = [asyncio.create_task(purge, name="key-purge")]
+    count_parked = every(
+        name="parked event count", seconds=PARKED_COUNT_INTERVAL_SECONDS, job=container.projection.parked.refresh
+    )
+    background = [
+        asyncio.create_task(purge, name="key-purge"),
+        asyncio.create_task(count_parked, name="parked-count"),
+    ]
     if settings.projection_enabled:
         background.append(asyncio.create_task(_project(container), name="projection"))
     try:
         app = create_http_app(
             orders=container.orders,
+            parked=container.parked,
             verifier=container.verifier,
             health_checks=container.health_checks,
             max_body_bytes=settings.max_body_bytes,

@@ -14,13 +14,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from devstack.testing import assert_problem, free_port, throwaway_database
 from interchange_common.migrations import upgrade
+from interchange_common.projections import ParkedEvents
 from interchange_common.servicejwt import ServiceTokenIssuer, ServiceTokenVerifier
 from order_service.adapters.event_store import EventStoreOrders
 from order_service.adapters.idempotency import SqlIdempotencyKeys, idempotency_keys
-from order_service.adapters.read_model import OrderQueries, orders
+from order_service.adapters.read_model import OrderQueries, ProjectionParkedEvents, orders, project
 from order_service.bootstrap import MIGRATIONS
 from order_service.domain.ports import UserStatus
-from order_service.domain.usecases import Orders
+from order_service.domain.usecases import Orders, ParkedEventAdmin
 from order_service.entrypoints.http import create_http_app
 
 pytestmark = pytest.mark.integration
@@ -51,6 +52,9 @@ async def client_of(engine, channel):
             users=ActiveUsers(),
             read_model=OrderQueries(engine=engine),
             keys=SqlIdempotencyKeys(engine=engine, ttl=timedelta(hours=1)),
+        ),
+        parked=ParkedEventAdmin(
+            parked=ProjectionParkedEvents(parked=ParkedEvents(name="orders", engine=engine, handler=project))
         ),
         verifier=ServiceTokenVerifier(service="order-service", secret=SECRET),
         health_checks=lambda: [],
@@ -109,6 +113,7 @@ async def test_a_request_the_database_cannot_serve_is_a_retryable_503(outage, ca
         ("POST", "/internal/orders", place, BODY),
         ("GET", "/internal/orders", actor, None),
         ("GET", f"/internal/orders/{uuid.uuid4()}", actor, None),
+        ("GET", "/internal/admin/parked-events", {"x-actor-id": str(uuid.uuid4()), "x-actor-roles": "admin"}, None),
     ]
     async with outage(database_url) as engine, client_of(engine, channel) as client:
         for method, path, headers, body in requests:

@@ -86,4 +86,28 @@ ROUTES: tuple[Route, ...] = (
         Access.ADMIN,
         summary="Discard a dead letter (admin)",
     ),
+    Route(
+        "GET",
+        "/api/admin/parked-events",
+        ORDERS,
+        "/internal/admin/parked-events",
+        Access.ADMIN,
+        summary="Events the orders projection could not apply (admin)",
+    ),
+    Route(
+        "POST",
+        "/api/admin/parked-events/{parked_id}/replay",
+        ORDERS,
+        "/internal/admin/parked-events/{parked_id}/replay",
+        Access.ADMIN,
+        summary="Apply a parked event again (admin)",
+    ),
+    Route(
+        "DELETE",
+        "/api/admin/parked-events/{parked_id}",
+        ORDERS,
+        "/internal/admin/parked-events/{parked_id}",
+        Access.ADMIN,
+        summary="Skip a parked event (admin)",
+    ),
 )

@@ -7,6 +7,9 @@ projection of the event store's events (interchange_common.projections).
                   events costs a statement per run of alike events, not per event
     OrderQueries  reads for the API, and ``record``: a command's result written
                   before the command answers (read your own writes)
+    ProjectionParkedEvents
+                  the events ``project`` kept failing on, parked by the runner
+                  (interchange_common.projections): listed, replayed, skipped
 
 Two writers keep a row, and neither ever moves it back: the projection, event by
 event, and ``record``, with the state a command just appended. A row only moves to
@@ -41,6 +44,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from interchange_common.database import translating_unavailable
 from interchange_common.events import RecordedEvent
+from interchange_common.projections import ParkedEvent, ParkedEventNotFound, ParkedEvents, ReplayFailed
+from order_service.domain.errors import ParkedEventNotFound as NoSuchParkedEvent
+from order_service.domain.errors import ParkedEventStillFails
 from order_service.domain.order import (
     Item,
     Order,
@@ -195,3 +201,30 @@ class OrderQueries:
                 ).all()
                 total = await conn.scalar(select(func.count()).select_from(orders).where(orders.c.user_id == user_id))
         return [_order(row) for row in rows], int(total or 0)
+
+
+class ProjectionParkedEvents:
+    """The domain's ParkedEvents port over the projection runner's own."""
+
+    def __init__(self, *, parked: ParkedEvents) -> None:
+        self._parked = parked
+
+    async def list(self, *, page: int, limit: int) -> tuple[list[ParkedEvent], int]:
+        with translating_unavailable(action="list the parked events"):
+            return await self._parked.list(offset=(page - 1) * limit, limit=limit)
+
+    async def replay(self, *, parked_id: uuid.UUID) -> ParkedEvent:
+        try:
+            with translating_unavailable(action="replay the parked event"):
+                return await self._parked.replay(parked_id=parked_id)
+        except ParkedEventNotFound as e:
+            raise NoSuchParkedEvent("parked event not found") from e
+        except ReplayFailed as e:
+            raise ParkedEventStillFails(f"the event failed again and stays parked: {e.error}") from e
+
+    async def skip(self, *, parked_id: uuid.UUID) -> ParkedEvent:
+        try:
+            with translating_unavailable(action="skip the parked event"):
+                return await self._parked.skip(parked_id=parked_id)
+        except ParkedEventNotFound as e:
+            raise NoSuchParkedEvent("parked event not found") from e

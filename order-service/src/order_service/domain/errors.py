@@ -11,7 +11,9 @@ OrderError
  ├── ConcurrencyConflict    another change came first and retries ran out (409)
  ├── VersionNotReached      a read asked for a version the order does not have (412)
  ├── OrderStoreUnavailable  the event store did not answer in time (503)
- └── UserCheckUnavailable   user-service did not answer, or its breaker is open (503)
+ ├── UserCheckUnavailable   user-service did not answer, or its breaker is open (503)
+ ├── ParkedEventNotFound    no such parked event (404)
+ └── ParkedEventStillFails  a replayed parked event failed again and stays parked (409)
 """
 
 
@@ -61,3 +63,11 @@ class OrderStoreUnavailable(OrderError):
 
 class UserCheckUnavailable(OrderError):
     """user-service could not be asked about the user: down, too slow, or its breaker is open."""
+
+
+class ParkedEventNotFound(OrderError):
+    """No event of the orders projection is parked with this id."""
+
+
+class ParkedEventStillFails(OrderError):
+    """The projection failed on the parked event again; it stays parked."""

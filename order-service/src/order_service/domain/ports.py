@@ -1,13 +1,14 @@
 """What the order domain needs from the outside: storage, the users' status, the
-read model and idempotency keys. Adapters implement these; tests use fakes. A read
-model or key store whose database cannot serve the call raises interchange_common's
-DatabaseUnavailable."""
+read model, its projection's parked events and idempotency keys. Adapters implement
+these; tests use fakes. A read model, parked-event or key store whose database cannot
+serve the call raises interchange_common's DatabaseUnavailable."""
 
 import enum
 import uuid
 from typing import Protocol
 
 from interchange_common.events import RecordedEvent
+from interchange_common.projections import ParkedEvent
 from order_service.domain.order import Event, Order
 
 
@@ -50,6 +51,20 @@ class OrderReadModel(Protocol):
 
     async def list_for_user(self, *, user_id: uuid.UUID, page: int, limit: int) -> tuple[list[Order], int]:
         """One page of the user's orders, newest first, and how many there are."""
+
+
+class ParkedEvents(Protocol):
+    """The events the read model's projection parked (interchange_common.projections)."""
+
+    async def list(self, *, page: int, limit: int) -> tuple[list[ParkedEvent], int]:
+        """One page of them, oldest first, and how many there are."""
+
+    async def replay(self, *, parked_id: uuid.UUID) -> ParkedEvent:
+        """Apply it to the read model now and forget it; ParkedEventNotFound, or
+        ParkedEventStillFails (it stays parked, with the new error)."""
+
+    async def skip(self, *, parked_id: uuid.UUID) -> ParkedEvent:
+        """Forget it: the read model goes without it; ParkedEventNotFound."""
 
 
 class IdempotencyKeys(Protocol):

@@ -13,6 +13,8 @@ what:
     list_own           the caller's own orders
     cancel             the owner or an admin; with If-Match only at that version
     confirm, ship      admins (the back office)
+    parked events      admins: the events the read model's projection could not
+                       apply, listed, replayed or skipped (ParkedEventAdmin)
 """
 
 import hashlib
@@ -25,10 +27,12 @@ import orjson
 
 from interchange_common.actors import Actor
 from interchange_common.events import RecordedEvent
+from interchange_common.projections import ParkedEvent
 from order_service.domain.errors import (
     InvalidOrder,
     InvalidTransition,
     OrderNotFound,
+    ParkedEventNotFound,
     PermissionDenied,
     UserMayNotOrder,
     VersionMismatch,
@@ -47,7 +51,14 @@ from order_service.domain.order import (
     check_items,
     item_data,
 )
-from order_service.domain.ports import IdempotencyKeys, OrderReadModel, OrderStore, UserDirectory, UserStatus
+from order_service.domain.ports import (
+    IdempotencyKeys,
+    OrderReadModel,
+    OrderStore,
+    ParkedEvents,
+    UserDirectory,
+    UserStatus,
+)
 
 MAX_PAGE_SIZE = 100
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
@@ -226,3 +237,38 @@ class Orders:
         )
         await self._read_model.record(order=changed)
         return changed
+
+
+def _parked_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError as e:
+        raise ParkedEventNotFound("parked event not found") from e
+
+
+class ParkedEventAdmin:
+    """The projection's parked events, for admins only: an event the read model could
+    not apply, to look at, apply again once its cause is gone, or skip."""
+
+    def __init__(self, *, parked: ParkedEvents) -> None:
+        self._parked = parked
+
+    async def list(self, *, actor: Actor, page: int, limit: int) -> tuple[list[ParkedEvent], int, int]:
+        """One page, oldest first, the total, and the page size served."""
+        _ensure_admin(actor)
+        limit = min(limit, MAX_PAGE_SIZE)
+        found, total = await self._parked.list(page=page, limit=limit)
+        return found, total, limit
+
+    async def replay(self, *, actor: Actor, parked_id: str) -> ParkedEvent:
+        _ensure_admin(actor)
+        return await self._parked.replay(parked_id=_parked_id(parked_id))
+
+    async def skip(self, *, actor: Actor, parked_id: str) -> ParkedEvent:
+        _ensure_admin(actor)
+        return await self._parked.skip(parked_id=_parked_id(parked_id))
+
+
+def _ensure_admin(actor: Actor) -> None:
+    if not actor.is_admin:
+        raise PermissionDenied("only an admin can do this")

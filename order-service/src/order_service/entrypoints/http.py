@@ -4,6 +4,13 @@ Public: /health, /health/live, /metrics.
 Internal (/internal/…): a service token is required; the gateway names the user in
 X-Actor-Id and X-Actor-Roles (interchange_common.actors).
 
+    /internal/orders…                                  the orders (docs/api.md "Orders")
+    GET    /internal/admin/parked-events               admin: events the read model's
+                                                       projection could not apply
+    POST   /internal/admin/parked-events/{id}/replay   admin: apply one again now (409
+                                                       when it fails again: kept)
+    DELETE /internal/admin/parked-events/{id}          admin: skip one
+
 Single-order responses carry ``ETag: "<version>"``; changes take ``If-Match`` with
 that ETag and answer 412 when the order has moved on. A read returns the result
 of every command that has answered; ``?min_version=N`` also answers 412 when the
@@ -37,6 +44,8 @@ from order_service.domain.errors import (
     OrderError,
     OrderNotFound,
     OrderStoreUnavailable,
+    ParkedEventNotFound,
+    ParkedEventStillFails,
     PermissionDenied,
     UserCheckUnavailable,
     UserMayNotOrder,
@@ -44,15 +53,26 @@ from order_service.domain.errors import (
     VersionNotReached,
 )
 from order_service.domain.order import Order
-from order_service.domain.usecases import MAX_PAGE_SIZE, Orders
-from order_service.entrypoints.schemas import CancelRequest, OrderCreate, OrderEvent, OrderList, OrderPublic
+from order_service.domain.usecases import MAX_PAGE_SIZE, Orders, ParkedEventAdmin
+from order_service.entrypoints.schemas import (
+    CancelRequest,
+    OrderCreate,
+    OrderEvent,
+    OrderList,
+    OrderPublic,
+    ParkedEventList,
+    ParkedEventPublic,
+    ParkedEventReplayed,
+)
 
 _STATUS_OF: dict[type[Exception], int] = {
     InvalidOrder: 422,
     IdempotencyKeyReused: 422,
     UserMayNotOrder: 422,
     OrderNotFound: 404,
+    ParkedEventNotFound: 404,
     PermissionDenied: 403,
+    ParkedEventStillFails: 409,
     InvalidTransition: 409,
     ConcurrencyConflict: 409,
     VersionMismatch: 412,
@@ -97,6 +117,7 @@ def _order_id(raw: str) -> uuid.UUID:
 def create_http_app(
     *,
     orders: Orders,
+    parked: ParkedEventAdmin,
     verifier: ServiceTokenVerifier,
     health_checks: Callable[[], Sequence[HealthCheck]],
     max_body_bytes: int,
@@ -110,8 +131,11 @@ def create_http_app(
 
     require_service = service_caller_dependency(verifier=verifier)
     internal = APIRouter(prefix="/internal", dependencies=[Depends(require_service)], tags=["orders"])
+    admin = APIRouter(prefix="/internal/admin", dependencies=[Depends(require_service)], tags=["parked events"])
     ActorDep = Annotated[Actor, Depends(actor_dependency(require_service=require_service))]
     IfMatch = Annotated[str | None, Header(max_length=64, pattern=IF_MATCH_PATTERN)]
+    PageQuery = Annotated[int, Query(ge=1, le=1_000_000)]
+    LimitQuery = Annotated[int, Query(ge=1, le=1_000_000, description=f"capped at {MAX_PAGE_SIZE}")]
 
     @internal.post(
         "/orders",
@@ -134,11 +158,7 @@ def create_http_app(
         return _one(placed.order, status_code=201 if placed.created else 200, location=True)
 
     @internal.get("/orders", response_model=OrderList, summary="The caller's orders, newest first")
-    async def list_orders(
-        actor: ActorDep,
-        page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
-        limit: Annotated[int, Query(ge=1, le=1_000_000, description=f"capped at {MAX_PAGE_SIZE}")] = 10,
-    ) -> OrderList:
+    async def list_orders(actor: ActorDep, page: PageQuery = 1, limit: LimitQuery = 10) -> OrderList:
         found, total, served = await orders.list_own(actor=actor, page=page, limit=limit)
         return OrderList(items=[OrderPublic.of(order) for order in found], total=total, page=page, limit=served)
 
@@ -190,5 +210,35 @@ def create_http_app(
     async def order_events(order_id: str, actor: ActorDep) -> list[OrderEvent]:
         return [OrderEvent.of(event) for event in await orders.history(actor=actor, order_id=_order_id(order_id))]
 
+    @admin.get(
+        "/parked-events",
+        response_model=ParkedEventList,
+        summary="Events the orders projection could not apply (admin)",
+    )
+    async def list_parked_events(actor: ActorDep, page: PageQuery = 1, limit: LimitQuery = 10) -> ParkedEventList:
+        found, total, served = await parked.list(actor=actor, page=page, limit=limit)
+        return ParkedEventList(
+            items=[ParkedEventPublic.of(each) for each in found], total=total, page=page, limit=served
+        )
+
+    @admin.post(
+        "/parked-events/{parked_id}/replay",
+        response_model=ParkedEventReplayed,
+        summary="Apply a parked event to the read model again (admin)",
+    )
+    async def replay_parked_event(parked_id: str, actor: ActorDep) -> ParkedEventReplayed:
+        replayed = await parked.replay(actor=actor, parked_id=parked_id)
+        return ParkedEventReplayed(id=replayed.id, event_id=replayed.event.id)
+
+    @admin.delete(
+        "/parked-events/{parked_id}",
+        status_code=204,
+        summary="Skip a parked event (admin)",
+    )
+    async def skip_parked_event(parked_id: str, actor: ActorDep) -> Response:
+        await parked.skip(actor=actor, parked_id=parked_id)
+        return Response(status_code=204)
+
     app.include_router(internal)
+    app.include_router(admin)
     return app

@@ -1,4 +1,5 @@
-"""The HTTP shapes of orders (docs/api.md): what comes in, what goes out."""
+"""The HTTP shapes of orders and of the projection's parked events (docs/api.md):
+what comes in, what goes out."""
 
 import re
 import uuid
@@ -9,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from interchange_common.events import RecordedEvent
+from interchange_common.projections import ParkedEvent
 from order_service.domain.order import MAX_ITEMS, MAX_REASON_LENGTH, MAX_UNIT_PRICE, Item, Order
 
 StatusName = Literal["PLACED", "CONFIRMED", "SHIPPED", "CANCELLED"]
@@ -125,3 +127,52 @@ class OrderEvent(BaseModel):
             metadata=event.metadata,
             recorded_at=event.recorded_at,
         )
+
+
+class ParkedEventPublic(BaseModel):
+    """An event the orders projection parked: the event, and why."""
+
+    id: uuid.UUID
+    projection: str
+    event_id: uuid.UUID
+    position: int
+    stream_id: str
+    type: str
+    version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: datetime
+    error: str
+    attempts: int
+    parked_at: datetime
+
+    @classmethod
+    def of(cls, parked: ParkedEvent) -> "ParkedEventPublic":
+        event = parked.event
+        return cls(
+            id=parked.id,
+            projection=parked.projection,
+            event_id=event.id,
+            position=event.position or 0,
+            stream_id=event.stream_id,
+            type=event.type,
+            version=event.version,
+            data=event.data,
+            metadata=event.metadata,
+            recorded_at=event.recorded_at,
+            error=parked.error,
+            attempts=parked.attempts,
+            parked_at=parked.parked_at,
+        )
+
+
+class ParkedEventList(BaseModel):
+    items: list[ParkedEventPublic]
+    total: int
+    page: int
+    limit: int
+
+
+class ParkedEventReplayed(BaseModel):
+    id: uuid.UUID
+    event_id: uuid.UUID
