@@ -74,6 +74,9 @@ class Target:
     secrets: frozenset[str] | None = None
     # A command in a new container of the image a service runs (compose only).
     in_image: Callable[..., subprocess.CompletedProcess[str]] | None = None
+    # Restart one service (redis, ...) and wait until it is healthy (compose only:
+    # natively the servers are the machine's own).
+    restart: Callable[[str], None] | None = None
     # Every span the deployment exported so far (devstack.otlp's receiver).
     spans: Callable[[], list[SpanRecord]] | None = None
     kind: str = "the stack under test"
@@ -168,6 +171,7 @@ def _composed(config, tmp_path_factory) -> Iterator[Target]:
                 logs=lambda: deployment.logs(dict.fromkeys(instance for instance, _ in deployment.published)),
                 secrets=frozenset(value for name, value in env.items() if SECRET_NAME.search(name) and len(value) >= 8),
                 in_image=deployment.run_in_image,
+                restart=deployment.restart,
                 spans=lambda: fetch_spans(f"http://127.0.0.1:{ports['TRACE_RECEIVER_HOST_PORT']}"),
                 kind="the compose deployment",
             )

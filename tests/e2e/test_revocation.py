@@ -113,6 +113,40 @@ def test_a_role_change_ends_the_users_tokens_so_a_demoted_admin_is_no_admin(gate
     assert gateway.get("/api/users", headers=cy_user.headers).status_code == 403
 
 
+def test_revoked_tokens_stay_revoked_when_redis_restarts_empty(gateway, target, admin, new_account):
+    """Compose runs Redis without persistence: a restart empties it. The gateways write
+    the marks back from user-service's table, where they are kept with the change."""
+    if target.restart is None:
+        pytest.skip(
+            f"{target.kind} cannot restart its Redis here (the machine's own); tests/fault/"
+            "test_revocation_durability.py restarts a private one, make compose-test runs this in containers"
+        )
+    dee = new_account("Dee")
+    changed = gateway.patch(f"/api/users/{dee.id}", json={"roles": ["admin", "user"]}, headers=admin.headers)
+    assert changed.status_code == 200, changed.text
+    changed_at = time.time()
+    wait_for(lambda: refused(gateway, dee), timeout=30, what="the token from before the role change to end")
+
+    target.restart("redis")
+
+    assert refused(gateway, dee)  # at once: the gateway's own copy of the marks
+    # Once the marks are back in Redis, notification-service's feed refuses it too.
+    target.need("ports")
+
+    def feed_refuses() -> bool:
+        terminal = Terminal(target.ports.port("notification-service", 9000))
+        try:
+            assert terminal.receive()["type"] == "welcome"
+            terminal.send({"type": "auth", "token": dee.token})
+            return terminal.receive() == {"type": "error", "detail": "not authenticated: token revoked"}
+        finally:
+            terminal.close()
+
+    wait_for(feed_refuses, timeout=30, interval=0.5, what="the TCP feed to refuse the revoked token")
+    again = relogin(gateway, dee, after=changed_at)
+    wait_for(lambda: not refused(gateway, again), timeout=10, what="a token issued after the change to work")
+
+
 # Live connections ----------------------------------------------------------------
 
 DEADLINE_SECONDS = 2.0

@@ -3,16 +3,27 @@ changed): one mark per user in Redis, "tokens issued at or before this time are
 refused", kept as long as a token can live, and announced on a channel as it is
 written, so that live connections opened before it end at once.
 
-    <prefix>:revoked:<user>   the mark, epoch seconds (a later one wins)
-    <prefix>:revocations      channel: "<user> <mark>" each time a mark is written,
-                              in the same script as the SET: no mark goes unannounced
+    <prefix>:revoked:<user>       the mark, epoch seconds (a later one wins)
+    <prefix>:revocations          channel: "<user> <mark>" each time a mark is written,
+                                  in the same script as the SET: no mark goes unannounced
+    <prefix>:revocations:loaded   sentinel: set once every mark user-service keeps has been
+                                  written here (``restore``). Redis keeps nothing on disk:
+                                  after a restart the sentinel is gone with the marks, and
+                                  its absence is what tells the gateway to write them again.
 
-The gateway writes the marks (from user events) and checks them on every request;
-notification-service checks them when a feed signs in and listens on the channel to
-end the live connections (WebSocket, SSE, TCP, UDP) of a revoked token.
+user-service keeps the marks too (its revocations table, written with the change
+that revokes); Redis holds the copy every instance reads on every request. The
+gateway writes the marks (from user events, and all of them again from user-service
+when the sentinel is missing) and checks them on every request; notification-service
+checks them when a feed signs in and listens on the channel to end the live
+connections (WebSocket, SSE, TCP, UDP) of a revoked token. It only reads them, so it
+needs no trigger of its own after a restart: the gateway's restore announces every
+mark it writes back, which ends a feed signed in before the marks were back (and a
+deployment without a gateway has no marks to lose).
 """
 
 import logging
+import math
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -24,18 +35,45 @@ from interchange_common.errors import InterchangeCommonError
 
 _log = logging.getLogger("interchange.revocations")
 
-# KEYS[1] the user's mark. ARGV: time (epoch seconds), ttl in seconds, channel, user id.
-# Keeps the later of two marks (events may arrive out of order), always sets the
-# expiry, and announces the mark it keeps.
-_REVOKE = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local at = tonumber(ARGV[1])
-if at < current then at = current end
-local mark = string.format('%.3f', at)
-redis.call('SET', KEYS[1], mark, 'EX', tonumber(ARGV[2]))
-redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. mark)
+# revoke(key, at, keep, channel, user): keeps the later of two marks (events may arrive
+# out of order, a restore may bring an older one), never shortens how long the key has
+# left to live, and announces the mark it keeps.
+_KEEP_LATER = """
+local function revoke(key, at, keep, channel, user)
+  local current = tonumber(redis.call('GET', key) or '0')
+  if at < current then at = current end
+  local left = redis.call('TTL', key)
+  if left > keep then keep = left end
+  local mark = string.format('%.3f', at)
+  redis.call('SET', key, mark, 'EX', keep)
+  redis.call('PUBLISH', channel, user .. ' ' .. mark)
+end
+"""
+
+# KEYS[1] the user's mark. ARGV: time (epoch seconds), seconds to keep it, channel, user id.
+_REVOKE = (
+    _KEEP_LATER
+    + """
+revoke(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4])
 return 1
 """
+)
+
+# KEYS[1] the sentinel, KEYS[2..] the marks. ARGV[1] the channel, then for each mark
+# key: user id, time, seconds to keep it. One script, so the sentinel is set only with
+# every mark (a Redis that restarts midway gets neither), and atomic against the
+# revoke of an event that arrives meanwhile: the later mark stays either way.
+_RESTORE = (
+    _KEEP_LATER
+    + """
+for i = 2, #KEYS do
+  local at = (i - 2) * 3 + 2
+  revoke(KEYS[i], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[1], ARGV[at])
+end
+redis.call('SET', KEYS[1], '1')
+return #KEYS - 1
+"""
+)
 
 
 class MalformedRevocation(InterchangeCommonError):
@@ -65,7 +103,9 @@ class RedisRevocations:
         self._prefix = key_prefix
         self._ttl = ttl_seconds
         self._revoke = redis.register_script(_REVOKE)
+        self._restore = redis.register_script(_RESTORE)
         self.channel = f"{key_prefix}:revocations".encode()
+        self._loaded_key = f"{key_prefix}:revocations:loaded"
 
     def mark_key(self, *, user_id: uuid.UUID) -> str:
         """The key of the user's mark (for a script that reads it with other keys)."""
@@ -78,6 +118,25 @@ class RedisRevocations:
 
     async def revoke(self, *, user_id: uuid.UUID, at: float) -> None:
         await self._revoke(keys=[self.mark_key(user_id=user_id)], args=[at, self._ttl, self.channel, str(user_id)])
+
+    async def loaded(self) -> bool:
+        """Does Redis hold every mark (the sentinel ``restore`` sets)? False after a
+        restart, which empties it."""
+        return bool(await self._redis.exists(self._loaded_key))
+
+    async def restore(self, *, marks: Collection[Revocation], now: float) -> int:
+        """Write every one of ``marks`` (the later mark wins, as in ``revoke``; each kept
+        until ``ttl_seconds`` after its time, one that has run out skipped), announce
+        each, and set the sentinel: one script, one round trip. Returns how many were
+        written. Redis is busy with it for about 6 µs a mark (measured: 10 000 marks,
+        60 ms), once per restart."""
+        live = [(mark, math.ceil(mark.at + self._ttl - now)) for mark in marks]
+        live = [(mark, keep) for mark, keep in live if keep > 0]
+        keys = [self._loaded_key, *(self.mark_key(user_id=mark.user_id) for mark, _ in live)]
+        args: list[str | float | int | bytes] = [self.channel]
+        for mark, keep in live:
+            args += [str(mark.user_id), mark.at, keep]
+        return int(await self._restore(keys=keys, args=args))
 
     async def revoked_since(self, *, user_id: uuid.UUID) -> float | None:
         """Tokens issued at or before this time are refused; None: none are."""

@@ -2,7 +2,8 @@
 
 Nothing is created at import time; ``serve`` owns every resource it opens and
 closes them when the server stops (SIGTERM or SIGINT). Besides the HTTP app it
-runs the consumer of the user events that revoke tokens.
+runs the consumer of the user events that revoke tokens, and the keeper of the
+revocation marks (Redis's, and this instance's copy: adapters.revocations).
 """
 
 import asyncio
@@ -14,12 +15,13 @@ from redis.asyncio import Redis
 
 from gateway.adapters.apidocs import ApiDocuments
 from gateway.adapters.ratelimiter import RedisCallerCheck, RedisRateLimiter
-from gateway.adapters.revocations import RevocationHandler
+from gateway.adapters.revocations import RevocationHandler, RevocationKeeper, UserServiceRevocations
 from gateway.adapters.tickets import RedisTicketStore
 from gateway.adapters.tokens import JwksTokenVerifier
 from gateway.adapters.upstream import UpstreamClient
 from gateway.config import SERVICE_NAME, Settings
 from gateway.domain.model import RateLimitPolicy, Upstream
+from gateway.domain.revocations import RevocationMarks
 from gateway.domain.routes import NOTIFICATIONS, ORDERS, ROUTES, USERS
 from gateway.entrypoints.http import LiveSetup, create_app, operations_app
 from gateway.entrypoints.passthrough import LiveConnections
@@ -29,7 +31,7 @@ from interchange_common.health import HealthCheck, Probe
 from interchange_common.messaging import Consumer, ConsumerTopology
 from interchange_common.revocations import RedisRevocations
 from interchange_common.servicejwt import ServiceTokenIssuer
-from interchange_common.tasks import cancel_and_wait
+from interchange_common.tasks import cancel_and_wait, every
 
 _log = logging.getLogger(__name__)
 
@@ -88,6 +90,8 @@ class Container:
     redis: Redis
     verifier: JwksTokenVerifier
     revocations: RedisRevocations
+    marks: RevocationMarks
+    keeper: RevocationKeeper
     consumer: Consumer
     limiter: RedisRateLimiter
     callers: RedisCallerCheck
@@ -169,6 +173,12 @@ async def build(*, settings: Settings) -> Container:
     limiter = RedisRateLimiter(
         redis=redis, key_prefix=settings.redis_key_prefix, on_failure=settings.rate_limit_on_redis_failure
     )
+    marks = RevocationMarks(ttl_seconds=settings.revocation_ttl_seconds)
+    issuer = ServiceTokenIssuer(
+        service=SERVICE_NAME,
+        secret=settings.service_jwt_secret.get_secret_value(),
+        ttl_seconds=settings.service_token_ttl_seconds,
+    )
     container = Container(
         settings=settings,
         discovery=discovery,
@@ -180,22 +190,27 @@ async def build(*, settings: Settings) -> Container:
             audience=settings.jwt_audience,
         ),
         revocations=revocations,
+        marks=marks,
+        keeper=RevocationKeeper(
+            revocations=revocations,
+            marks=marks,
+            source=UserServiceRevocations(
+                upstream=upstream, upstream_name=USERS, audience=targets[USERS].audience, issuer=issuer
+            ),
+            refresh_seconds=settings.revocation_refresh_seconds,
+        ),
         consumer=Consumer(
             amqp_url=settings.rabbitmq_url.get_secret_value(),
             topology=revocation_topology(exchange=settings.events_exchange, queue=settings.events_queue),
-            handler=RevocationHandler(revocations=revocations),
+            handler=RevocationHandler(revocations=revocations, marks=marks),
         ),
         limiter=limiter,
-        callers=RedisCallerCheck(redis=redis, limiter=limiter, revocations=revocations),
+        callers=RedisCallerCheck(redis=redis, limiter=limiter, revocations=revocations, marks=marks),
         tickets=RedisTicketStore(
             redis=redis, key_prefix=settings.redis_key_prefix, ttl_seconds=settings.ticket_ttl_seconds
         ),
         connections=LiveConnections(),
-        issuer=ServiceTokenIssuer(
-            service=SERVICE_NAME,
-            secret=settings.service_jwt_secret.get_secret_value(),
-            ttl_seconds=settings.service_token_ttl_seconds,
-        ),
+        issuer=issuer,
     )
     try:
         await upstream.start()
@@ -209,6 +224,10 @@ async def build(*, settings: Settings) -> Container:
 async def serve(*, settings: Settings) -> None:
     container = await build(settings=settings)
     consuming = asyncio.create_task(container.consumer.run(), name="revocations")
+    keeping = asyncio.create_task(
+        every(name="revocation keeper", seconds=settings.revocation_check_seconds, job=container.keeper.check),
+        name="revocation keeper",
+    )
     try:
         await serve_http(
             app=container.http_app(),
@@ -226,6 +245,6 @@ async def serve(*, settings: Settings) -> None:
             head_timeout_seconds=settings.request_head_timeout_seconds,
         )
     finally:
-        await cancel_and_wait([consuming])
+        await cancel_and_wait([consuming, keeping])
         await container.close()
         _log.info("stopped")

@@ -34,6 +34,12 @@ class Settings(CallerSettings):
     # default outlives any token user-service can issue; set it to user-service's
     # ACCESS_TOKEN_TTL_SECONDS or more.
     revocation_ttl_seconds: int = Field(default=MAX_ACCESS_TOKEN_TTL_SECONDS, ge=60)
+    # Redis keeps nothing on disk; user-service keeps every mark. How often each
+    # instance asks Redis whether it still holds them (one EXISTS: a restart is seen
+    # within this, and all of them go back), and how often its own copy, which decides
+    # while Redis does not answer, takes in user-service's new marks (one small read).
+    revocation_check_seconds: float = Field(default=1.0, gt=0, le=60)
+    revocation_refresh_seconds: float = Field(default=5.0, gt=0, le=300)
 
     # Each *_SERVICE_URL may list several instances, comma-separated (static discovery).
     # *_MAX_IN_FLIGHT: requests this instance forwards to the service at once (all its

@@ -1,7 +1,7 @@
 """Fakes for user-service's ports: an in-memory repository, a cheap hasher, plain tokens."""
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,24 +9,32 @@ from typing import Any
 import pytest
 
 from user_service.domain.errors import EmailTaken, UserNotFound
-from user_service.domain.events import Change, UserEvent
+from user_service.domain.events import Change, TokenRevocation, UserEvent, revocation_of
 from user_service.domain.model import Page, User, UserStatus
 from user_service.domain.usecases import Users
 
 
 class FakeRepository:
     """Users in a dict; ``events`` holds what each kept change gave to store, in order
-    (a refused change stores neither the user nor its event, as one transaction)."""
+    (a refused change stores neither the user nor its event, as one transaction), and
+    ``marks`` the revocation mark each user's changes left (the latest)."""
 
     def __init__(self) -> None:
         self.users: dict[uuid.UUID, User] = {}
         self.events: list[UserEvent] = []
+        self.marks: dict[uuid.UUID, datetime] = {}
+
+    def _store(self, event: UserEvent) -> None:
+        self.events.append(event)
+        mark = revocation_of(event)
+        if mark is not None:
+            self.marks[mark.user_id] = max(self.marks.get(mark.user_id, mark.revoked_at), mark.revoked_at)
 
     async def add(self, *, user: User, event: UserEvent) -> None:
         if any(existing.email == user.email for existing in self.users.values()):
             raise EmailTaken(user.email)
         self.users[user.id] = user
-        self.events.append(event)
+        self._store(event)
 
     async def get(self, *, user_id: uuid.UUID) -> User:
         if user_id not in self.users:
@@ -43,13 +51,13 @@ class FakeRepository:
         if any(other.email == changed.user.email and other.id != user_id for other in self.users.values()):
             raise EmailTaken(changed.user.email)
         self.users[user_id] = changed.user
-        self.events.append(changed.event)
+        self._store(changed.event)
         return changed.user
 
     async def delete(self, *, user_id: uuid.UUID, event: UserEvent) -> None:
         await self.get(user_id=user_id)
         del self.users[user_id]
-        self.events.append(event)
+        self._store(event)
 
     async def list(self, *, page: Page, contains: str) -> tuple[list[User], int]:
         matching = [
@@ -63,6 +71,9 @@ class FakeRepository:
         found, _ = await self.list(page=Page(page=1, limit=10**9), contains=contains)
         for user in found:
             yield user
+
+    async def revocations(self, *, since: datetime) -> Sequence[TokenRevocation]:
+        return [TokenRevocation(user_id, at) for user_id, at in self.marks.items() if at >= since]
 
 
 class FakeHasher:

@@ -8,5 +8,6 @@ ratelimiter.py   RedisRateLimiter (shared by every instance), LocalRateLimiter, 
                  a token's revocation mark and its rate limit in one round trip
 admission.py     ConcurrencyLimit: requests in flight to one upstream, the rest shed (503)
 tickets.py       RedisTicketStore: single-use tickets for browsers' live connections
-revocations.py   user events → revocation marks in Redis
+revocations.py   user events → revocation marks in Redis and this instance's copy;
+                 RevocationKeeper: Redis's marks restored from user-service's list
 """

@@ -13,8 +13,9 @@ LocalRateLimiter     the same window in this instance's memory
 
 When Redis cannot be reached the configured policy applies (RATE_LIMIT_ON_REDIS_FAILURE):
 "open" keeps limiting with the same window in this instance's memory, "closed"
-refuses requests with 503 until Redis answers again. A revocation mark that cannot
-be read lets the token through (logged), as RedisRevocations.is_revoked does.
+refuses requests with 503 until Redis answers again. Revocations are checked against
+this instance's copy of the marks (domain.revocations.RevocationMarks) then; only
+while that copy has never been loaded is a token let through unchecked (logged).
 """
 
 import logging
@@ -28,6 +29,8 @@ from redis.exceptions import RedisError
 
 from gateway.domain.errors import StoreUnavailable
 from gateway.domain.model import Principal, RateDecision, RateLimitPolicy, Standing
+from gateway.domain.revocations import RevocationMarks
+from interchange_common.accesstokens import MAX_ACCESS_TOKEN_TTL_SECONDS
 from interchange_common.revocations import RedisRevocations
 
 _log = logging.getLogger(__name__)
@@ -190,12 +193,26 @@ class RedisCallerCheck:
     (RedisRateLimiter.hit) took a round trip each. A token issued at or before its
     user's mark is revoked: the call counts against the client's address instead.
 
-    When Redis fails, each half keeps its own policy: the token is let through
-    (logged, it still expires), and the count follows the limiter's ``on_failure``."""
+    ``marks``, this instance's copy of the marks, is looked at first (a dictionary
+    lookup): a token it refuses is refused without reading Redis's mark (the call is
+    still counted, one round trip either way). That covers the moments after a Redis
+    restart, before the marks are back in it (adapters.revocations.RevocationKeeper).
 
-    def __init__(self, *, redis: Redis, limiter: RedisRateLimiter, revocations: RedisRevocations) -> None:
+    When Redis fails, each half keeps its own policy: the token is checked against the
+    copy alone (let through unchecked only if the copy was never loaded; logged
+    either way, it still expires), and the count follows the limiter's ``on_failure``."""
+
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        limiter: RedisRateLimiter,
+        revocations: RedisRevocations,
+        marks: RevocationMarks | None = None,
+    ) -> None:
         self._limiter = limiter
         self._revocations = revocations
+        self._marks = marks if marks is not None else RevocationMarks(ttl_seconds=MAX_ACCESS_TOKEN_TTL_SECONDS)
         self._script = redis.register_script(_STANDING)
 
     async def standing(
@@ -211,6 +228,8 @@ class RedisCallerCheck:
         (not at all when None), or against ``client`` under ``ip_policy`` when the
         token is revoked."""
         limiter = self._limiter
+        if self._marks.is_revoked(user_id=principal.user_id, issued_at=principal.issued_at):
+            return Standing(revoked=True, decision=await limiter.hit(policy=ip_policy, key=client))
         keys = [
             self._revocations.mark_key(user_id=principal.user_id),
             limiter.counter_key(policy=ip_policy, key=client),
@@ -222,7 +241,13 @@ class RedisCallerCheck:
         try:
             reply = await self._script(keys=keys, args=args)
         except RedisError as e:
-            self._revocations.not_checked(error=e)
+            if self._marks.loaded:
+                _log.warning(
+                    "revocations unavailable, token checked against this instance's copy",
+                    extra={"error": type(e).__name__},
+                )
+            else:
+                self._revocations.not_checked(error=e)
             if policy is None:
                 return Standing(revoked=False, decision=None)
             return Standing(revoked=False, decision=limiter.unavailable(error=e, policy=policy, key=key))

@@ -5,6 +5,7 @@ GatewayError
  ├── Forbidden              a valid caller without the role the route needs (403)
  ├── RateLimited            over the caller's limit (429)
  ├── StoreUnavailable       Redis (tickets, rate limits when they fail closed) did not answer (503)
+ ├── RevocationsUnavailable user-service did not give the list of revocation marks
  ├── UpstreamFailed         the service behind the route did not answer
  │    ├── UpstreamUnavailable   connection refused or reset, breaker open (503)
  │    └── UpstreamTimeout       no answer within the route's timeout (504)
@@ -34,6 +35,10 @@ class RateLimited(GatewayError):
 
 class StoreUnavailable(GatewayError):
     """Redis did not answer: for tickets, or for rate limits set to fail closed."""
+
+
+class RevocationsUnavailable(GatewayError):
+    """user-service did not give the list of revocation marks (no answer, or not a list)."""
 
 
 class UpstreamFailed(GatewayError):

@@ -53,6 +53,22 @@ class Deployment:
         image = _image_of(self.engine, project=self.project, service=service)
         return self.engine.docker("run", "--rm", "--network", "none", image, *argv, check=False)
 
+    def restart(self, service: str, *, timeout: float = 120) -> None:
+        """Restart one service's container (``docker restart``: SIGTERM, the stop grace,
+        then start) and wait until its health check passes again."""
+        container = _container(self.engine, project=self.project, service=service)
+        if container is None:
+            raise EngineFailed(f"{service} has no container")
+        self.engine.docker("restart", container)
+        deadline = time.monotonic() + timeout
+        while (health := _container_health(self.engine, project=self.project, service=service)) not in (
+            "healthy",
+            "running",  # a container without a health check
+        ):
+            if time.monotonic() > deadline or health == "unhealthy":
+                raise EngineFailed(f"{service}'s container is {health} after its restart")
+            time.sleep(0.5)  # docker reports health only when asked: poll it
+
     def logs(self, services: Iterable[str]) -> dict[str, str]:
         """What each service's container wrote so far (stdout and stderr, in order)."""
         found: dict[str, str] = {}

@@ -7,15 +7,16 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, insert, or_, select, true, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from interchange_common.database import database_unavailable, is_unavailable
 from interchange_common.outbox import enqueue
 from user_service.adapters.errors import UserStoreError
-from user_service.adapters.orm import users
+from user_service.adapters.orm import revocation_marks, users
 from user_service.domain.errors import EmailTaken, InvalidUserData, UserNotFound
-from user_service.domain.events import Change, UserEvent
+from user_service.domain.events import REVOCATION_LIFETIME, Change, TokenRevocation, UserEvent, revocation_of
 from user_service.domain.model import Page, User, UserStatus
 
 _STREAM_BATCH = 200
@@ -79,7 +80,8 @@ class _StoreErrors:
 
 class SqlUserRepository:
     """Every change is stored with the event the domain gives it, which goes to the
-    outbox in the same transaction (the relay publishes it from there)."""
+    outbox in the same transaction (the relay publishes it from there), and with the
+    revocation mark the event's change leaves (events.revocation_of)."""
 
     def __init__(self, *, engine: AsyncEngine, events_exchange: str) -> None:
         self._engine = engine
@@ -134,6 +136,38 @@ class SqlUserRepository:
         await enqueue(
             conn, exchange=self._exchange, routing_key=event.type, message_id=event.id, body=event.as_message()
         )
+        mark = revocation_of(event)
+        if mark is not None:
+            await self._revoke(conn, mark)
+
+    async def _revoke(self, conn: AsyncConnection, mark: TokenRevocation) -> None:
+        """The user's mark, the later one kept; and the marks that refuse nothing any
+        more go (revocations are rare: this costs one indexed delete each). The prune
+        skips rows another transaction holds: two of them pruning and marking each
+        other's rows would otherwise wait for each other (a deadlock); what one skips,
+        a later one prunes."""
+        upsert = pg_insert(revocation_marks).values(user_id=mark.user_id, revoked_at=mark.revoked_at)
+        await conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[revocation_marks.c.user_id],
+                set_={"revoked_at": func.greatest(revocation_marks.c.revoked_at, upsert.excluded.revoked_at)},
+            )
+        )
+        expired = (
+            select(revocation_marks.c.user_id)
+            .where(revocation_marks.c.revoked_at < mark.revoked_at - REVOCATION_LIFETIME)
+            .with_for_update(skip_locked=True)
+        )
+        await conn.execute(delete(revocation_marks).where(revocation_marks.c.user_id.in_(expired)))
+
+    async def revocations(self, *, since: datetime) -> list[TokenRevocation]:
+        query = select(revocation_marks.c.user_id, revocation_marks.c.revoked_at).where(
+            revocation_marks.c.revoked_at >= since
+        )
+        with _StoreErrors("read the revocations"):
+            async with self._reads.connect() as conn:
+                rows = (await conn.execute(query)).all()
+        return [TokenRevocation(user_id=row.user_id, revoked_at=row.revoked_at) for row in rows]
 
     async def list(self, *, page: Page, contains: str) -> tuple[list[User], int]:
         condition = _contains(contains)

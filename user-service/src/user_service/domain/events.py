@@ -3,15 +3,23 @@ user.deleted. Past tense, with their own id, the time, and the correlation id of
 the request that caused them. Never the password hash.
 
 The use cases decide which event a change records (``change_of`` for updates) and
-hand it to the repository, which stores it with the change in one transaction.
+hand it to the repository, which stores it with the change in one transaction, and
+with it the revocation mark the change leaves, if any (``revocation_of``): the user's
+tokens issued until then stop working. The gateway refuses them from the event at
+once; the marks user-service keeps are what it restores them from when Redis lost them.
 """
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from user_service.domain.model import User
+from interchange_common.accesstokens import MAX_ACCESS_TOKEN_TTL_SECONDS
+from user_service.domain.model import User, UserStatus
+
+# A mark refuses tokens issued before it; once the longest-lived of them has expired
+# it refuses nothing and may go.
+REVOCATION_LIFETIME = timedelta(seconds=MAX_ACCESS_TOKEN_TTL_SECONDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +83,24 @@ def change_of(*, before: User, after: User, correlation_id: str, at: datetime) -
     if after == before:
         return None
     return Change(user=after, event=user_updated(before=before, user=after, correlation_id=correlation_id, at=at))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRevocation:
+    """The user's access tokens issued at or before ``revoked_at`` are refused."""
+
+    user_id: uuid.UUID
+    revoked_at: datetime
+
+
+def revocation_of(event: UserEvent) -> TokenRevocation | None:
+    """The mark a change leaves: the user is deleted, is no longer active, or their
+    roles changed (tokens carry roles: a demoted admin's must not stay an admin's).
+    None for any other change. The gateway applies the same rule to the published
+    event (gateway.domain.model.revoked_at), at the event's time."""
+    revokes = event.type == "user.deleted" or (
+        event.type == "user.updated"
+        and event.user is not None
+        and (event.user.status is not UserStatus.ACTIVE or "roles" in event.changed)
+    )
+    return TokenRevocation(user_id=event.user_id, revoked_at=event.occurred_at) if revokes else None

@@ -1,16 +1,18 @@
 """What the domain needs from the outside world, as protocols the adapters satisfy."""
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
 from typing import Protocol
 
-from user_service.domain.events import Change, UserEvent
+from user_service.domain.events import Change, TokenRevocation, UserEvent
 from user_service.domain.model import Page, User
 
 
 class UserRepository(Protocol):
     """Each write stores the event it is given in the same transaction as the change
-    (a transactional outbox): the event is told if and only if the change is kept."""
+    (a transactional outbox): the event is told if and only if the change is kept.
+    So is the revocation mark the event's change leaves (events.revocation_of)."""
 
     async def add(self, *, user: User, event: UserEvent) -> None:
         """Store a new user and its event; EmailTaken when the email is in use."""
@@ -32,6 +34,10 @@ class UserRepository(Protocol):
 
     def stream(self, *, contains: str) -> AsyncIterator[User]:
         """Every matching user, oldest first, a page at a time (never all in memory)."""
+
+    async def revocations(self, *, since: datetime) -> Sequence[TokenRevocation]:
+        """The revocation marks (stored with the changes that left them: see
+        events.revocation_of) of ``since`` or later, one per user, the latest."""
 
 
 class PasswordHasher(Protocol):

@@ -1,14 +1,21 @@
 """What user-service does, written against the ports: each entry point calls these."""
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from interchange_common.actors import ADMIN_ROLE, USER_ROLE, Actor
 from interchange_common.requestctx import outgoing_request_id
 from user_service.domain.errors import EmailTaken, InvalidCredentials, UserNotFound
-from user_service.domain.events import Change, change_of, user_created, user_deleted
+from user_service.domain.events import (
+    REVOCATION_LIFETIME,
+    Change,
+    TokenRevocation,
+    change_of,
+    user_created,
+    user_deleted,
+)
 from user_service.domain.model import (
     NewUser,
     Page,
@@ -37,6 +44,15 @@ def _utcnow() -> datetime:
 class IssuedToken:
     access_token: str
     expires_in: int
+
+
+@dataclass(frozen=True, slots=True)
+class Revocations:
+    """Live revocation marks, and the time they were asked for (``as_of``): a caller
+    that keeps up asks next for those since a little before it."""
+
+    marks: Sequence[TokenRevocation]
+    as_of: datetime
 
 
 class Users:
@@ -126,6 +142,15 @@ class Users:
         ensure_can_view(actor=actor, user_id=user_id)
         event = user_deleted(user_id=user_id, correlation_id=self._correlation_id(), at=self._clock())
         await self._repository.delete(user_id=user_id, event=event)
+
+    async def revocations(self, *, since: datetime | None) -> Revocations:
+        """The marks that still refuse a token (younger than the longest token
+        lifetime), all of them or those of ``since`` or later. Services only: the
+        entry point admits nobody else."""
+        now = self._clock()
+        live_from = now - REVOCATION_LIFETIME
+        marks = await self._repository.revocations(since=live_from if since is None else max(since, live_from))
+        return Revocations(marks=marks, as_of=now)
 
     async def ensure_admin_account(self, *, email: str, password: str) -> User:
         """The admin account from the settings: created when missing, left alone when present."""

@@ -3,13 +3,16 @@
 Public: /health, /health/live, /metrics, /.well-known/jwks.json.
 Internal (/internal/…): a service token is required. The gateway also says on whose
 behalf it calls (X-Actor-Id, X-Actor-Roles); without those headers the calling
-service acts for itself and may read every user.
+service acts for itself and may read every user. /internal/revocations (the live
+revocation marks, which the gateway restores Redis from) answers the service token
+alone: no route of the gateway's leads there.
 """
 
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query
+from pydantic import AwareDatetime
 from starlette.responses import Response
 
 from interchange_common.actors import Actor
@@ -37,7 +40,16 @@ from user_service.domain.model import (
     parse_user_id,
 )
 from user_service.domain.usecases import Users
-from user_service.entrypoints.schemas import TokenRequest, TokenResponse, UserCreate, UserList, UserPublic, UserUpdate
+from user_service.entrypoints.schemas import (
+    RevocationList,
+    RevocationPublic,
+    TokenRequest,
+    TokenResponse,
+    UserCreate,
+    UserList,
+    UserPublic,
+    UserUpdate,
+)
 
 _STATUS_OF: dict[type[Exception], int] = {
     UserNotFound: 404,
@@ -119,6 +131,21 @@ def create_http_app(
     async def delete_user(user_id: str, actor: ActorDep) -> Response:
         await users.delete(actor=actor, user_id=parse_user_id(user_id))
         return Response(status_code=204)
+
+    @internal.get("/revocations", tags=["auth"], response_model=RevocationList)
+    async def list_revocations(
+        since: Annotated[AwareDatetime | None, Query(description="only the marks of this time or later")] = None,
+    ) -> Response:
+        """The revocation marks that still refuse a token, one per user (the latest):
+        what the gateway writes back into Redis when Redis has lost them."""
+        found = await users.revocations(since=since)
+        listed = RevocationList(
+            items=[RevocationPublic(user_id=mark.user_id, revoked_at=mark.revoked_at) for mark in found.marks],
+            as_of=found.as_of,
+        )
+        # Thousands of marks after a wave of suspensions: serialized once here, not
+        # validated a second time against the response model on the way out.
+        return Response(content=listed.model_dump_json(), media_type="application/json")
 
     app.include_router(internal)
     return app

@@ -84,3 +84,18 @@ class UserList(BaseModel):
     total: int
     page: int
     limit: int
+
+
+class RevocationPublic(BaseModel):
+    """The user's access tokens issued at or before ``revoked_at`` are refused."""
+
+    user_id: uuid.UUID
+    revoked_at: datetime
+
+
+class RevocationList(BaseModel):
+    """Every live revocation mark asked for; ``as_of``: when they were read (ask next
+    for those since a little before it)."""
+
+    items: list[RevocationPublic]
+    as_of: datetime
