@@ -52,8 +52,13 @@ def test_the_deployment_has_one_events_exchange_with_a_dead_letter_path():
     assert [e["name"] for e in definitions["exchanges"] if e["type"] == "topic"] == ["interchange.events"]
     queues = {q["name"]: q["arguments"] for q in definitions["queues"]}
     assert "notification-service.dead" in queues
-    assert queues["notification-service.retry.1"]["x-dead-letter-routing-key"] == "notification-service"
+    retry = queues["notification-service.retry.1.quorum"]
+    assert retry["x-dead-letter-routing-key"] == "notification-service"
+    # The import makes it a quorum queue only if the file says so; and the hop back holds
+    # the message until the queue has it.
+    assert (retry["x-queue-type"], retry["x-dead-letter-strategy"]) == ("quorum", "at-least-once")
     assert "gateway.dead" in queues  # the gateway's revocations have a dead-letter path too
+    assert queues["gateway.retry.1.quorum"]["x-queue-type"] == "quorum"
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
                        queue per delay (a failed message waits there, then the broker
                        routes it back to the main queue), and a dead-letter queue.
                        The same declarations on every start: idempotent.
+                       The retry queues are quorum queues: see consumer_topology for
+                       why, and for how the classic ones of before are emptied.
     publish            persistent, publisher confirms, mandatory: an unroutable
                        message raises instead of vanishing.
     Consumer           runs the handler for each message and acks only after the
@@ -14,7 +16,9 @@
                        delay with jitter), after the last attempt to the dead-letter
                        queue. Nothing is acked and dropped; other messages keep
                        flowing while one waits for its retry, and a handler that
-                       hangs times out and counts as failed. Reconnects by itself.
+                       hangs times out and counts as failed. Reconnects by itself,
+                       and on each start moves what the previous topology's retry
+                       queues still hold into this one's (queue_migration).
                        Reports how late messages are handled (their timestamp is
                        whole seconds) and, every few seconds, how many wait in the
                        queue and in its dead-letter queue.
@@ -38,6 +42,7 @@ from prometheus_client import Gauge
 
 from interchange_common import tracing
 from interchange_common.errors import InterchangeCommonError
+from interchange_common.queue_migration import Move, move_queues
 from interchange_common.tasks import background, run_forever
 
 _log = logging.getLogger(__name__)
@@ -69,7 +74,9 @@ class ConsumerTopology:
         return f"{self.queue}.dead"
 
     def retry_queue(self, attempt: int) -> str:
-        return f"{self.queue}.retry.{attempt}"
+        # A new name for a new type: the classic <queue>.retry.N of before cannot become
+        # a quorum queue in place (retry_queue_moves empties them into these).
+        return f"{self.queue}.retry.{attempt}.quorum"
 
     @property
     def max_attempts(self) -> int:
@@ -168,6 +175,38 @@ def exchange_topology(name: str) -> Topology:
     )
 
 
+# Only the retry queues hand messages on by themselves: the broker dead-letters each
+# expired message back to the consumer's queue. From a classic queue that hop is at
+# most once (the message leaves the retry queue before the target has stored it: lost
+# if the broker dies in between, dropped if the target refuses it or is missing). A
+# quorum queue with at-least-once dead-lettering keeps it until the target confirms,
+# and sends it again (every few minutes, and when the broker starts). That strategy
+# needs reject-publish (with drop-head RabbitMQ falls back to at most once); with no
+# length limit nothing is refused. Quorum queues have per-message TTL and at-least-once
+# dead-lettering since RabbitMQ 3.10.
+#
+# The consumer's queue and the dead-letter queue stay classic: neither dead-letters
+# anything (the consumer moves a failed message itself, with confirms, then acks), and
+# as quorum queues they would count returns against a delivery limit: a message the
+# consumer returned unacked too often (each crash counts; the dead-letter consumer
+# returns its messages while PostgreSQL is down) would be dropped from the dead-letter
+# queue, or dead-lettered out of the consumer's queue through no fault of its own.
+#
+# Nobody consumes a retry queue and the consumer counts attempts itself (x-attempt):
+# only someone reading a retry queue by hand (the management UI's get requeues) makes
+# the broker count. Past the limit a message is dead-lettered as if it had expired, to
+# the consumer's queue: an early attempt, never a drop. RabbitMQ 4 defaults the limit
+# to 20, 3.10 to none: set, both behave alike. Never -1: no limit on 4.x, but 3.10
+# drops a message at its first return.
+_RETRY_DELIVERY_LIMIT = 20
+_RETRY_QUEUE_ARGUMENTS = {
+    "x-queue-type": "quorum",
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+    "x-delivery-limit": _RETRY_DELIVERY_LIMIT,
+}
+
+
 def consumer_topology(topology: ConsumerTopology) -> Topology:
     """A consumer's durable queue bound to the exchange, one retry queue per delay
     (no consumer reads it: a message waits out its expiration, then is dead-lettered
@@ -175,7 +214,7 @@ def consumer_topology(topology: ConsumerTopology) -> Topology:
     retries = tuple(
         QueueSpec(
             topology.retry_queue(attempt),
-            {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": topology.queue},
+            {**_RETRY_QUEUE_ARGUMENTS, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": topology.queue},
         )
         for attempt in range(1, topology.max_attempts)
     )
@@ -208,6 +247,21 @@ async def declare_exchange(*, channel: AbstractChannel, name: str) -> AbstractEx
 async def declare_consumer(*, channel: AbstractChannel, topology: ConsumerTopology) -> AbstractQueue:
     await declare(channel=channel, topology=consumer_topology(topology))
     return await channel.get_queue(topology.queue, ensure=False)
+
+
+def retry_queue_moves(topology: ConsumerTopology) -> tuple[Move, ...]:
+    """Until the retry queues were quorum queues they were classic ones, named
+    ``<queue>.retry.N``: each one's messages go to its successor."""
+    return tuple(
+        Move(source=f"{topology.queue}.retry.{attempt}", target=topology.retry_queue(attempt))
+        for attempt in range(1, topology.max_attempts)
+    )
+
+
+async def migrate_retry_queues(*, amqp_url: str, topology: ConsumerTopology) -> int:
+    """Empty the classic retry queues of before into the declared quorum ones and
+    delete them (interchange_common.queue_migration); how many messages moved."""
+    return await move_queues(amqp_url=amqp_url, moves=retry_queue_moves(topology), lock=f"{topology.queue}.migrating")
 
 
 async def publish(
@@ -308,7 +362,10 @@ class Consumer:
             connected()
             self.ready.set()
             CONSUMER_CONNECTED.labels(queue=self.topology.queue).set(1)
-            async with background(self._watch_depths(channel=channel)), queue.iterator() as messages:
+            async with (
+                background(self._watch_depths(channel=channel), self._migrate()),
+                queue.iterator() as messages,
+            ):
                 async for message in messages:
                     await self._handle(channel=channel, message=message)
         finally:
@@ -316,6 +373,14 @@ class Consumer:
             CONSUMER_CONNECTED.labels(queue=self.topology.queue).set(0)
             with contextlib.suppress(Exception):
                 await connection.close()
+
+    async def _migrate(self) -> None:
+        """Beside the consumption: the old retry queues keep handing their messages
+        back meanwhile, and one that cannot be emptied now is tried at the next start."""
+        try:
+            await migrate_retry_queues(amqp_url=self.amqp_url, topology=self.topology)
+        except Exception:  # the consumer runs on either way
+            _log.exception("retry queue migration failed", extra={"queue": self.topology.queue})
 
     async def _watch_depths(self, *, channel: AbstractChannel) -> None:
         """Set the depth gauges now and every ``depth_interval_seconds``: a passive

@@ -149,13 +149,7 @@ async def names(infra):
     """This test's exchange and queue; deleted afterwards with the retry and dead-letter queues."""
     name = f"ic-it-notif-{run_id()}"
     yield {"EVENTS_EXCHANGE": f"{name}.events", "EVENTS_QUEUE": f"{name}.q"}
-    connection = await aio_pika.connect(infra.rabbitmq_url)
-    channel = await connection.channel()
-    queue = f"{name}.q"
-    for doomed in (queue, f"{queue}.dead", *(f"{queue}.retry.{n}" for n in range(1, len(RETRY_DELAYS) + 1))):
-        await channel.queue_delete(doomed)
-    await connection.close()
-    await delete_exchange(amqp_url=infra.rabbitmq_url, exchange=f"{name}.events")
+    await delete_exchange(amqp_url=infra.rabbitmq_url, exchange=f"{name}.events", queues=[f"{name}.q"])
 
 
 @pytest.fixture

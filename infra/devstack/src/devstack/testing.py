@@ -171,7 +171,9 @@ async def delete_exchange(*, amqp_url: str, exchange: str, queues: Iterable[str]
     and the run's consumer ``queues`` with their retry and dead-letter queues."""
     names = [f"{exchange}.unrouted"]
     for queue in queues:
-        names += [queue, f"{queue}.dead", *(f"{queue}.retry.{n}" for n in range(1, _MAX_RETRY_QUEUES + 1))]
+        names += [queue, f"{queue}.dead"]
+        for n in range(1, _MAX_RETRY_QUEUES + 1):  # the quorum retry queues, and the classic ones of before
+            names += [f"{queue}.retry.{n}.quorum", f"{queue}.retry.{n}"]
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
