@@ -11,7 +11,9 @@ order and no notification is missing or doubled, and the event store's sequencer
 moved to the other instance when the one leading it went.
 """
 
+import contextlib
 import itertools
+import json
 import signal
 import threading
 import time
@@ -44,6 +46,40 @@ AT_WORK: Mapping[str, tuple[str, Mapping[str, str], int]] = {
     **{name: ("http_requests_total", {"method": "POST"}, 8002) for name in ORDER_INSTANCES},
     **{name: ("notification_messages_total", {}, 8003) for name in NOTIFICATION_INSTANCES},
 }
+
+
+# The instances that call each backend over gRPC for a client's request. Their channels
+# reconnect to an instance back from a restart on their own schedule (within 2 s,
+# interchange_common.rpc): the next instance may stop only once every caller has been
+# answered by the one back, or a caller is left with no instance it can reach.
+GRPC_CALLERS: Mapping[str, tuple[str, ...]] = dict.fromkeys((*USER_INSTANCES, *EVENT_STORE_INSTANCES), ORDER_INSTANCES)
+
+
+def log_events(shop: Shop, name: str, *, after: int = 0) -> list[dict[str, object]]:
+    """The JSON lines of an instance's log (all its runs: the runner appends), from line ``after``."""
+    log_dir = shop.stack.native.log_dir
+    assert log_dir is not None, "the fault tests' stacks keep logs"
+    events = []
+    for line in (log_dir / f"{name}.log").read_text(errors="replace").splitlines()[after:]:
+        with contextlib.suppress(ValueError):  # a line still being written
+            event = json.loads(line)
+            if isinstance(event, dict):
+                events.append(event)
+    return events
+
+
+def answered_every_caller(shop: Shop, name: str, *, after: int) -> bool:
+    """Has the instance (since line ``after`` of its log) answered a call for a request
+    of each of its gRPC callers? (The request id follows the request across.)"""
+    answered = {
+        event["request_id"]
+        for event in log_events(shop, name, after=after)
+        if event.get("message") == "rpc" and event.get("request_id") not in (None, "-")
+    }
+    return all(
+        any(event.get("request_id") in answered for event in log_events(shop, caller))
+        for caller in GRPC_CALLERS.get(name, ())
+    )
 
 
 def served(url: str, name: str, labels: Mapping[str, str]) -> float:
@@ -199,8 +235,8 @@ def sequencer_leader(shop: Shop) -> str | None:
 
 
 def restart_gracefully(shop: Shop, name: str) -> int:
-    """SIGTERM, wait for the drain and the exit, start again, wait until healthy and
-    at work; the exit code."""
+    """SIGTERM, wait for the drain and the exit, start again, wait until healthy, at
+    work and reached by every gRPC caller; the exit code."""
     native = shop.stack.native
     native.kill(name, sig=signal.SIGTERM)
 
@@ -209,10 +245,17 @@ def restart_gracefully(shop: Shop, name: str) -> int:
         return None if code is None else (code,)
 
     (code,) = wait_for(exited, timeout=60, what=f"{name} to drain and exit")
+    logged = len(log_events(shop, name))  # what the new process logs comes after
     native.restart(name)
     metric_name, labels, port = AT_WORK[name]
     url = shop.stack.url(name, port)
     wait_for(lambda: served(url, metric_name, labels) >= 3, timeout=60, what=f"{name} at work again")
+    wait_for(
+        lambda: answered_every_caller(shop, name, after=logged),
+        timeout=30,
+        interval=0.2,
+        what=f"every gRPC caller of {name} to reach it again",
+    )
     return code
 
 
