@@ -36,7 +36,7 @@ from devstack.secrets import JWT_KEY_FILE
 from devstack.shop import NOTIFICATION_INSTANCES
 from devstack.stack import Stack
 from devstack.standins import ensure_standins, table_text
-from devstack.testing import isolated_stack, run_id
+from devstack.testing import gateway_client, isolated_stack, run_id
 
 ROOT = Path(__file__).resolve().parents[2]
 RETRY_DELAYS = "0.5,1,2"
@@ -201,7 +201,7 @@ def target(request, tmp_path_factory) -> Iterator[Target]:
 
 @pytest.fixture(scope="session")
 def gateway(target) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=target.gateway_url, timeout=10) as client:
+    with gateway_client(target.gateway_url, timeout=10) as client:
         yield client
 
 

@@ -12,6 +12,7 @@ import httpx
 import schemathesis
 
 from devstack.accounts import Account, register
+from devstack.testing import gateway_client
 
 GATEWAY_URL_VARIABLE = "FUZZ_GATEWAY_URL"
 
@@ -30,7 +31,7 @@ class FuzzUser:
     def get(self, case: Any, ctx: Any) -> str:
         with self._lock:
             if self._gateway is None:
-                self._gateway = httpx.Client(base_url=os.environ[GATEWAY_URL_VARIABLE], timeout=10)
+                self._gateway = gateway_client(os.environ[GATEWAY_URL_VARIABLE], timeout=10)
             if self._account is None or self._gateway.get("/api/users/me", headers=self._account.headers).is_error:
                 self._account = register(self._gateway, name="Fuzzer")
             return self._account.token

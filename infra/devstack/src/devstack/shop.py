@@ -20,7 +20,7 @@ from devstack.compose import read_env_file
 from devstack.infra import Infra
 from devstack.mailsink import MailSink, body_of
 from devstack.stack import Stack
-from devstack.testing import isolated_stack, run_id, wait_for
+from devstack.testing import gateway_client, isolated_stack, run_id, wait_for
 
 ITEMS = [{"sku": "CHAIR-9", "quantity": 2, "unit_price": "49.00"}]
 NOTIFICATION_INSTANCES = ("notification-service", "notification-service-2")
@@ -102,7 +102,7 @@ def shop_on(
             env_overrides=overrides,
             leave_out=leave_out,
         ) as stack,
-        httpx.Client(base_url=stack.url("gateway", 8080), timeout=30) as gateway,
+        gateway_client(stack.url("gateway", 8080), timeout=30) as gateway,
     ):
         admin = sign_in(gateway, email=example["ADMIN_EMAIL"], password=example["ADMIN_PASSWORD"])
         yield Shop(stack=stack, gateway=gateway, admin=admin, rabbitmq_url=infra.rabbitmq_url)

@@ -166,6 +166,14 @@ async def undecodable_call(
     raise AssertionError(f"{method} answered undecodable bytes")
 
 
+def gateway_client(base_url: str, *, timeout: float) -> httpx.Client:
+    """A client of the gateway that lets a connection go once idle for 2 s. The
+    gateway closes one idle for 5 s (REQUEST_HEAD_TIMEOUT_SECONDS); httpx keeps them 5 s
+    too, so a request sent on one at that moment got no answer ("Server disconnected
+    without sending a response"), and a POST is not sent again."""
+    return httpx.Client(base_url=base_url, timeout=timeout, limits=httpx.Limits(keepalive_expiry=2.0))
+
+
 async def delete_exchange(*, amqp_url: str, exchange: str, queues: Iterable[str] = ()) -> None:
     """Remove a test run's events exchange, with its alternate exchange and queue,
     and the run's consumer ``queues`` with their retry and dead-letter queues."""
