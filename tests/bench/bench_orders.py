@@ -425,8 +425,12 @@ def cost_table(costs: dict[str, Cost]) -> None:
     """One column per window (a rate, a tracing mode), one row per process."""
     columns = list(costs.values())
     say(f"{'CPU ms per order':<26}" + "".join(f"{label:>10}" for label in costs))
-    for name in columns[0].rows:
-        say(f"{name:<26}" + "".join(f"{cost.rows[name]:>10.2f}" for cost in columns))
+    names = list(dict.fromkeys(name for cost in columns for name in cost.rows))  # every column's processes
+    for name in names:
+        say(
+            f"{name:<26}"
+            + "".join(f"{cost.rows[name]:>10.2f}" if name in cost.rows else f"{'-':>10}" for cost in columns)
+        )
     say(f"{'sum of the rows':<26}" + "".join(f"{sum(cost.rows.values()):>10.2f}" for cost in columns))
     say(f"{'machine less load gen.':<26}" + "".join(f"{cost.machine_less_load:>10.2f}" for cost in columns))
     say(f"{'load generator':<26}" + "".join(f"{cost.load:>10.2f}" for cost in columns))
