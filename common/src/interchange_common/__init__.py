@@ -36,7 +36,8 @@ Who is calling
     text           which characters typed text may hold where other people read it
 
 Calling other services
-    discovery      where a service's instances are: static, Consul, DNS SRV
+    discovery      where a service's instances are: static, Consul, DNS SRV, every
+                   address of a name (Swarm's tasks.<service>)
     balancing      client-side load balancing over healthy instances, outliers ejected
     resilience     circuit breakers, retry budgets, bounded jittered retries (tenacity)
     users          user-service's GetUser, asked the same way by every service

@@ -6,8 +6,12 @@ Discovery             what callers ask: ``healthy(service=...)``, the instances 
  ├── ConsulDiscovery  Consul's health API, passing instances only, kept fresh by one
  │                    blocking query per service; while Consul is unreachable the
  │                    last healthy set it gave is kept
- └── DnsSrvDiscovery  SRV records from Consul's DNS interface
-                      (``<service>.service.consul``), cached for their TTL
+ ├── DnsSrvDiscovery  SRV records from Consul's DNS interface
+ │                    (``<service>.service.consul``), cached for their TTL
+ └── DnsAddressDiscovery  every address the listed URLs' host names resolve to
+                      (Swarm's ``tasks.<service>``, a Kubernetes headless Service),
+                      resolved again each ``refresh_seconds``; the last non-empty
+                      answer is kept while lookups fail or find nothing
 ConsulRegistration    this instance in Consul's catalogue: registered at start-up
                       with an HTTP health check, deregistered first at shutdown
 
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -251,6 +256,128 @@ class DnsSrvDiscovery:
 
     async def close(self) -> None:
         return None
+
+
+Resolve = Callable[[str], Awaitable[Sequence[str]]]
+"""A host name to its addresses (IPv4 and IPv6), as strings."""
+
+
+async def system_addresses(host: str) -> list[str]:
+    """Every address the system's resolver gives for ``host`` (what getaddrinfo sees:
+    /etc/hosts, then the container's DNS server)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+@dataclass
+class _Addresses:
+    """One service: its listed URLs, what each last resolved to, and the lookup in flight."""
+
+    listed: list[Instance]
+    found: dict[int, list[Instance]] = field(default_factory=dict)  # by position in ``listed``
+    instances: list[Instance] = field(default_factory=list)
+    refresh_at: float = float("-inf")
+    lookup: asyncio.Task[None] | None = None
+    failing: bool = False
+    error: str = ""
+
+
+class DnsAddressDiscovery:
+    """Each listed URL's host name names every instance: Swarm's ``tasks.<service>``
+    resolves to the address of each running, healthy task, a Kubernetes headless
+    Service to each ready pod. Every address becomes an instance with the URL's scheme
+    and port, so a task that starts or stops during a rolling update comes or goes
+    within ``refresh_seconds``.
+
+    One lookup per service at a time: callers asking while it runs share it. Once an
+    answer is known nobody waits for DNS: the first caller past ``refresh_seconds``
+    starts the lookup in the background and everyone gets the last answer until it
+    lands, so a slow DNS server delays no request. A URL whose lookup fails or finds
+    nothing keeps its last non-empty answer (one warning per failure streak); only a
+    service none of whose URLs ever resolved is DiscoveryUnavailable. A failed lookup
+    also waits ``refresh_seconds`` before the next: DNS is not asked once a request."""
+
+    def __init__(
+        self,
+        *,
+        urls: Mapping[str, Sequence[str]],
+        resolve: Resolve = system_addresses,
+        refresh_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._services = {
+            service: _Addresses([instance_from_url(url) for url in listed]) for service, listed in urls.items()
+        }
+        for service, state in self._services.items():
+            if not state.listed:
+                raise ValueError(f"no instance listed for {service}")
+        self._resolve = resolve
+        self._refresh_seconds = refresh_seconds
+        self._clock = clock
+
+    async def healthy(self, *, service: str) -> Sequence[Instance]:
+        state = self._services.get(service)
+        if state is None:
+            raise DiscoveryUnavailable(f"no instances configured for {service}")
+        if state.lookup is None and self._clock() >= state.refresh_at:
+            state.lookup = asyncio.create_task(self._refresh(service, state), name=f"dns-addresses-{service}")
+        if not state.instances and state.lookup is not None:
+            # Nothing known yet: wait for the lookup, without cancelling it for the
+            # others when this caller gives up.
+            await asyncio.shield(state.lookup)
+        if not state.instances:
+            raise DiscoveryUnavailable(f"no address known for {service}: {state.error}")
+        return state.instances
+
+    async def _refresh(self, service: str, state: _Addresses) -> None:
+        try:
+            problems = []
+            for position, url in enumerate(state.listed):
+                try:
+                    addresses = await self._addresses(url.host)
+                except Exception as e:
+                    problems.append(f"{url.host}: {e}")
+                    continue
+                if not addresses:
+                    problems.append(f"{url.host}: no address")
+                    continue
+                state.found[position] = [
+                    Instance(id=f"{address}:{url.port}", host=address, port=url.port, scheme=url.scheme)
+                    for address in addresses
+                ]
+            merged = {i.id: i for position in sorted(state.found) for i in state.found[position]}
+            state.instances = list(merged.values())
+            self._report(service, state, problems)
+        finally:
+            state.refresh_at = self._clock() + self._refresh_seconds
+            state.lookup = None
+
+    async def _addresses(self, host: str) -> list[str]:
+        with contextlib.suppress(ValueError):
+            return [str(ipaddress.ip_address(host))]  # a literal address is its own answer
+        return list(dict.fromkeys(await self._resolve(host)))
+
+    def _report(self, service: str, state: _Addresses, problems: list[str]) -> None:
+        if problems:
+            state.error = "; ".join(problems)
+            if not state.failing:
+                state.failing = True
+                _log.warning(
+                    "address lookup failed; keeping the last answer",
+                    extra={"service": service, "error": state.error, "instances": len(state.instances)},
+                )
+        elif state.failing:
+            state.failing = False
+            state.error = ""
+            _log.info("address lookup answers again", extra={"service": service, "instances": len(state.instances)})
+
+    async def close(self) -> None:
+        lookups = [state.lookup for state in self._services.values() if state.lookup is not None]
+        for lookup in lookups:
+            lookup.cancel()
+        for lookup in lookups:
+            with contextlib.suppress(asyncio.CancelledError):
+                await lookup
 
 
 class ConsulAgent(Protocol):

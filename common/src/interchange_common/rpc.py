@@ -446,9 +446,13 @@ GrpcUrl = Annotated[str, AfterValidator(_checked_grpc_url)]
 # an instance that drains or stops drops out at once), and a refused connection is
 # retried in the background with grpc's own backoff, capped at 2 s instead of grpc's
 # 120 s: an instance back from a restart takes calls again within 2 s, before a
-# rolling restart stops the next one.
+# rolling restart stops the next one. An instance that comes back at a new address (a
+# Swarm task, a pod) is found by resolving the name again, which grpc does when a
+# connection ends, at most once a second here instead of grpc's once in 30 s: else
+# the next instance of a rolling update could stop before the new one is known.
 _BALANCED = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})
 _RECONNECT_BACKOFF = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 2000)]
+_RESOLVE_AGAIN = [("grpc.dns_min_time_between_resolutions_ms", 1000)]
 
 
 def service_channel(*, target: str, issuer: ServiceTokenIssuer, audience: str) -> grpc.aio.Channel:
@@ -456,7 +460,7 @@ def service_channel(*, target: str, issuer: ServiceTokenIssuer, audience: str) -
     id, balanced over every instance ``target`` names (see grpc_target)."""
     return grpc.aio.insecure_channel(
         target,
-        options=[("grpc.service_config", _BALANCED), *_RECONNECT_BACKOFF],
+        options=[("grpc.service_config", _BALANCED), *_RECONNECT_BACKOFF, *_RESOLVE_AGAIN],
         interceptors=[*service_interceptors(issuer=issuer, audience=audience), *tracing.grpc_client_interceptors()],
     )
 

@@ -1,12 +1,15 @@
 """The base of every service's one Settings object.
 
 Values come from the environment (docker-compose.yml sets them, the native runner
-sets the same). Secrets have no default. Outside development a service refuses to
+sets the same) or, for what the environment leaves unset, from files in /run/secrets
+named after the setting (Swarm secrets: the stack mounts DATABASE_URL's value as
+/run/secrets/database_url). Secrets have no default. Outside development a service refuses to
 start when a secret is missing, too short, or one of the development placeholders
 that .env.example ships.
 """
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Literal
 
 import consul.aio
@@ -15,13 +18,22 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from interchange_common.balancing import Balancer
-from interchange_common.discovery import ConsulDiscovery, Discovery, DnsSrvDiscovery, StaticDiscovery
+from interchange_common.discovery import (
+    ConsulDiscovery,
+    Discovery,
+    DnsAddressDiscovery,
+    DnsSrvDiscovery,
+    StaticDiscovery,
+)
 from interchange_common.errors import ConfigurationError
 from interchange_common.resilience import CircuitBreaker, RetryBudget
 
 # Anything .env.example ships starts with this: fine on a laptop, refused in production.
 DEVELOPMENT_SECRET_PREFIX = "dev-only-"  # noqa: S105  # a marker, not a secret
 MIN_SECRET_LENGTH = 32
+# Docker and Swarm secrets: a file named after a setting (database_url) is its value,
+# where the environment does not set it. Read only where the folder exists.
+SECRETS_DIR = Path("/run/secrets")
 
 
 def check_secret(*, name: str, value: str, environment: str) -> None:
@@ -38,7 +50,12 @@ class ServiceSettings(BaseSettings):
     """Settings every service has. Subclasses add their own and keep these names."""
 
     # hide_input_in_errors: a validation error must not print the values (secrets) it saw.
-    model_config = SettingsConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
+    model_config = SettingsConfigDict(
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+        secrets_dir=SECRETS_DIR if SECRETS_DIR.is_dir() else None,
+    )
 
     environment: Literal["development", "test", "production"] = "production"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -90,8 +107,10 @@ class CallerSettings(ServiceSettings):
     retry_budget_min_per_second: float = Field(default=1.0, ge=0)
 
     # Where instances are found: "static" (the *_URL settings list them), "consul"
-    # (its health API at CONSUL_HTTP_ADDR) or "dns" (SRV at CONSUL_DNS_ADDR).
-    discovery: Literal["static", "consul", "dns"] = "static"
+    # (its health API at CONSUL_HTTP_ADDR), "dns" (SRV at CONSUL_DNS_ADDR) or "tasks"
+    # (the *_URL hosts name every instance: Swarm's tasks.<service>, a Kubernetes
+    # headless Service; resolved again every second).
+    discovery: Literal["static", "consul", "dns", "tasks"] = "static"
     consul_dns_addr: str = "127.0.0.1:8600"
     # An instance failing this many calls in a row is passed over for this long
     # (longer each time in a row, up to the maximum).
@@ -111,6 +130,8 @@ class CallerSettings(ServiceSettings):
         if self.discovery == "consul":
             agent = consul_agent(self.consul_http_addr)
             return ConsulDiscovery(health=agent.health, close=agent.close)
+        if self.discovery == "tasks":
+            return DnsAddressDiscovery(urls=static_urls)
         host, _, port = self.consul_dns_addr.partition(":")
         resolver = dns.asyncresolver.Resolver(configure=False)
         resolver.nameservers = [host]

@@ -14,11 +14,13 @@ from interchange_common.balancing import Balancer
 from interchange_common.discovery import (
     ConsulDiscovery,
     DiscoveryUnavailable,
+    DnsAddressDiscovery,
     DnsSrvDiscovery,
     Instance,
     StaticDiscovery,
     instance_from_url,
 )
+from interchange_common.settings import CallerSettings
 
 
 class Clock:
@@ -150,6 +152,133 @@ async def test_srv_records_become_instances_cached_for_their_ttl():
     assert await discovery.healthy(service="orders") == instances  # stale beats nothing
     with pytest.raises(DiscoveryUnavailable):
         await discovery.healthy(service="users")
+
+
+class FakeAddresses:
+    """A host name resolver answering from ``answers`` (an exception is raised); a
+    cleared ``gate`` holds every lookup until it is set."""
+
+    def __init__(self, answers: dict[str, list[str] | Exception]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def __call__(self, host: str) -> list[str]:
+        self.asked.append(host)
+        await self.gate.wait()
+        answer = self.answers.get(host, [])
+        if isinstance(answer, Exception):
+            raise answer
+        return list(answer)
+
+
+def tasks_discovery(resolve: FakeAddresses, clock: Clock, *urls: str) -> DnsAddressDiscovery:
+    return DnsAddressDiscovery(urls={"orders": list(urls)}, resolve=resolve, clock=clock)
+
+
+async def ids(discovery: DnsAddressDiscovery) -> list[str]:
+    return [i.id for i in await discovery.healthy(service="orders")]
+
+
+async def eventually(discovery: DnsAddressDiscovery, expected: list[str]) -> None:
+    """A refresh runs in the background: wait until its answer is the one handed out."""
+    async with asyncio.timeout(5):
+        while await ids(discovery) != expected:
+            await asyncio.sleep(0.001)
+
+
+async def test_every_address_of_a_name_is_an_instance():
+    resolve = FakeAddresses({"tasks.orders": ["10.0.0.5", "10.0.0.6", "10.0.0.5", "fd00::7"]})
+    discovery = tasks_discovery(resolve, Clock(), "https://tasks.orders:8002", "http://10.1.1.1:9000")
+    instances = await discovery.healthy(service="orders")
+    assert instances == [
+        Instance(id="10.0.0.5:8002", host="10.0.0.5", port=8002, scheme="https"),
+        Instance(id="10.0.0.6:8002", host="10.0.0.6", port=8002, scheme="https"),
+        Instance(id="fd00::7:8002", host="fd00::7", port=8002, scheme="https"),
+        Instance(id="10.1.1.1:9000", host="10.1.1.1", port=9000),
+    ]
+    assert instances[2].url == "https://[fd00::7]:8002"
+    assert resolve.asked == ["tasks.orders"]  # a literal address is not looked up
+    with pytest.raises(DiscoveryUnavailable):
+        await discovery.healthy(service="users")
+
+
+async def test_the_name_is_resolved_again_after_the_interval_and_a_removed_task_goes():
+    clock, resolve = Clock(), FakeAddresses({"tasks.orders": ["10.0.0.5", "10.0.0.6"]})
+    discovery = tasks_discovery(resolve, clock, "http://tasks.orders:8002")
+    assert await ids(discovery) == ["10.0.0.5:8002", "10.0.0.6:8002"]
+    resolve.answers["tasks.orders"] = ["10.0.0.6", "10.0.0.8"]  # a rolling update: 5 stops, 8 starts
+    clock.now += 0.9
+    assert await ids(discovery) == ["10.0.0.5:8002", "10.0.0.6:8002"]
+    assert len(resolve.asked) == 1  # within the interval: from the cache
+    clock.now += 0.1
+    await eventually(discovery, ["10.0.0.6:8002", "10.0.0.8:8002"])
+    assert len(resolve.asked) == 2
+
+
+async def test_a_failed_or_empty_lookup_keeps_the_last_answer_and_warns_once(caplog):
+    clock, resolve = Clock(), FakeAddresses({"tasks.orders": ["10.0.0.5"]})
+    discovery = tasks_discovery(resolve, clock, "http://tasks.orders:8002")
+    assert await ids(discovery) == ["10.0.0.5:8002"]
+    answers: list[list[str] | Exception] = [OSError("Name or service not known"), []]
+    for lookups, answer in enumerate(answers, start=2):
+        resolve.answers["tasks.orders"] = answer
+        clock.now += 1
+        assert await ids(discovery) == ["10.0.0.5:8002"]  # starts a lookup in the background
+        await asyncio.sleep(0.01)
+        assert len(resolve.asked) == lookups
+        assert await ids(discovery) == ["10.0.0.5:8002"]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and r.name == "interchange.discovery"]
+    assert len(warnings) == 1
+    assert warnings[0].service == "orders"
+    assert "Name or service not known" in warnings[0].error
+    resolve.answers["tasks.orders"] = ["10.0.0.9"]
+    clock.now += 1
+    await eventually(discovery, ["10.0.0.9:8002"])
+
+
+async def test_a_name_that_never_resolved_is_unavailable_until_it_does():
+    clock, resolve = Clock(), FakeAddresses({"tasks.orders": OSError("Name or service not known")})
+    discovery = tasks_discovery(resolve, clock, "http://tasks.orders:8002")
+    with pytest.raises(DiscoveryUnavailable, match="Name or service not known"):
+        await discovery.healthy(service="orders")
+    with pytest.raises(DiscoveryUnavailable):
+        await discovery.healthy(service="orders")
+    assert len(resolve.asked) == 1  # a failure is cached too: DNS is not asked per request
+    resolve.answers["tasks.orders"] = ["10.0.0.5"]
+    clock.now += 1
+    assert await ids(discovery) == ["10.0.0.5:8002"]
+
+
+async def test_callers_share_one_lookup():
+    clock, resolve = Clock(), FakeAddresses({"tasks.orders": ["10.0.0.5"]})
+    discovery = tasks_discovery(resolve, clock, "http://tasks.orders:8002")
+    resolve.gate.clear()
+    callers = [asyncio.create_task(ids(discovery)) for _ in range(20)]
+    await until(lambda: len(resolve.asked) == 1)
+    callers[0].cancel()  # one caller giving up does not end the lookup for the others
+    resolve.gate.set()
+    answers = await asyncio.gather(*callers[1:])
+    assert answers == [["10.0.0.5:8002"]] * 19
+    assert callers[0].cancelled()
+    # Once something is known, a refresh holds nobody up: the last answer meanwhile.
+    resolve.gate.clear()
+    resolve.answers["tasks.orders"] = ["10.0.0.6"]
+    clock.now += 1
+    assert await asyncio.gather(*(ids(discovery) for _ in range(20))) == [["10.0.0.5:8002"]] * 20
+    await until(lambda: len(resolve.asked) == 2)
+    await asyncio.sleep(0.01)
+    assert len(resolve.asked) == 2
+    resolve.gate.set()
+    await eventually(discovery, ["10.0.0.6:8002"])
+    await discovery.close()
+
+
+def test_tasks_discovery_is_made_from_the_settings():
+    settings = CallerSettings(environment="development", service_jwt_secret="dev-only-x", discovery="tasks")
+    discovery = settings.make_discovery(static_urls={"orders": ["http://tasks.orders:8002"]})
+    assert isinstance(discovery, DnsAddressDiscovery)
 
 
 def balancer(clock: Clock, *urls: str, **options: Any) -> Balancer:
