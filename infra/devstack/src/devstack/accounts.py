@@ -2,6 +2,7 @@
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -45,3 +46,17 @@ def sign_in(gateway: httpx.Client, *, email: str, password: str) -> Account:
     if me.status_code != 200:
         raise AssertionError(f"/api/users/me as {email}: {me.status_code} {me.text}")
     return Account(me.json()["id"], email, password, token)
+
+
+def notifications_of(gateway: httpx.Client, account: Account) -> list[dict[str, Any]]:
+    """Every notification of the account, read through GET /api/notifications page by page."""
+    found: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        response = gateway.get("/api/notifications", params={"page": page, "limit": 100}, headers=account.headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        found += body["items"]
+        if len(found) >= int(body["total"]) or not body["items"]:
+            return found
+        page += 1

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from devstack.accounts import Account, sign_in
+from devstack.accounts import Account, notifications_of, sign_in
 from devstack.compose import read_env_file
 from devstack.infra import Infra
 from devstack.mailsink import MailSink, body_of
@@ -61,18 +61,7 @@ class Shop:
         )
 
     def notifications(self, account: Account) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        page = 1
-        while True:
-            response = self.gateway.get(
-                "/api/notifications", params={"page": page, "limit": 100}, headers=account.headers
-            )
-            assert response.status_code == 200, response.text
-            body = response.json()
-            found += body["items"]
-            if len(found) >= int(body["total"]) or not body["items"]:
-                return found
-            page += 1
+        return notifications_of(self.gateway, account)
 
 
 @contextlib.contextmanager
