@@ -22,7 +22,7 @@ MYPY_PACKAGES := -p interchange_common -p user_service -p gateway -p event_store
 PYTEST := $(BIN)/pytest
 
 .PHONY: help up down test lint typecheck protos check-protos setup tools infra secrets unit integration e2e fault deploy-check \
-	compose-test bench fuzz clean
+	compose-test swarm-test bench fuzz clean
 
 help:
 	@echo "make up            run the deployment (Docker if an engine answers, else local processes)"
@@ -32,6 +32,7 @@ help:
 	@echo "make protos        regenerate code from protos/"
 	@echo "make check-protos  fail when generated code is stale"
 	@echo "make compose-test  the end-to-end suite against docker-compose.yml in containers (a private Docker engine)"
+	@echo "make swarm-test    the end-to-end suite and a rolling update against the Swarm stack (same engine)"
 	@echo "make bench         gateway vs direct vs nginx; event-store appends vs pgbench; live fan-out; whole orders per second and CPU per order"
 	@echo "make fuzz          schemathesis on the gateway's API for longer, with a new seed (FUZZ_MAX_EXAMPLES, FUZZ_SEED)"
 
@@ -137,7 +138,13 @@ fault: setup infra
 compose-test: setup tools
 	E2E_STACK=compose $(PYTEST) -q -rs -m e2e tests/e2e
 
-test: setup tools check-protos lint unit integration deploy-check e2e fault compose-test
+# The same suite against deploy/swarm/stack.yml on a single-node swarm in that engine,
+# then a rolling update of every service to a new image under traffic
+# (tests/e2e/test_rolling_update.py); skipped, saying why, where no engine can start.
+swarm-test: setup tools
+	E2E_STACK=swarm $(PYTEST) -q -rs -m e2e tests/e2e
+
+test: setup tools check-protos lint unit integration deploy-check e2e fault compose-test swarm-test
 
 bench: setup infra
 	$(BIN)/python tests/bench/bench_gateway.py

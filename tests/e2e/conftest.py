@@ -7,6 +7,10 @@ Three ways to get one:
   builds stand-ins for the images this machine cannot pull (devstack.standins), and
   runs ``make up``'s Docker branch in it: every image built from its Dockerfile, the
   deployment in containers, tests/containers/docker-compose.test.yml layered on;
+- with E2E_STACK=swarm (``make swarm-test``) the same engine becomes a single-node
+  swarm and runs deploy/swarm/stack.yml (tests/containers/swarm.test.yml layered on)
+  from images built here; only the gateway is reachable, through the stack's edge,
+  and test_rolling_update.py rolls every service to a new image last;
 - with E2E_GATEWAY_URL it drives that gateway (a stack someone else started); tests
   that need to reach behind the gateway then also need E2E_USER_SERVICE_URL,
   E2E_USER_SERVICE_GRPC and E2E_SERVICE_JWT_SECRET, and skip (saying so) without them.
@@ -36,18 +40,22 @@ from devstack.secrets import JWT_KEY_FILE
 from devstack.shop import NOTIFICATION_INSTANCES
 from devstack.stack import Stack
 from devstack.standins import ensure_standins, table_text
+from devstack.swarm import STACK_FILE
+from devstack.swarmed import SwarmDeployment, swarm_deployment
 from devstack.testing import gateway_client, isolated_stack, run_id
 
 ROOT = Path(__file__).resolve().parents[2]
 RETRY_DELAYS = "0.5,1,2"
 ENV_EXAMPLE = ROOT / ".env.example"
 COMPOSE_OVERRIDE = ROOT / "tests" / "containers" / "docker-compose.test.yml"
+SWARM_OVERRIDE = ROOT / "tests" / "containers" / "swarm.test.yml"
 STANDINS = pytest.StashKey[str]()
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE_KEY(?!_FILE)")
 _WHY = {
     "the stack under test": " (set the E2E_* variables)",
     "the native stack": " (make compose-test runs this against the containers)",
     "the compose deployment": " (only the native stack's processes have them)",
+    "the swarm stack": " (only its gateway is reachable, through the edge; make e2e and make compose-test run this)",
 }
 
 
@@ -79,6 +87,8 @@ class Target:
     restart: Callable[[str], None] | None = None
     # Every span the deployment exported so far (devstack.otlp's receiver).
     spans: Callable[[], list[SpanRecord]] | None = None
+    # The deployment under an orchestrator, which can roll every service to a new image.
+    swarm: SwarmDeployment | None = None
     kind: str = "the stack under test"
 
     def need(self, *fields: str) -> None:
@@ -177,10 +187,32 @@ def _composed(config, tmp_path_factory) -> Iterator[Target]:
             )
 
 
+def _swarmed(config) -> Iterator[Target]:
+    reason = engine_unavailable()
+    if reason is not None:
+        pytest.skip(f"no private Docker engine can start here: {reason}")
+    env = read_env_file(ROOT / ".env")
+    with private_engine() as engine:
+        files = [ROOT / "docker-compose.yml", ROOT / STACK_FILE]
+        config.stash[STANDINS] = table_text(ensure_standins(engine=engine, root=ROOT, compose_files=files))
+        with swarm_deployment(engine=engine, root=ROOT, overrides=[SWARM_OVERRIDE]) as deployment:
+            yield Target(
+                gateway_url=deployment.gateway_url,
+                admin_email=env["ADMIN_EMAIL"],
+                admin_password=env["ADMIN_PASSWORD"],
+                secrets=frozenset(value for name, value in env.items() if SECRET_NAME.search(name) and len(value) >= 8),
+                swarm=deployment,
+                kind="the swarm stack",
+            )
+
+
 @pytest.fixture(scope="session")
 def target(request, tmp_path_factory) -> Iterator[Target]:
     if os.environ.get("E2E_STACK") == "compose":
         yield from _composed(request.config, tmp_path_factory)
+        return
+    if os.environ.get("E2E_STACK") == "swarm":
+        yield from _swarmed(request.config)
         return
     url = os.environ.get("E2E_GATEWAY_URL")
     if url:
@@ -221,6 +253,22 @@ def admin(gateway, target) -> Account:
 def pytest_collection_modifyitems(items):
     for item in items:
         item.add_marker(pytest.mark.e2e)
+    # The rolling update replaces every task of the deployment: after everything else.
+    items.sort(key=lambda item: item.path.name == "test_rolling_update.py")
+
+
+_NOT_RUN = {
+    "compose": (
+        "Consul was not exercised: discovery was static.",
+        "The observability profile (collector, Jaeger, Prometheus, Grafana) was not run:"
+        " spans went to devstack's OTLP receiver in a container (trace-receiver).",
+    ),
+    "swarm": (
+        "Consul was not exercised: discovery was Swarm's DNS (tasks.<service>).",
+        "No collector ran in the stack: tracing was off.",
+        "One node only: Swarm placed every task on it, and the edge's ports were that node's.",
+    ),
+}
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -228,8 +276,5 @@ def pytest_terminal_summary(terminalreporter, config):
     if table is not None:
         terminalreporter.section("images: what ran in place of each (no registry here)")
         terminalreporter.write_line(table)
-        terminalreporter.write_line("Consul was not exercised: discovery was static.")
-        terminalreporter.write_line(
-            "The observability profile (collector, Jaeger, Prometheus, Grafana) was not run:"
-            " spans went to devstack's OTLP receiver in a container (trace-receiver)."
-        )
+        for line in _NOT_RUN.get(os.environ.get("E2E_STACK", ""), ()):
+            terminalreporter.write_line(line)

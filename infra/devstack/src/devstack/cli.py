@@ -8,6 +8,8 @@ up        docker compose up --build when a Docker engine answers (docker-compose
 down      stop what ``up`` started
 restart   one instance of a running native ``up``, gracefully: ``restart order-service-2``
           (``up`` also starts again, by itself, an instance that exits)
+swarm     ``swarm render``: deploy/swarm/stack.yml from docker-compose.yml;
+          ``swarm secrets``: the stack's secret files (.secrets/swarm/) from .env
 trace     a trace the native stack recorded, as a tree: ``trace <id>`` by trace id,
           traceparent or request id (X-Request-ID); ``trace`` alone lists recent ones
 """
@@ -30,6 +32,7 @@ from devstack.otlp import connected, find_trace_id, read_spans_file, recent, ren
 from devstack.runner import Supervisor, request_restart, stop_from_state
 from devstack.secrets import ensure_dev_secrets
 from devstack.stack import Stack, StackOptions
+from devstack.swarm import SECRETS_DIR, STACK_FILE, stack_text, write_secret_files
 from interchange_common.servicejwt import KNOWN_SERVICES, ServiceTokenIssuer
 
 STATE_FILE = Path(".run/native-stack.json")
@@ -124,11 +127,30 @@ def _trace(*, spans_file: Path, key: str | None) -> int:
     return 0
 
 
+def _swarm(*, root: Path, action: str | None) -> int:
+    if action == "render":
+        (root / STACK_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (root / STACK_FILE).write_text(stack_text(root=root))
+        _say(f"wrote {STACK_FILE}")
+        return 0
+    if action == "secrets":
+        ensure_dev_secrets(root=root)
+        written = write_secret_files(root=root, variables={**read_env_file(root / ".env"), **os.environ})
+        _say(f"wrote {len(written)} secret files in {SECRETS_DIR}/")
+        return 0
+    raise DevstackError("swarm what? (devstack swarm render | devstack swarm secrets)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="devstack")
-    parser.add_argument("command", choices=["infra", "secrets", "up", "down", "restart", "service-token", "trace"])
     parser.add_argument(
-        "key", nargs="?", help="trace: a trace id, traceparent or request id; restart: an instance (order-service-2)"
+        "command", choices=["infra", "secrets", "up", "down", "restart", "service-token", "swarm", "trace"]
+    )
+    parser.add_argument(
+        "key",
+        nargs="?",
+        help="trace: a trace id, traceparent or request id; restart: an instance (order-service-2);"
+        " swarm: render or secrets",
     )
     parser.add_argument("--spans", type=Path, help=f"trace: the spans file (default: {SPANS_FILE})")
     parser.add_argument("--root", type=Path, default=Path.cwd())
@@ -162,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
                 request_restart(root / STATE_FILE, args.key)
                 _say(f"{args.key} restarted")
                 code = 0
+        elif args.command == "swarm":
+            code = _swarm(root=root, action=args.key)
         elif args.command == "trace":
             code = _trace(spans_file=args.spans.resolve() if args.spans else root / SPANS_FILE, key=args.key)
         else:

@@ -42,6 +42,7 @@ KINDS = {
     "rabbitmq": ("rabbitmq", "Debian's rabbitmq-server 3.10 with management"),
     "curlimages/curl": ("curl", "Debian's curl"),
     "axllent/mailpit": ("mailpit", "devstack's SMTP sink with Mailpit's read API"),
+    "haproxy": ("haproxy", "Debian's haproxy 2.6"),
 }
 NOT_IMITATED = {"hashicorp/consul": "not run: Consul has no Debian package (static discovery instead)"}
 _FROM = re.compile(r"^FROM\s+(\S+)", re.IGNORECASE | re.MULTILINE)
@@ -64,7 +65,12 @@ def images_named(*, root: Path, compose_files: list[Path]) -> list[str]:
     for compose_file in compose_files:
         document = yaml.safe_load(compose_file.read_text())
         services = document["services"].values()
-        named += [service["image"] for service in services if "image" in service and not service.get("profiles")]
+        # An image named with a variable (interchange/gateway:${IMAGE_TAG}) is ours, built here.
+        named += [
+            service["image"]
+            for service in services
+            if "image" in service and not service.get("profiles") and "${" not in service["image"]
+        ]
     for dockerfile in sorted(root.glob("*/Dockerfile")):
         named += [image for image in _FROM.findall(dockerfile.read_text()) if image.lower() not in {"build", "runtime"}]
     return list(dict.fromkeys(named))

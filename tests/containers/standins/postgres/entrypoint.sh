@@ -4,7 +4,11 @@ as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
 if [ "${1:-}" != "postgres" ]; then
     exec "$@"
 fi
-: "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
+# As the upstream image: POSTGRES_PASSWORD_FILE (a Docker or Swarm secret) instead.
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+    POSTGRES_PASSWORD="$(cat "$POSTGRES_PASSWORD_FILE")"
+fi
+: "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE must be set}"
 user="${POSTGRES_USER:-postgres}"
 database="${POSTGRES_DB:-$user}"
 mkdir -p "$PGDATA" && chown postgres:postgres "$PGDATA" && chmod 700 "$PGDATA"
