@@ -16,6 +16,7 @@ OWN_ROUTES = (
     ("GET", "/health/live"),
     ("GET", "/metrics"),  # on the operations port
     ("GET", "/openapi.json"),
+    ("GET", "/docs"),
     ("POST", "/api/auth/ticket"),
     ("GET", "/api/events"),
     ("GET", "/ws"),

@@ -64,7 +64,7 @@ def test_grpc_refuses_without_a_service_token(target):
 
 
 def test_the_developer_service_token_of_the_readme_opens_the_event_store(target, tmp_path):
-    """`python -m devstack service-token --audience event-store`, as the README's
+    """`python -m devstack service-token --audience event-store`, as docs/architecture.md's
     walkthrough uses it against the event store's HTTP API."""
     target.need("service_jwt_secret", "ports")
     (tmp_path / ".env").write_text(f"SERVICE_JWT_SECRET={target.service_jwt_secret}\n")

@@ -4,6 +4,7 @@
 /static/                 the page's files
 /health, /health/live    whether the gateway is healthy (no detail on a public port)
 /openapi.json            the public API, composed from the upstreams' documents
+/docs, /docs/assets/     that document in Swagger UI, its files served from an installed package
 /api/auth/ticket, /api/events, /ws
                          tickets and the live connections (see entrypoints/passthrough.py)
 every row of the route table
@@ -25,6 +26,7 @@ this is the hottest path in the deployment, and dependency injection and body
 validation belong to the upstream that owns the data.
 """
 
+import importlib.resources
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -67,6 +70,11 @@ from interchange_common.servicejwt import ServiceTokenIssuer
 STATIC_DIR = Path(__file__).parent / "static"
 # Server push is gone from browsers; a preload hint on the page does its job.
 _INDEX_HEADERS = {"Link": "</static/app.js>; rel=preload; as=script", "Cache-Control": "no-cache"}
+# Swagger UI's script, styles and icon, as the fastapi-offline package ships them: the
+# page loads nothing from another host. Its Swagger UI is 5.x, the first to read
+# OpenAPI 3.1 (the document's version); swagger-ui-bundle's 4.x refuses to render it.
+SWAGGER_UI_DIR = Path(str(importlib.resources.files("fastapi_offline") / "static"))
+DOCS_ASSETS = "/docs/assets"
 
 
 async def index(_: Request) -> Response:
@@ -267,6 +275,24 @@ def document_endpoint(*, app: FastAPI, documents: ApiDocuments) -> Endpoint:
     return endpoint
 
 
+def docs_endpoint(*, title: str) -> Endpoint:
+    """The Swagger UI page of /openapi.json, made once: nothing in it changes."""
+    page = get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title=title,
+        swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        # No badge from Swagger's online validator: it would send the document's address to a third party.
+        swagger_ui_parameters={"validatorUrl": None},
+    ).body
+
+    async def endpoint(_: Request) -> Response:
+        return Response(content=page, media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    return endpoint
+
+
 def operations_app(*, health_checks: Callable[[], Sequence[HealthCheck]]) -> FastAPI:
     """The operations port's app: /health with every dependency's state and timing,
     /health/live and /metrics; nothing else."""
@@ -309,9 +335,19 @@ def create_app(
     app.router.routes.append(StarletteRoute("/", index, methods=["GET"], name="The page"))
     app.router.routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
     if api_documents is not None:
-        app.router.routes.append(
-            StarletteRoute("/openapi.json", document_endpoint(app=app, documents=api_documents), methods=["GET"])
-        )
+        # Public like the page, with no token and no rate limit (the document is composed
+        # at most once a minute, the rest is files), and not in the document themselves.
+        app.router.routes += [
+            StarletteRoute("/openapi.json", document_endpoint(app=app, documents=api_documents), methods=["GET"]),
+            StarletteRoute(
+                "/docs",
+                docs_endpoint(title=f"{app.title} API"),
+                methods=["GET"],
+                name="The API in Swagger UI",
+                include_in_schema=False,
+            ),
+            Mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_UI_DIR), name="docs assets"),
+        ]
     if live is not None:
         gate = CallerGate(
             verify=verify,

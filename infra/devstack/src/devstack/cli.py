@@ -4,7 +4,13 @@ infra     find (or install) PostgreSQL, Redis and RabbitMQ; print where they are
 secrets   make .env and the development signing key when missing
 up        docker compose up --build when a Docker engine answers (docker-compose
           where the v2 plugin is missing), else every
-          service as a local process in the foreground; Ctrl-C stops them
+          service as a local process in the foreground; Ctrl-C stops them.
+          Natively it says how each instance's start goes (starting, waiting for its
+          health URL, healthy), then shows the services' lines: on a terminal made
+          readable, behind each instance's name in its colour as compose does;
+          elsewhere, or with DEVSTACK_LOG_FORMAT=json, exactly as written (JSON and
+          unprefixed, so each line stays valid JSON). DEVSTACK_LOG_FORMAT=pretty
+          forces readable lines; NO_COLOR turns colours off (devstack.console)
 down      stop what ``up`` started
 restart   one instance of a running native ``up``, gracefully: ``restart order-service-2``
           (``up`` also starts again, by itself, an instance that exits)
@@ -25,6 +31,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from devstack.compose import read_env_file
+from devstack.console import ServiceOutput, choose_log_format, progress_message, wants_colour
 from devstack.engine import compose_command
 from devstack.errors import DevstackError
 from devstack.infra import ensure_infra
@@ -40,7 +47,9 @@ SPANS_FILE = Path(".run/traces.jsonl")
 
 
 def _say(message: str) -> None:
-    print(f"devstack: {message}", flush=True)  # noqa: T201  # the command's own output
+    # One write: the services' lines come from other threads (devstack.console).
+    sys.stdout.write(f"devstack: {message}\n")
+    sys.stdout.flush()
 
 
 def docker_engine_answers() -> bool:
@@ -68,9 +77,17 @@ def _up(root: Path) -> int:
         # Become compose: Ctrl-C reaches it directly and it stops the containers itself.
         os.chdir(root)
         os.execvp(compose[0], [*compose, "up", "--build"])
+    terminal = sys.stdout.isatty()
+    log_format = choose_log_format(environ=os.environ, isatty=terminal)
     _say("no Docker engine: running every service as a local process")
     infra = ensure_infra()
     stack = Stack.prepare(options=StackOptions(root=root, env_file=root / ".env"), infra=infra)
+    stack.native.output = ServiceOutput(
+        names=[service.name for service in stack.services],
+        stream=sys.stdout,
+        log_format=log_format,
+        colour=wants_colour(environ=os.environ, isatty=terminal),
+    )
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -80,7 +97,7 @@ def _up(root: Path) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        stack.start()
+        stack.start(progress=lambda step: _say(progress_message(step)))
         stack.native.write_state(root / STATE_FILE)
         _say(f"ready: gateway on {stack.url('gateway', 8080)} (Ctrl-C stops everything)")
         # As compose's restart policy: what exits is started again, the rest keep serving.

@@ -3,8 +3,13 @@
 Each service runs in its own process group, so stopping it also stops anything it
 started. ``start`` waits for each service's health URL (the compose healthcheck)
 before starting the services that depend on it, and fails fast when a process
-exits. ``stop`` sends SIGTERM to everything, newest first, then SIGKILL to what
-has not exited after the grace period.
+exits; its ``progress`` hook hears when each starts, while it waits (every few
+seconds) and when it is healthy. ``stop`` sends SIGTERM to everything, newest first,
+then SIGKILL to what has not exited after the grace period.
+
+A service's output goes to ``<log_dir>/<instance>.log`` when there is a log_dir
+(the tests read those files), else to ``output`` a line at a time when that is set
+(``devstack up`` shows the lines, see devstack.console), else to this process's own.
 
 ``Supervisor`` does for a running stack what compose's ``restart: unless-stopped``
 does for containers: an instance that exits is started again (at once the first
@@ -13,6 +18,7 @@ time, then after a back-off that doubles), the others keep serving, and after
 instance. ``devstack restart NAME`` asks it for a graceful restart of one instance.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
@@ -21,18 +27,20 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from devstack.compose import NativeService
 from devstack.errors import StackFailed
 
 _HEALTH_POLL_SECONDS = 0.2
+_PROGRESS_EVERY_SECONDS = 5.0  # a reminder while a service is not healthy yet
 # Like a container, a service sees only what compose gives it, plus what a process needs
 # to run at all: a developer's exported ADMIN_PASSWORD must not reach a test stack.
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "SSL_CERT_FILE")
@@ -76,11 +84,48 @@ def healthy(url: str, *, timeout: float = 2.0) -> bool:
         return False  # not up yet, or something else answers on that port
 
 
+@dataclass(frozen=True)
+class StartProgress:
+    """One step of starting one instance: ``starting`` (spawned; its dependencies are
+    healthy), ``waiting`` (not healthy yet, every few seconds), ``healthy``, or
+    ``started`` (it has no health check to wait for)."""
+
+    service: NativeService
+    state: Literal["starting", "waiting", "healthy", "started"]
+    elapsed: float  # seconds since it was spawned
+
+
+Progress = Callable[[StartProgress], None]
+# Each line an instance writes (stdout and stderr), with the newline, by instance name.
+Output = Callable[[str, bytes], None]
+
+
+def _no_progress(_step: StartProgress) -> None:
+    return
+
+
 @dataclass
 class RunningService:
     service: NativeService
     process: subprocess.Popen[bytes]
     log: IO[bytes] | None = None
+    relay: threading.Thread | None = None  # passes its lines to NativeStack.output
+
+    def close_output(self) -> None:
+        """After the process has ended: close its log, let the relay pass on the last lines."""
+        if self.log is not None:
+            self.log.close()
+        if self.relay is not None:
+            self.relay.join(timeout=2.0)
+
+
+def _relay(*, name: str, lines: IO[bytes], output: Output) -> None:
+    with lines:
+        for line in lines:
+            # Our own stdout may be gone (a closed pipe): keep reading, or the service
+            # would block on a full pipe.
+            with contextlib.suppress(OSError, ValueError):
+                output(name, line)
 
 
 @dataclass
@@ -90,12 +135,15 @@ class NativeStack:
     log_dir: Path | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
     running: list[RunningService] = field(default_factory=list)
+    output: Output | None = None  # used only without a log_dir
 
-    def start(self, *, health_timeout: float = 60.0) -> None:
+    def start(self, *, health_timeout: float = 60.0, progress: Progress | None = None) -> None:
+        report = progress or _no_progress
         try:
             for service in start_order(self.services):
+                report(StartProgress(service=service, state="starting", elapsed=0.0))
                 self._spawn(service)
-                self._wait_healthy(self.running[-1], deadline=time.monotonic() + health_timeout)
+                self._wait_healthy(self.running[-1], deadline=time.monotonic() + health_timeout, progress=report)
         except BaseException:
             self.stop()
             raise
@@ -109,23 +157,37 @@ class NativeStack:
             "PYTHONUNBUFFERED": "1",
         }
         log = None
+        stdout: IO[bytes] | int | None = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            log = (self.log_dir / f"{service.name}.log").open("ab")
+            log = stdout = (self.log_dir / f"{service.name}.log").open("ab")
+        elif self.output is not None:
+            stdout = subprocess.PIPE
         process = subprocess.Popen(
             service.command,
             env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT if log is not None else None,
+            stdout=stdout,
+            stderr=subprocess.STDOUT if stdout is not None else None,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=_die_with_parent,  # only prctl, before exec
         )
-        self.running.append(RunningService(service=service, process=process, log=log))
+        relay = None
+        if stdout is subprocess.PIPE and process.stdout is not None and self.output is not None:
+            relay = threading.Thread(
+                target=_relay,
+                kwargs={"name": service.name, "lines": process.stdout, "output": self.output},
+                name=f"output of {service.name}",
+                daemon=True,
+            )
+            relay.start()
+        self.running.append(RunningService(service=service, process=process, log=log, relay=relay))
 
-    def _wait_healthy(self, running: RunningService, *, deadline: float) -> None:
+    def _wait_healthy(self, running: RunningService, *, deadline: float, progress: Progress = _no_progress) -> None:
         url = running.service.health_url
+        started = reminded = time.monotonic()
         if url is None:
+            progress(StartProgress(service=running.service, state="started", elapsed=0.0))
             return
         while time.monotonic() < deadline:
             code = running.process.poll()
@@ -134,8 +196,13 @@ class NativeStack:
                     f"{running.service.name} exited with code {code} while starting{self._log_hint(running)}"
                 )
             if healthy(url):
+                progress(StartProgress(service=running.service, state="healthy", elapsed=time.monotonic() - started))
                 return
             time.sleep(_HEALTH_POLL_SECONDS)
+            now = time.monotonic()
+            if now - reminded >= _PROGRESS_EVERY_SECONDS:
+                reminded = now
+                progress(StartProgress(service=running.service, state="waiting", elapsed=now - started))
         raise StackFailed(f"{running.service.name} was not healthy at {url} in time{self._log_hint(running)}")
 
     def _log_hint(self, running: RunningService) -> str:
@@ -173,8 +240,7 @@ class NativeStack:
         except subprocess.TimeoutExpired:
             _signal_group(old.process, signal.SIGKILL)
             old.process.wait()
-        if old.log is not None:
-            old.log.close()
+        old.close_output()
         self.running.remove(old)
         # From the service as planned: a restart's extra variables hold for that run only.
         planned = next(service for service in self.services if service.name == name)
@@ -199,8 +265,7 @@ class NativeStack:
             except subprocess.TimeoutExpired:
                 _signal_group(running.process, signal.SIGKILL)
                 running.process.wait()
-            if running.log is not None:
-                running.log.close()
+            running.close_output()
         self.running.clear()
 
     def write_state(self, path: Path) -> None:

@@ -23,7 +23,7 @@ from devstack.compose import (
 from devstack.infra import Infra, create_databases, drop_databases
 from devstack.mailsink import MailSink
 from devstack.otlp import OtlpReceiver
-from devstack.runner import NativeStack
+from devstack.runner import NativeStack, Progress
 
 MAIL_SERVICE = "mailpit"  # compose's mail catcher; natively a MailSink
 TRACES_SERVICE = "otel-collector"  # compose's OpenTelemetry Collector; natively an OtlpReceiver
@@ -143,13 +143,14 @@ class Stack:
         traces = OtlpReceiver(port=options.otlp_port, spans_file=spans_file) if sends_spans else None
         return cls(options=options, infra=infra, services=services, native=native, mail=mail, traces=traces)
 
-    def start(self, *, health_timeout: float = 60.0) -> None:
+    def start(self, *, health_timeout: float = 60.0, progress: Progress | None = None) -> None:
+        """Databases, the mail and trace stand-ins, then the services (see NativeStack.start)."""
         asyncio.run(create_databases(server_url=self.infra.postgres_url, names=database_names(self.services)))
         if self.mail is not None:
             self.mail.start()
         if self.traces is not None:
             self.traces.start()
-        self.native.start(health_timeout=health_timeout)
+        self.native.start(health_timeout=health_timeout, progress=progress)
 
     def stop(self, *, drop_databases_too: bool = False) -> None:
         self.native.stop()
