@@ -302,7 +302,8 @@ def create_server(
     The caller binds the port (``server.add_insecure_port``) and starts it.
     """
     server = grpc.aio.server(
-        interceptors=[*tracing.grpc_server_interceptors(), ServiceAuthInterceptor(verifier=verifier)]
+        interceptors=[*tracing.grpc_server_interceptors(), ServiceAuthInterceptor(verifier=verifier)],
+        options=_CONNECTION_AGE,
     )
     register(server)
     health_servicer = health.aio.HealthServicer()
@@ -453,6 +454,13 @@ GrpcUrl = Annotated[str, AfterValidator(_checked_grpc_url)]
 _BALANCED = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})
 _RECONNECT_BACKOFF = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 2000)]
 _RESOLVE_AGAIN = [("grpc.dns_min_time_between_resolutions_ms", 1000)]
+# A client resolves the name only when a connection ends: one that resolved while some
+# instances were not up yet (a Swarm task starting, a pod) would never call them, and
+# would fail outright when the only ones it knows drain. So servers end every
+# connection after about 30 s (grpc's GOAWAY: calls in flight and open streams finish
+# on it, new calls go on a new connection, after the client has resolved the name
+# again), the way gRPC's own guidance on DNS balancing has it.
+_CONNECTION_AGE = [("grpc.max_connection_age_ms", 30_000)]
 
 
 def service_channel(*, target: str, issuer: ServiceTokenIssuer, audience: str) -> grpc.aio.Channel:
