@@ -33,15 +33,21 @@ def test_the_committed_stack_is_what_docker_compose_yml_renders():
     )
 
 
-def test_docker_stack_config_accepts_it(tmp_path):
+@pytest.fixture(scope="module")
+def stack_config():
+    """``docker stack config``'s command, which validates a stack without an engine."""
     if shutil.which("docker") is None:
         pytest.skip("no docker CLI here to validate the stack with")
     help_text = subprocess.run(["docker", "stack", "--help"], capture_output=True, text=True, check=False).stdout
     if "config" not in help_text:
         pytest.skip("this docker CLI has no `docker stack config` (Docker 23 and later)")
+    return ["docker", "stack", "config", "--compose-file"]
+
+
+def test_docker_stack_config_accepts_it(stack_config, tmp_path):
     environ = {**read_env_file(ROOT / ".env.example"), "PATH": os.environ["PATH"], "HOME": str(tmp_path)}
     result = subprocess.run(
-        ["docker", "stack", "config", "--compose-file", str(ROOT / STACK_FILE)],
+        [*stack_config, str(ROOT / STACK_FILE)],
         capture_output=True,
         text=True,
         check=False,
@@ -53,15 +59,10 @@ def test_docker_stack_config_accepts_it(tmp_path):
     assert merged["services"]["gateway"]["image"] == "interchange/gateway:checked"
 
 
-def test_docker_stack_config_refuses_the_compose_file_itself():
+def test_docker_stack_config_refuses_the_compose_file_itself(stack_config):
     """Why the stack is rendered: the compose file as it is cannot be deployed."""
-    if shutil.which("docker") is None:
-        pytest.skip("no docker CLI here")
-    help_text = subprocess.run(["docker", "stack", "--help"], capture_output=True, text=True, check=False).stdout
-    if "config" not in help_text:
-        pytest.skip("this docker CLI has no `docker stack config` (Docker 23 and later)")
     result = subprocess.run(
-        ["docker", "stack", "config", "--compose-file", "docker-compose.yml"],
+        [*stack_config, "docker-compose.yml"],
         capture_output=True,
         text=True,
         check=False,

@@ -16,9 +16,8 @@ import json
 import os
 import re
 import subprocess
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -27,13 +26,13 @@ from devstack.compose import read_env_file
 from devstack.engine import Engine
 from devstack.errors import EngineFailed
 from devstack.swarm import STACK_FILE, write_secret_files
-from devstack.testing import free_port
+from devstack.testing import free_port, wait_for
 
 STACK = "ic-swarm-test"
 SERVICES = ("user-service", "event-store", "order-service", "notification-service", "gateway")
 TAGS = ("swarm-test-1", "swarm-test-2")
 _DEPLOY_SECONDS = 600
-_ROLL_SECONDS = 900
+_ROLL_SECONDS = 300  # each service's update
 _REMOVE_SECONDS = 120
 _IN_STACK = f"label=com.docker.stack.namespace={STACK}"
 _COMPLETED = re.compile(r"\((\d+/\d+) completed\)")
@@ -46,8 +45,6 @@ class SwarmDeployment:
     files: Sequence[Path]
     environ: Mapping[str, str]
     http_port: int
-    tag: str = TAGS[0]
-    updates: dict[str, str] = field(default_factory=dict)  # service → its last update's state
 
     @property
     def gateway_url(self) -> str:
@@ -68,7 +65,6 @@ class SwarmDeployment:
         )
         if result.returncode != 0:
             raise EngineFailed(f"docker stack deploy failed: {(result.stderr or result.stdout).strip()}")
-        self.tag = tag
 
     def services(self) -> dict[str, dict[str, object]]:
         """Each service of the stack (short name) as ``docker service inspect`` has it."""
@@ -100,34 +96,36 @@ class SwarmDeployment:
         return [line for line in ps.stdout.splitlines() if "Failed" in line or "Rejected" in line][:20]
 
     def wait_until_serving(self, *, timeout: float = _DEPLOY_SECONDS) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def serving() -> bool:
             counts = self.running()
             full = bool(counts) and all(running == wanted and wanted > 0 for running, wanted in counts.values())
-            if full and _answers(f"{self.gateway_url}/health"):
-                return
-            if time.monotonic() > deadline:
-                raise EngineFailed(f"the stack is not serving: {counts}; failed tasks: {self.task_errors()}")
-            time.sleep(2)  # Swarm converges by itself: poll its state
+            return full and _answers(f"{self.gateway_url}/health")
+
+        try:
+            # Swarm converges by itself: poll its state.
+            wait_for(serving, timeout=timeout, interval=2, what="every task running and the gateway answering")
+        except TimeoutError as e:
+            raise EngineFailed(f"the stack is not serving: {self.running()}; failed tasks: {self.task_errors()}") from e
 
     def roll(self, *, tag: str = TAGS[1], timeout: float = _ROLL_SECONDS) -> dict[str, str]:
         """Move every service of ours, one service after the other, to the image ``tag``
         (``docker service update --image``: the stack's update_config rolls its tasks),
         each once the one before has ended; each service's final update state
         (``completed`` unless it failed)."""
-        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
         for service in SERVICES:
             self.engine.docker(
                 "service", "update", "--detach", "--no-resolve-image",
                 "--image", f"interchange/{service}:{tag}", f"{STACK}_{service}",
             )  # fmt: skip
-            while (state := _update_state(self.services()[service])) in ("", "updating", "rollback_started"):
-                if time.monotonic() > deadline:
-                    raise EngineFailed(f"the rolling update of {service} has not ended: {state or 'not started'}")
-                time.sleep(1)  # Swarm reports an update's state only when asked: poll it
-            self.updates[service] = state
-        self.tag = tag
-        return dict(self.updates)
+
+            def ended(service: str = service) -> str | None:
+                state = _update_state(self.services()[service])
+                return None if state in ("", "updating", "rollback_started") else state
+
+            # Swarm reports an update's state only when asked: poll it.
+            states[service] = wait_for(ended, timeout=timeout, interval=1, what=f"the rolling update of {service}")
+        return states
 
     def save_logs(self, directory: Path) -> Path:
         """What each container of the stack wrote, old tasks' too, in ``directory``
@@ -190,26 +188,28 @@ def swarm_deployment(*, engine: Engine, root: Path, overrides: Sequence[Path] = 
     _leave(engine)  # an interrupted run's swarm: start from nothing
     engine.docker("swarm", "init", "--advertise-addr", "127.0.0.1")
     try:
-        variables = {**read_env_file(root / ".env"), **os.environ}
-        write_secret_files(root=root, variables=variables)
+        env = read_env_file(root / ".env")
+        write_secret_files(root=root, variables={**env, **os.environ})
+        http_port = free_port()
         deployment = SwarmDeployment(
             engine=engine,
             root=root,
             files=[root / STACK_FILE, *overrides],
-            environ={**engine.environ, **read_env_file(root / ".env"), "EDGE_HTTPS_PORT": str(free_port())},
-            http_port=free_port(),
+            environ={**engine.environ, **env, "EDGE_HTTP_PORT": str(http_port), "EDGE_HTTPS_PORT": str(free_port())},
+            http_port=http_port,
         )
-        deployment.environ = {**deployment.environ, "EDGE_HTTP_PORT": str(deployment.http_port)}
         try:
             deployment.deploy(tag=TAGS[0])
             deployment.wait_until_serving()
             yield deployment
         finally:
             engine.docker("stack", "rm", STACK, check=False)
-            deadline = time.monotonic() + _REMOVE_SECONDS
-            while engine.docker("ps", "--quiet", "--filter", _IN_STACK, check=False).stdout.split():
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(1)  # removal is asynchronous: poll until no container of it runs
+
+            def removed() -> bool:
+                return not engine.docker("ps", "--quiet", "--filter", _IN_STACK, check=False).stdout.split()
+
+            # Removal is asynchronous; the engine stops what is left when it stops.
+            with contextlib.suppress(TimeoutError):
+                wait_for(removed, timeout=_REMOVE_SECONDS, interval=1, what="the stack's containers to stop")
     finally:
         _leave(engine)
